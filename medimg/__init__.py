@@ -1,0 +1,3 @@
+"""medimg: an MLOps pipeline for medical image classification."""
+
+__version__ = "0.1.0"

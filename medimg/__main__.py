@@ -1,0 +1,3 @@
+from medimg.cli import main
+
+main()

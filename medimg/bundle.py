@@ -1,0 +1,101 @@
+"""A trained classifier as one unit: Keras model, class names, preprocessing and threshold.
+
+The bundle is a folder (``model.keras`` + ``bundle.json``). Training writes it, evaluation and
+every prediction path read it, and the registry stores it inside the MLflow model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medimg.config import PreprocessConfig
+from medimg.errors import WorkspaceError
+
+MODEL_FILE = "model.keras"
+META_FILE = "bundle.json"
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    class_names: list[str]
+    image_size: int
+    channels: int
+    preprocess: dict[str, Any]
+    threshold: float = 0.5
+    params_digest: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def positive_class(self) -> str:
+        return self.class_names[-1]
+
+
+class ModelBundle:
+    """Load once, predict many times."""
+
+    def __init__(self, model: Any, meta: BundleMeta) -> None:
+        self.model = model
+        self.meta = meta
+
+    def save(self, directory: Path) -> None:
+        """Write atomically: a failure leaves the previous bundle intact."""
+        directory = Path(directory)
+        staging = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        self.model.save(staging / MODEL_FILE)
+        (staging / META_FILE).write_text(json.dumps(asdict(self.meta), indent=2))
+        if directory.exists():
+            backup = directory.with_name(directory.name + ".old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(directory, backup)
+            os.replace(staging, directory)
+            shutil.rmtree(backup)
+        else:
+            os.replace(staging, directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelBundle:
+        import keras
+
+        directory = Path(directory)
+        if not (directory / MODEL_FILE).is_file() or not (directory / META_FILE).is_file():
+            raise WorkspaceError(f"no trained model in {directory}; run `medimg train` first")
+        meta = BundleMeta(**json.loads((directory / META_FILE).read_text()))
+        model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
+        return cls(model, meta)
+
+    def predict_packed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (N, n_classes) for preprocessed uint8 images (N, S, S, C)."""
+        probs = np.zeros((len(images), len(self.meta.class_names)), dtype=np.float64)
+        for start in range(0, len(images), batch_size):
+            batch = np.asarray(images[start:start + batch_size], dtype=np.float32)
+            out = np.asarray(self.model(batch, training=False), dtype=np.float64)
+            if out.shape[1] == 1:
+                out = np.concatenate([1.0 - out, out], axis=1)
+            probs[start:start + len(batch)] = out
+        return probs
+
+    def predict_pixels(self, decoded: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities for decoded images of any size, preprocessed as in training."""
+        from medimg.preprocessing.transforms import preprocess_image
+
+        config = PreprocessConfig(**self.meta.preprocess)
+        size, channels = self.meta.image_size, self.meta.channels
+        packed = np.stack([preprocess_image(p, config, size, channels) for p in decoded]) if (
+            decoded) else np.zeros((0, size, size, channels), dtype=np.uint8)
+        return self.predict_packed(packed)
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """Predicted class indices: the threshold on the positive class for two classes,
+        the arg-max otherwise."""
+        if probs.shape[1] == 2:
+            return (probs[:, 1] >= self.meta.threshold).astype(np.int64)
+        return probs.argmax(axis=1)

@@ -1,0 +1,304 @@
+"""The `medimg` command line. Every command takes --workspace (default: the current directory)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from medimg.errors import MedimgError
+
+app = typer.Typer(
+    name="medimg",
+    help="MLOps pipeline for medical image classification.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", help="Workspace directory (default: current directory).",
+                 envvar="MEDIMG_WORKSPACE", show_default=False),
+]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _quiet_libraries() -> None:
+    """Entry-point logging and library noise settings; never done at import time."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "medimg")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("medimg").setLevel(logging.INFO)
+
+
+def _connection_problem(exc: BaseException) -> str | None:
+    text = f"{type(exc).__name__}: {exc}"
+    markers = ("ConnectError", "ConnectionError", "Connection refused", "Max retries exceeded",
+               "Failed to establish a new connection", "Name or service not known")
+    if not any(m in text for m in markers):
+        return None
+    if os.environ.get("PREFECT_API_URL") and "prefect" in text.lower() or "httpx" in text:
+        return (f"cannot reach the Prefect API at {os.environ.get('PREFECT_API_URL')}; start "
+                "the server or unset PREFECT_API_URL to use the local ephemeral API")
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "the MLflow tracking server")
+    return f"cannot reach {uri}; start the server or unset MLFLOW_TRACKING_URI to use SQLite"
+
+
+def _friendly(command: F) -> F:
+    """Turn a user-fixable failure into one line on stderr and exit code 1, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _quiet_libraries()
+        try:
+            return command(*args, **kwargs)
+        except MedimgError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            problem = _connection_problem(exc)
+            if problem is None:
+                raise
+            err.print(f"[bold red]error:[/] {problem}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _workspace(directory: Path | None):
+    from medimg.workspace import open_workspace
+
+    ws = open_workspace(directory)
+    _ = ws.config  # a bad params.yaml fails here, before any work
+    return ws
+
+
+@app.command()
+@_friendly
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory to make into a workspace.")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing params.yaml.")] = False,
+) -> None:
+    """Create a workspace: git init, dvc init, params.yaml and dvc.yaml."""
+    from medimg.workspace import init_workspace
+
+    ws = init_workspace(directory, force=force)
+    console.print(f"workspace ready at {ws.root}; put images in {ws.relative(ws.raw_dir)}/<class>/"
+                  " and run `medimg run`", highlight=False)
+
+
+@app.command()
+@_friendly
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder (class folders + patients.csv).")],
+    n_images: Annotated[int, typer.Option("--n-images", "-n", help="Number of images.")] = 800,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
+    positive_fraction: Annotated[float, typer.Option(help="Share of pneumonia images.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    image_format: Annotated[str, typer.Option("--format", help="png or dicom.")] = "png",
+) -> None:
+    """Write a synthetic chest-radiograph phantom data set."""
+    from medimg.data.phantoms import generate_phantoms
+
+    if image_format not in ("png", "dicom"):
+        raise MedimgError(f"--format {image_format!r} is not supported; use png or dicom")
+    try:
+        summary = generate_phantoms(out, n_images=n_images, image_size=size,
+                                    positive_fraction=positive_fraction, seed=seed,
+                                    image_format=image_format)
+    except ValueError as exc:
+        raise MedimgError(str(exc)) from None
+    counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
+    console.print(f"wrote {summary.n_images} phantoms ({counts}) of {summary.n_patients} "
+                  f"patients to {summary.out_dir}", highlight=False)
+
+
+@app.command()
+@_friendly
+def ingest(
+    sources: Annotated[list[Path], typer.Argument(help="Folders of class folders.")],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Add images to the manifest; quarantine files that cannot be used."""
+    from medimg.data.ingest import ingest_sources
+
+    ws = _workspace(workspace)
+    summary = ingest_sources(ws, sources)
+    splits = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_split.items()))
+    console.print(
+        f"files in {summary.files_in} = ingested {summary.ingested} + already present "
+        f"{summary.already_present} + quarantined {len(summary.quarantined)} + duplicates "
+        f"{summary.duplicates}; manifest: {summary.manifest_rows} images ({splits})",
+        highlight=False,
+    )
+
+
+@app.command()
+@_friendly
+def validate(workspace: WorkspaceOpt = None) -> None:
+    """Run the data contract over the manifest; exit 1 on a failed expectation."""
+    from medimg.validation.stage import validate_workspace
+
+    ws = _workspace(workspace)
+    report = validate_workspace(ws, raise_on_failure=False)
+    table = Table("check", "result", "details", title="Data contract")
+    for check in report.checks:
+        table.add_row(check.name, "[green]pass[/]" if check.success else "[red]FAIL[/]",
+                      escape(check.details))
+    console.print(table)
+    console.print(f"report: {ws.relative(ws.validation_report_path)}; Data Docs: "
+                  f"{ws.relative(ws.data_docs_dir)}/index.html", highlight=False)
+    if not report.success:
+        names = ", ".join(c.name for c in report.failed)
+        err.print(f"[bold red]error:[/] {len(report.failed)} expectation(s) failed: {names}",
+                  highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly
+def preprocess(workspace: WorkspaceOpt = None) -> None:
+    """Enhance contrast, denoise and resize every image into packed arrays per split."""
+    from medimg.preprocessing.stage import preprocess_workspace
+
+    counts = preprocess_workspace(_workspace(workspace))
+    console.print("packed " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+
+
+@app.command()
+@_friendly
+def train(workspace: WorkspaceOpt = None) -> None:
+    """Train the configured model and save it as one bundle."""
+    from medimg.training.train import train_workspace
+
+    result = train_workspace(_workspace(workspace))
+    console.print(f"trained {result.epochs_run} epochs in {result.seconds:.0f}s (best epoch "
+                  f"{result.best_epoch}, val_loss {min(result.history['val_loss']):.4f}); "
+                  f"model saved to {result.model_dir}", highlight=False)
+
+
+@app.command()
+@_friendly
+def evaluate(workspace: WorkspaceOpt = None) -> None:
+    """Score the test split: metrics JSON, confusion matrix and ROC plots."""
+    from medimg.evaluation.stage import evaluate_workspace
+
+    result = evaluate_workspace(_workspace(workspace))
+    console.print(_metrics_table(result.metrics))
+
+
+@app.command()
+@_friendly
+def run(
+    workspace: WorkspaceOpt = None,
+    source: Annotated[list[Path] | None, typer.Option(
+        help="Folder(s) to ingest (default: data/raw).")] = None,
+) -> None:
+    """Run the Prefect training pipeline: all stages, tracking, gates and registration."""
+    ws = _workspace(workspace)
+    start = time.perf_counter()
+    outcome = _run_flow(ws, source)
+    _print_summary(outcome, time.perf_counter() - start)
+
+
+@app.command()
+@_friendly
+def demo(
+    workspace: WorkspaceOpt = None,
+    n_images: Annotated[int, typer.Option("--n-images", "-n", help="Phantoms to make.")] = 800,
+) -> None:
+    """Synthesise phantoms into data/raw and run the whole pipeline on embedded defaults."""
+    from medimg.data.phantoms import generate_phantoms
+
+    ws = _workspace(workspace)
+    start = time.perf_counter()
+    marker = ws.raw_dir / ".phantoms"
+    if ws.raw_dir.exists() and any(ws.raw_dir.iterdir()) and not marker.exists():
+        raise MedimgError(f"{ws.relative(ws.raw_dir)} holds data that the demo did not make; "
+                          "run the demo in another workspace (`medimg init DIR`, then "
+                          "`medimg demo --workspace DIR`)")
+    size = ws.config.base.image_size
+    stamp = f"n={n_images} size={size} seed={ws.config.base.seed}\n"
+    if not marker.exists() or marker.read_text() != stamp:
+        console.print(f"synthesising {n_images} phantoms at {size}x{size} in "
+                      f"{ws.relative(ws.raw_dir)} ...", highlight=False)
+        generate_phantoms(ws.raw_dir, n_images=n_images, image_size=size,
+                          seed=ws.config.base.seed,
+                          class_names=tuple(ws.config.base.class_names[:2]))
+        marker.write_text(stamp)
+    outcome = _run_flow(ws, None)
+    _print_summary(outcome, time.perf_counter() - start)
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task with its traceback; a user-fixable error needs one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], MedimgError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _run_flow(ws, sources: list[Path] | None) -> dict:
+    from flows.training import training_pipeline
+
+    quiet = _NoTracebackForUserErrors()
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(quiet)
+    return training_pipeline(str(ws.root), [str(s) for s in sources] if sources else None)
+
+
+def _metrics_table(metrics: dict) -> Table:
+    table = Table("metric", "test split", title=f"Test metrics (n={metrics['n']}, threshold "
+                  f"{metrics['threshold']})")
+    for key in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc"):
+        table.add_row(key, f"{metrics[key]:.3f}")
+    table.add_row("confusion matrix", str(metrics["confusion_matrix"]))
+    return table
+
+
+def _print_summary(outcome: dict, seconds: float) -> None:
+    console.print(_metrics_table(outcome["metrics"]))
+    gates = Table("gate", "metric", "value", "bound", "result", title="Gates")
+    checks = outcome["gates"]["checks"] + (outcome["champion_checks"] or {}).get("checks", [])
+    for check in checks:
+        value = "missing" if check["value"] is None else f"{check['value']:.3f}"
+        bound = "-" if check["bound"] is None else f"{check['bound']:.3f}"
+        gates.add_row(check["name"], check["metric"], value, bound,
+                      "[green]pass[/]" if check["passed"] else "[red]FAIL[/]")
+    console.print(gates)
+    if outcome["version"]:
+        aliases = ", ".join(outcome["aliases"]) or "none"
+        console.print(f"registered version {outcome['version']} (aliases: {aliases})",
+                      highlight=False)
+    else:
+        console.print("[yellow]not registered: a gate failed (see the run's gate.* tags)[/]")
+    console.print(f"MLflow run {outcome['run_id']}; finished in {seconds:.0f}s", highlight=False)
+    console.print(f"open the results: {outcome['ui_command']}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover - `python -m medimg`
+    app(prog_name="medimg")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

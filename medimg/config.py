@@ -1,0 +1,228 @@
+"""Typed configuration: ``params.yaml`` loaded once into pydantic models.
+
+Library code receives these objects, never raw dictionaries. Every model forbids unknown keys, so
+a typo in ``params.yaml`` fails at load time with the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medimg.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseConfig(_Section):
+    seed: Annotated[int, Field(ge=0)] = 42
+    image_size: Annotated[int, Field(ge=32, le=1024)] = 128
+    channels: Literal[1, 3] = 1
+    class_names: list[str] = ["normal", "pneumonia"]
+
+    @field_validator("class_names")
+    @classmethod
+    def _two_or_more_distinct(cls, names: list[str]) -> list[str]:
+        if len(names) < 2:
+            raise ValueError("needs at least two classes")
+        if len(set(names)) != len(names):
+            raise ValueError("class names must be distinct")
+        if any(not n or "/" in n for n in names):
+            raise ValueError("class names must be non-empty and contain no '/'")
+        return names
+
+    @property
+    def positive_class(self) -> str:
+        return self.class_names[-1]
+
+
+class DataConfig(_Section):
+    split_fractions: dict[Literal["train", "val", "test"], Annotated[float, Field(gt=0.0, lt=1.0)]] = {
+        "train": 0.7,
+        "val": 0.15,
+        "test": 0.15,
+    }
+    min_side: PositiveInt = 32
+    max_pixels: PositiveInt = 178_956_970
+    max_quarantine_fraction: Fraction = 0.0
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, fractions: dict[str, float]) -> dict[str, float]:
+        if set(fractions) != {"train", "val", "test"}:
+            raise ValueError("needs exactly the keys train, val and test")
+        if abs(sum(fractions.values()) - 1.0) > 1e-6:
+            raise ValueError(f"fractions sum to {sum(fractions.values()):.3f}, must sum to 1")
+        return fractions
+
+
+class ValidationConfig(_Section):
+    min_images_per_class_per_split: PositiveInt = 1
+    min_side: PositiveInt = 32
+    max_side: PositiveInt = 8192
+    allowed_channels: list[Literal[1, 3, 4]] = [1, 3]
+
+
+class PreprocessConfig(_Section):
+    contrast: Literal["clahe", "equalize", "none"] = "clahe"
+    clahe_clip_limit: Annotated[float, Field(gt=0.0)] = 2.0
+    clahe_tile_grid: PositiveInt = 8
+    denoise: Literal["median", "gaussian", "none"] = "median"
+    denoise_kernel: PositiveInt = 3
+
+    @field_validator("denoise_kernel")
+    @classmethod
+    def _odd(cls, k: int) -> int:
+        if k % 2 == 0:
+            raise ValueError("must be odd (3, 5, 7, ...)")
+        return k
+
+
+class AugmentConfig(_Section):
+    rotation_degrees: Annotated[float, Field(ge=0.0, le=180.0)] = 15.0
+    width_shift: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    height_shift: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    shear: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    zoom: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    horizontal_flip: bool = False
+    fill_mode: Literal["nearest", "constant", "reflect", "wrap"] = "nearest"
+
+
+class ModelConfig(_Section):
+    architecture: Literal["seed_cnn"] = "seed_cnn"
+    filters: list[PositiveInt] = [32, 64]
+    dense_units: PositiveInt = 128
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+
+
+class TrainConfig(_Section):
+    epochs: PositiveInt = 12
+    batch_size: PositiveInt = 32
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.001
+    shuffle_buffer: PositiveInt = 2048
+    early_stopping_patience: Annotated[int, Field(ge=0)] = 4
+
+
+class EvaluateConfig(_Section):
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+
+
+class GatesConfig(_Section):
+    min_f1: Fraction = 0.80
+    min_recall: Fraction = 0.85
+    noninferiority_margin: Fraction = 0.02
+
+
+class RegistryConfig(_Section):
+    model_name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = (
+        "medimg-classifier"
+    )
+    experiment_name: Annotated[str, Field(min_length=1)] = "medimg"
+
+
+class Config(_Section):
+    """The whole of ``params.yaml``."""
+
+    base: BaseConfig = BaseConfig()
+    data: DataConfig = DataConfig()
+    validation: ValidationConfig = ValidationConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    gates: GatesConfig = GatesConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _sides_consistent(self) -> Config:
+        if self.validation.min_side > self.validation.max_side:
+            raise ValueError(
+                f"validation.min_side {self.validation.min_side} exceeds "
+                f"validation.max_side {self.validation.max_side}"
+            )
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to values, as MLflow params (``train.epochs`` -> 12)."""
+        return _flatten(self.model_dump(mode="json"))
+
+    def digest(self) -> str:
+        """A stable hash of every value, for lineage tags."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "split_fractions":
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
+    """One readable line for one pydantic error: key, value, what is allowed."""
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        section = raw
+        for part in loc[:-1]:
+            section = section.get(part, {}) if isinstance(section, dict) else {}
+        model: type[BaseModel] = Config
+        for part in loc[:-1]:
+            field = model.model_fields.get(part)
+            annotation = getattr(field, "annotation", None)
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+        allowed = ", ".join(model.model_fields)
+        return f"unknown key '{key}'; allowed keys here: {allowed}"
+    value = error.get("input")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key} = {value!r}: {message}"
+
+
+def parse_config(raw: dict[str, Any] | None, source: str = "params.yaml") -> Config:
+    """Validate a parsed ``params.yaml`` mapping.
+
+    Raises:
+        ConfigError: naming every bad key, its value and what is allowed.
+    """
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e, raw) for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate ``params.yaml``.
+
+    Raises:
+        ConfigError: when the file is missing, is not YAML, or holds a bad key or value.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; run `medimg init DIR` to create a workspace")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
+    return parse_config(raw, source=str(path.name))

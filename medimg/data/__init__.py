@@ -1,0 +1,1 @@
+"""Data sources, manifest, splits, synthetic phantoms and DICOM handling."""

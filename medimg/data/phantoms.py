@@ -1,0 +1,594 @@
+"""Deterministic synthetic chest-radiograph phantoms for demos, tests and calibration.
+
+Each pseudo-patient gets an anatomy (body outline, lung fields, heart and mediastinum, ribs,
+clavicles, spine) and a label; every image of that patient is a follow-up film of the same anatomy
+with a new pose, exposure and noise. The positive class adds diffuse, soft-edged opacities inside
+the visible lung fields, some of them faint, so a classifier has to generalise across patients and
+cannot score perfectly.
+
+Everything is drawn from ``numpy`` generators seeded by ``(seed, patient, image)``, so the same
+arguments give byte-identical PNG or DICOM files and a patient's images do not depend on how many
+other patients there are.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
+
+logger = logging.getLogger(__name__)
+
+ImageFormat = Literal["png", "dicom"]
+
+PATIENTS_CSV = "patients.csv"
+MIN_IMAGE_SIZE = 32
+_EXTENSIONS: dict[str, str] = {"png": ".png", "dicom": ".dcm"}
+# Fixed so that DICOM files are byte-identical from run to run.
+_STUDY_DATE = "20240101"
+_STUDY_TIME = "090000"
+_UID_NAMESPACE = "medimg-phantom-v1"
+# Stream tags keep the allocation, patient and image generators independent of each other.
+_ALLOCATION_STREAM = 0
+_PATIENT_STREAM = 1
+_IMAGE_STREAM = 2
+
+# Difficulty of the positive class. Calibrated so that the seed CNN in params.yaml (CLAHE +
+# median preprocessing, 128 px, ~800 images split 70/15/15 by patient) reaches test F1 in
+# roughly 0.85-0.97: large or dense opacities are easy, small faint ones are often missed.
+_LESION_RADIUS = (0.08, 0.22)  # in units of the half image side
+_LESION_CONTRAST = (0.03, 0.12)  # added attenuation; a lung field sits ~0.3 below soft tissue
+_SUBTLE_FRACTION = 0.3  # share of positive patients whose opacities are small and faint
+_SUBTLE_RADIUS = (0.05, 0.1)
+_SUBTLE_CONTRAST = (0.02, 0.05)
+
+
+@dataclass(frozen=True)
+class PhantomSummary:
+    """What :func:`generate_phantoms` wrote.
+
+    Attributes:
+        out_dir: Root of the folder-of-classes layout.
+        n_images: Images written.
+        n_patients: Pseudo-patients the images belong to.
+        counts: Images per class name.
+        image_format: ``"png"`` or ``"dicom"``.
+    """
+
+    out_dir: Path
+    n_images: int
+    n_patients: int
+    counts: dict[str, int]
+    image_format: str
+
+
+@dataclass(frozen=True)
+class _Anatomy:
+    """One patient's anatomy in normalised coordinates (x right, y down, image spans [-1, 1])."""
+
+    body_centre: tuple[float, float]
+    body_axes: tuple[float, float]
+    body_exponent: float
+    body_density: float
+    lung_offset: float  # horizontal distance of each lung centre from the midline
+    lung_centre_y: float
+    lung_axes: tuple[tuple[float, float], tuple[float, float]]  # (a, b) for image-left, -right
+    lung_depth: float  # how much darker than soft tissue an aerated lung is
+    heart_centre: tuple[float, float]
+    heart_axes: tuple[float, float]
+    rib_start: float
+    rib_spacing: float
+    rib_width: float
+    rib_curvature: float
+    rib_density: float
+    n_ribs: int
+    clavicle_y: float
+    rotation_deg: float
+    shift: tuple[float, float]
+    scale: float
+
+
+@dataclass(frozen=True)
+class _Lesion:
+    """One opacity in anatomical coordinates."""
+
+    centre: tuple[float, float]
+    radius: float
+    aspect: float
+    angle: float
+    harmonics: tuple[tuple[float, float], ...]  # (amplitude, phase) for k = 2, 3, ...
+    contrast: float
+    softness: float
+
+
+@dataclass(frozen=True)
+class _Acquisition:
+    """Per-film pose, exposure and detector settings."""
+
+    rotation_deg: float
+    shift: tuple[float, float]
+    scale: float
+    gain: float
+    gamma: float
+    heel_amplitude: float
+    heel_angle: float
+    quantum_noise: float
+    electronic_noise: float
+    blur_px: float
+    lesion_gain: float
+
+
+def render_phantom(rng: np.random.Generator, image_size: int, positive: bool) -> np.ndarray:
+    """Render one chest-radiograph phantom of a fresh random patient.
+
+    The generator is consumed identically for positive and negative phantoms, so two calls with
+    generators in the same state give the same patient, pose and noise, differing only by the
+    opacities.
+
+    Args:
+        rng: Source of randomness; advanced by the call.
+        image_size: Side of the square image in pixels (at least 32).
+        positive: Whether to add lung opacities.
+
+    Returns:
+        A ``uint8`` array of shape ``(image_size, image_size)``; bright is dense.
+    """
+    _check_image_size(image_size)
+    anatomy = _sample_anatomy(rng)
+    lesions = _sample_lesions(rng, anatomy)
+    acquisition = _sample_acquisition(rng)
+    return _render(anatomy, lesions if positive else (), acquisition, image_size, rng)
+
+
+def generate_phantoms(
+    out_dir: Path,
+    n_images: int = 800,
+    image_size: int = 128,
+    positive_fraction: float = 0.5,
+    seed: int = 0,
+    image_format: ImageFormat = "png",
+    images_per_patient: tuple[int, int] = (2, 6),
+    class_names: tuple[str, str] = ("normal", "pneumonia"),
+) -> PhantomSummary:
+    """Write a folder-of-classes data set of synthetic chest radiographs.
+
+    Layout: ``out_dir/<class>/ptNNNN_imgKK.<png|dcm>`` plus ``out_dir/patients.csv`` with columns
+    ``path,patient_id,label`` (``path`` relative to ``out_dir`` with ``/`` separators). All images
+    of a patient share the patient's class. The same arguments give byte-identical files.
+
+    Args:
+        out_dir: Destination; must not exist or be empty.
+        n_images: Total number of images written, exactly.
+        image_size: Side of the square images in pixels (at least 32).
+        positive_fraction: Share of images in the positive class, ``class_names[1]``.
+        seed: Non-negative seed; a different seed gives different images.
+        image_format: ``"png"`` (8-bit greyscale) or ``"dicom"`` (DX, MONOCHROME2, 8-bit).
+        images_per_patient: Inclusive ``(min, max)`` images per pseudo-patient.
+        class_names: ``(negative, positive)`` class folder names.
+
+    Returns:
+        A summary of what was written.
+
+    Raises:
+        ValueError: An argument is out of range, or ``out_dir`` already holds files.
+    """
+    out_dir = Path(out_dir)
+    _check_image_size(image_size)
+    _check_arguments(n_images, positive_fraction, seed, image_format, images_per_patient,
+                     class_names, out_dir)
+    n_positive = int(math.floor(n_images * positive_fraction + 0.5))
+    n_negative = n_images - n_positive
+    lo, hi = images_per_patient
+    for name, count in ((class_names[0], n_negative), (class_names[1], n_positive)):
+        if not _partition_possible(count, lo, hi):
+            raise ValueError(
+                f"n_images={n_images} with positive_fraction={positive_fraction} gives {count} "
+                f"'{name}' images, which cannot be split into patients of {lo}..{hi} images; "
+                "raise n_images, move positive_fraction towards 0.5 or widen images_per_patient"
+            )
+
+    allocation_rng = np.random.default_rng([seed, _ALLOCATION_STREAM])
+    sizes = [(False, s) for s in _partition(allocation_rng, n_negative, lo, hi)]
+    sizes += [(True, s) for s in _partition(allocation_rng, n_positive, lo, hi)]
+    order = allocation_rng.permutation(len(sizes))  # so patient ids do not give away the label
+    patients = [sizes[i] for i in order]
+
+    for name in class_names:
+        (out_dir / name).mkdir(parents=True, exist_ok=True)
+    extension = _EXTENSIONS[image_format]
+    id_width = max(4, len(str(len(patients))))
+    rows: list[tuple[str, str, str]] = []
+    for p_index, (positive, n_films) in enumerate(patients, start=1):
+        patient_rng = np.random.default_rng([seed, _PATIENT_STREAM, p_index])
+        anatomy = _sample_anatomy(patient_rng)
+        lesions = _sample_lesions(patient_rng, anatomy) if positive else ()
+        patient_id = f"PT-{p_index:0{id_width}d}"
+        label = class_names[int(positive)]
+        for i_index in range(1, n_films + 1):
+            image_rng = np.random.default_rng([seed, _IMAGE_STREAM, p_index, i_index])
+            acquisition = _sample_acquisition(image_rng)
+            image = _render(anatomy, lesions, acquisition, image_size, image_rng)
+            relative = f"{label}/pt{p_index:0{id_width}d}_img{i_index:02d}{extension}"
+            if image_format == "png":
+                _write_png(out_dir / relative, image)
+            else:
+                _write_dicom(out_dir / relative, image, patient_id, seed, p_index, i_index)
+            rows.append((relative, patient_id, label))
+
+    with (out_dir / PATIENTS_CSV).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("path", "patient_id", "label"))
+        writer.writerows(rows)
+
+    counts = {class_names[0]: n_negative, class_names[1]: n_positive}
+    logger.info(
+        "wrote %d %s phantoms of %d patients to %s (%s)",
+        n_images, image_format, len(patients), out_dir, counts,
+    )
+    return PhantomSummary(
+        out_dir=out_dir,
+        n_images=n_images,
+        n_patients=len(patients),
+        counts=counts,
+        image_format=image_format,
+    )
+
+
+# --- argument checks -------------------------------------------------------------------------
+
+
+def _check_image_size(image_size: int) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size {image_size!r} must be an integer of at least {MIN_IMAGE_SIZE}; "
+            "set a larger image_size"
+        )
+
+
+def _check_arguments(
+    n_images: int,
+    positive_fraction: float,
+    seed: int,
+    image_format: str,
+    images_per_patient: tuple[int, int],
+    class_names: tuple[str, str],
+    out_dir: Path,
+) -> None:
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 2:
+        raise ValueError(f"n_images {n_images!r} must be an integer of at least 2; raise it")
+    if not 0.0 < positive_fraction < 1.0:
+        raise ValueError(
+            f"positive_fraction {positive_fraction!r} must lie strictly between 0 and 1; "
+            "use e.g. 0.5"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed {seed!r} must be a non-negative integer; use e.g. 0")
+    if image_format not in _EXTENSIONS:
+        raise ValueError(
+            f"image_format {image_format!r} is not one of {sorted(_EXTENSIONS)}; pick one"
+        )
+    if (
+        len(images_per_patient) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in images_per_patient)
+        or not 1 <= images_per_patient[0] <= images_per_patient[1]
+    ):
+        raise ValueError(
+            f"images_per_patient {images_per_patient!r} must be (min, max) integers with "
+            "1 <= min <= max; use e.g. (2, 6)"
+        )
+    if (
+        len(class_names) != 2
+        or len(set(class_names)) != 2
+        or not all(_is_folder_name(name) for name in class_names)
+    ):
+        raise ValueError(
+            f"class_names {class_names!r} must be two different plain folder names; "
+            "use e.g. ('normal', 'pneumonia')"
+        )
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(
+            f"out_dir {str(out_dir)!r} already exists and is not an empty folder; "
+            "delete it or choose a new folder"
+        )
+
+
+def _is_folder_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and name.strip() == name
+        and name not in ("", ".", "..")
+        and not any(c in name for c in '/\\:*?"<>|,')
+    )
+
+
+def _partition_possible(total: int, lo: int, hi: int) -> bool:
+    return total >= lo and math.ceil(total / hi) <= total // lo
+
+
+def _partition(rng: np.random.Generator, total: int, lo: int, hi: int) -> list[int]:
+    """Split ``total`` images into patients of ``lo..hi`` images each."""
+    fewest, most = math.ceil(total / hi), total // lo
+    n_patients = min(max(round(2 * total / (lo + hi)), fewest), most)
+    sizes = np.full(n_patients, lo, dtype=np.int64)
+    extra = total - n_patients * lo
+    if extra:
+        slots = np.repeat(np.arange(n_patients), hi - lo)
+        np.add.at(sizes, rng.choice(slots, size=extra, replace=False), 1)
+    return [int(s) for s in sizes]
+
+
+# --- sampling --------------------------------------------------------------------------------
+
+
+def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
+    lung_centre_y = rng.uniform(-0.12, -0.02)
+    right_lung = (rng.uniform(0.27, 0.33), rng.uniform(0.55, 0.66))
+    left_lung = (rng.uniform(0.25, 0.31), rng.uniform(0.52, 0.63))
+    return _Anatomy(
+        body_centre=(rng.normal(0.0, 0.02), rng.uniform(0.05, 0.15)),
+        body_axes=(rng.uniform(0.78, 0.9), rng.uniform(1.05, 1.25)),
+        body_exponent=rng.uniform(2.2, 3.0),
+        body_density=rng.uniform(0.5, 0.6),
+        lung_offset=rng.uniform(0.38, 0.44),
+        lung_centre_y=lung_centre_y,
+        lung_axes=(right_lung, left_lung),
+        lung_depth=rng.uniform(0.27, 0.35),
+        heart_centre=(rng.uniform(0.06, 0.14), lung_centre_y + rng.uniform(0.3, 0.38)),
+        heart_axes=(rng.uniform(0.26, 0.33), rng.uniform(0.2, 0.26)),
+        rib_start=lung_centre_y - rng.uniform(0.6, 0.7),
+        rib_spacing=rng.uniform(0.12, 0.15),
+        rib_width=rng.uniform(0.022, 0.03),
+        rib_curvature=rng.uniform(0.7, 1.0),
+        rib_density=rng.uniform(0.05, 0.09),
+        n_ribs=int(rng.integers(9, 12)),
+        clavicle_y=lung_centre_y - rng.uniform(0.5, 0.58),
+        rotation_deg=rng.uniform(-4.0, 4.0),
+        shift=(rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)),
+        scale=rng.uniform(0.92, 1.06),
+    )
+
+
+def _sample_lesions(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[_Lesion, ...]:
+    """Draw a positive patient's opacities; always consumes the same amount of randomness."""
+    subtle = rng.uniform() < _SUBTLE_FRACTION
+    n_lesions = 1 + int(rng.uniform() < 0.35) + int(rng.uniform() < 0.1)
+    radius_range = _SUBTLE_RADIUS if subtle else _LESION_RADIUS
+    contrast_range = _SUBTLE_CONTRAST if subtle else _LESION_CONTRAST
+    lesions = []
+    for k in range(3):  # fixed draw count keeps later draws aligned
+        side = -1.0 if rng.uniform() < 0.5 else 1.0
+        centre = _point_in_lung(rng, anatomy, side)
+        lesion = _Lesion(
+            centre=centre,
+            radius=rng.uniform(*radius_range),
+            aspect=rng.uniform(0.6, 1.4),
+            angle=rng.uniform(0.0, np.pi),
+            harmonics=tuple(
+                (float(rng.uniform(0.0, 0.25 / h)), float(rng.uniform(0.0, 2 * np.pi)))
+                for h in range(2, 6)
+            ),
+            contrast=rng.uniform(*contrast_range),
+            softness=rng.uniform(0.2, 0.45),
+        )
+        if k < n_lesions:
+            lesions.append(lesion)
+    return tuple(lesions)
+
+
+def _point_in_lung(
+    rng: np.random.Generator, anatomy: _Anatomy, side: float
+) -> tuple[float, float]:
+    a, b = anatomy.lung_axes[int(side > 0)]
+    cx, cy = side * anatomy.lung_offset, anatomy.lung_centre_y
+    hx, hy = anatomy.heart_centre
+    ha, hb = anatomy.heart_axes
+    point = (cx, cy)
+    for _ in range(16):  # fixed count so the stream does not depend on the outcome
+        rho, phi = 0.75 * math.sqrt(rng.uniform()), rng.uniform(0.0, 2 * np.pi)
+        candidate = (cx + rho * a * math.cos(phi), cy + rho * b * math.sin(phi))
+        if point == (cx, cy) and ((candidate[0] - hx) / ha) ** 2 + (
+            (candidate[1] - hy) / hb
+        ) ** 2 > 1.2:
+            point = candidate
+    return (float(point[0]), float(point[1]))
+
+
+def _sample_acquisition(rng: np.random.Generator) -> _Acquisition:
+    return _Acquisition(
+        rotation_deg=rng.normal(0.0, 1.5),
+        shift=(rng.normal(0.0, 0.02), rng.normal(0.0, 0.02)),
+        scale=1.0 + rng.normal(0.0, 0.02),
+        gain=rng.uniform(0.88, 1.12),
+        gamma=rng.uniform(0.85, 1.15),
+        heel_amplitude=rng.uniform(0.03, 0.1),
+        heel_angle=rng.uniform(0.0, 2 * np.pi),
+        quantum_noise=rng.uniform(0.02, 0.04),
+        electronic_noise=rng.uniform(0.004, 0.012),
+        blur_px=rng.uniform(0.4, 0.8),
+        lesion_gain=rng.uniform(0.85, 1.15),
+    )
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _smooth_field(rng: np.random.Generator, cells: int, size: int) -> np.ndarray:
+    """Zero-mean, unit-ish smooth random field sampled on a coarse grid and upsampled."""
+    coarse = rng.normal(0.0, 1.0, (cells, cells)).astype(np.float32)
+    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.float64)
+
+
+def _render(
+    anatomy: _Anatomy,
+    lesions: tuple[_Lesion, ...],
+    acq: _Acquisition,
+    size: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Render one film; consumes ``rng`` the same way whatever ``lesions`` holds."""
+    coords = (np.arange(size, dtype=np.float64) + 0.5) * (2.0 / size) - 1.0
+    x, y = np.meshgrid(coords, coords)
+    pixel = 2.0 / size  # width of one pixel in normalised units, for anti-aliased edges
+
+    # Anatomical coordinates: undo the patient's and this film's shift, scale and rotation.
+    theta = np.deg2rad(anatomy.rotation_deg + acq.rotation_deg)
+    scale = anatomy.scale * acq.scale
+    xs = (x - anatomy.shift[0] - acq.shift[0]) / scale
+    ys = (y - anatomy.shift[1] - acq.shift[1]) / scale
+    u = np.cos(theta) * xs + np.sin(theta) * ys
+    v = -np.sin(theta) * xs + np.cos(theta) * ys
+    edge = 1.5 * pixel / scale
+
+    # Trunk: a soft superellipse, thicker (brighter) towards the middle.
+    bx, by = anatomy.body_centre
+    ba, bb = anatomy.body_axes
+    p = anatomy.body_exponent
+    body_r = (np.abs((u - bx) / ba) ** p + np.abs((v - by) / bb) ** p) ** (1.0 / p)
+    body = _sigmoid((1.0 - body_r) * ba / edge)
+    density = anatomy.body_density * body * (0.8 + 0.2 * np.clip(1.0 - body_r**2, 0.0, 1.0))
+
+    # Spine and mediastinum: a bright vertical band.
+    spine = _sigmoid((0.075 - np.abs(u - bx)) / (2 * edge)) * body
+    density += 0.06 * spine * (1.0 + 0.15 * np.cos(v * 2 * np.pi / anatomy.rib_spacing))
+
+    # Lungs: tapered ellipses, apex narrower than base; the heart hides part of the left lung.
+    lungs = np.zeros_like(u)
+    for side, (la, lb) in zip((-1.0, 1.0), anatomy.lung_axes, strict=True):
+        du = (u - side * anatomy.lung_offset) / la
+        dv = (v - anatomy.lung_centre_y) / lb
+        taper = np.clip(0.78 + 0.22 * dv, 0.55, 1.0)
+        r = np.sqrt((du / taper) ** 2 + dv**2)
+        lungs = np.maximum(lungs, _sigmoid((1.0 - r) * la / edge))
+    hx, hy = anatomy.heart_centre
+    ha, hb = anatomy.heart_axes
+    heart_r = np.sqrt(((u - hx) / ha) ** 2 + ((v - hy) / hb) ** 2)
+    heart = _sigmoid((1.0 - heart_r) * hb / (2 * edge))
+    lung_field = lungs * (1.0 - heart) * body
+    density -= anatomy.lung_depth * lung_field
+    density += 0.03 * heart * body
+
+    # Posterior ribs (bright curved bands) and fainter anterior ribs, across each hemithorax.
+    t = np.abs(u - bx)
+    outer = anatomy.lung_offset + max(a for a, _ in anatomy.lung_axes) + 0.08
+    thorax = _sigmoid((outer - t) / (3 * edge)) * _sigmoid((t - 0.07) / (2 * edge)) * body
+    rib_phase = (v - anatomy.rib_start + 0.12 * t - anatomy.rib_curvature * t**2) / (
+        anatomy.rib_spacing
+    )
+    in_cage = (rib_phase > -0.5) & (rib_phase < anatomy.n_ribs - 0.5)
+    rib_offset = (rib_phase - np.round(rib_phase)) * anatomy.rib_spacing
+    ribs = np.exp(-((rib_offset / anatomy.rib_width) ** 2)) * in_cage
+    ant_phase = (v - anatomy.rib_start - 0.1 - 0.25 * t + 0.25 * t**2) / (
+        1.1 * anatomy.rib_spacing
+    )
+    ant_offset = (ant_phase - np.round(ant_phase)) * anatomy.rib_spacing
+    ant_in = (ant_phase > -0.5) & (ant_phase < anatomy.n_ribs - 3.5)
+    ribs += 0.4 * np.exp(-((ant_offset / (1.3 * anatomy.rib_width)) ** 2)) * ant_in
+    density += anatomy.rib_density * ribs * thorax
+
+    # Clavicles.
+    clav_centre = anatomy.clavicle_y - 0.15 * t + 0.12 * t**2
+    clavicles = np.exp(-(((v - clav_centre) / 0.03) ** 2)) * _sigmoid((0.62 - t) / (3 * edge))
+    density += 0.08 * clavicles * _sigmoid((t - 0.06) / (2 * edge)) * body
+
+    # Lung markings; drawn for every film so the stream does not depend on the label.
+    markings = _smooth_field(rng, max(8, size // 8), size)
+    density += 0.015 * markings * lung_field
+
+    # Opacities: irregular soft ellipses, patchy inside, confined to the visible lung fields.
+    texture = 0.7 + 0.3 * np.clip(_smooth_field(rng, max(6, size // 12), size), -1.0, 1.0)
+    opacity = np.zeros_like(u)
+    for lesion in lesions:
+        du, dv = u - lesion.centre[0], v - lesion.centre[1]
+        ca, sa = math.cos(lesion.angle), math.sin(lesion.angle)
+        ru, rv = ca * du + sa * dv, (-sa * du + ca * dv) / lesion.aspect
+        q = np.sqrt(ru**2 + rv**2)
+        phi = np.arctan2(rv, ru)
+        radius = lesion.radius * (
+            1.0 + sum(a * np.cos(k * phi + ph) for k, (a, ph) in enumerate(lesion.harmonics, 2))
+        )
+        blob = _sigmoid((radius - q) / (lesion.softness * lesion.radius))
+        opacity += lesion.contrast * acq.lesion_gain * blob
+    if lesions:
+        cap = 0.9 * anatomy.lung_depth
+        opacity = cap * (1.0 - np.exp(-opacity / cap)) * texture * lung_field
+        density += opacity
+
+    # Exposure: heel effect, smooth non-uniformity, gain and gamma.
+    heel = acq.heel_amplitude * (math.cos(acq.heel_angle) * x + math.sin(acq.heel_angle) * y)
+    field = 0.025 * _smooth_field(rng, 4, size)
+    signal = np.clip(0.05 + density, 0.0, None) * (1.0 + heel + field)
+    signal = acq.gain * np.clip(signal, 0.0, None) ** acq.gamma
+
+    # Detector: signal-dependent (quantum) plus electronic noise, then a slight blur.
+    noise_sd = np.sqrt(acq.quantum_noise**2 * signal + acq.electronic_noise**2)
+    signal = signal + noise_sd * rng.standard_normal(signal.shape)
+    sigma = acq.blur_px * size / 128.0
+    signal = cv2.GaussianBlur(signal, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    return np.clip(np.rint(signal * 255.0), 0, 255).astype(np.uint8)
+
+
+# --- writers ---------------------------------------------------------------------------------
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    # Pillow writes no timestamp or text chunks unless asked, so the bytes depend on pixels only.
+    Image.fromarray(image, mode="L").save(path, format="PNG", compress_level=6)
+
+
+def _uid(seed: int, *parts: object) -> str:
+    return pydicom.uid.generate_uid(
+        prefix=None, entropy_srcs=[_UID_NAMESPACE, str(seed), *map(str, parts)]
+    )
+
+
+def _write_dicom(
+    path: Path, image: np.ndarray, patient_id: str, seed: int, p_index: int, i_index: int
+) -> None:
+    sop_instance_uid = _uid(seed, "instance", p_index, i_index)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.StudyInstanceUID = _uid(seed, "study", p_index, i_index)
+    ds.SeriesInstanceUID = _uid(seed, "series", p_index, i_index)
+    ds.FrameOfReferenceUID = _uid(seed, "frame", p_index)
+    ds.PatientName = f"PHANTOM^{patient_id}"
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = _STUDY_DATE
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = _STUDY_TIME
+    ds.StudyID = f"{i_index}"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.Modality = "DX"
+    ds.Manufacturer = "medimg synthetic phantom"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageType = ["DERIVED", "PRIMARY"]
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = i_index
+    ds.PatientOrientation = ["L", "F"]
+    ds.BurnedInAnnotation = "NO"
+    ds.set_pixel_data(image, "MONOCHROME2", 8, generate_instance_uid=False)
+    ds.save_as(path, enforce_file_format=True)

@@ -1,0 +1,77 @@
+"""Classification metrics from aligned labels and probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+
+def _safe_div(num: float, den: float) -> float:
+    return float(num / den) if den else 0.0
+
+
+def compute_metrics(
+    y_true: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5
+) -> dict[str, object]:
+    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC-AUC and the confusion matrix.
+
+    Two classes: the last class is positive and ``threshold`` applies to its probability.
+    More classes: arg-max decisions and macro averages of the one-vs-rest values.
+
+    Args:
+        y_true: true class indices (N,).
+        probs: class probabilities (N, n_classes), rows aligned with ``y_true``.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    n_classes = len(class_names)
+    if probs.shape != (len(y_true), n_classes):
+        raise ValueError(f"probs shape {probs.shape} does not match {len(y_true)} labels "
+                         f"x {n_classes} classes")
+    if n_classes == 2:
+        y_pred = (probs[:, 1] >= threshold).astype(np.int64)
+    else:
+        y_pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
+    per_class = []
+    for k in range(n_classes):
+        tp = cm[k, k]
+        fp = cm[:, k].sum() - tp
+        fn = cm[k, :].sum() - tp
+        tn = cm.sum() - tp - fp - fn
+        precision, recall = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+        per_class.append({
+            "precision": precision,
+            "recall": recall,
+            "specificity": _safe_div(tn, tn + fp),
+            "f1": _safe_div(2 * precision * recall, precision + recall),
+        })
+    if n_classes == 2:
+        headline = per_class[1]
+        present = len(np.unique(y_true)) == 2
+        roc_auc = float(roc_auc_score(y_true, probs[:, 1])) if present else float("nan")
+    else:
+        headline = {k: float(np.mean([c[k] for c in per_class])) for k in per_class[0]}
+        present = len(np.unique(y_true)) == n_classes
+        roc_auc = float(roc_auc_score(y_true, probs, multi_class="ovr")) if present else float(
+            "nan")
+    return {
+        "accuracy": _safe_div(np.trace(cm), cm.sum()),
+        "precision": headline["precision"],
+        "recall": headline["recall"],
+        "specificity": headline["specificity"],
+        "f1": headline["f1"],
+        "roc_auc": roc_auc,
+        "threshold": float(threshold),
+        "n": len(y_true),
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+        "per_class": {name: per_class[k] for k, name in enumerate(class_names)},
+    }
+
+
+def roc_points(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[float]]:
+    """ROC curve of the positive (last) class, one-vs-rest."""
+    positive = probs.shape[1] - 1
+    fpr, tpr, thresholds = roc_curve(np.asarray(y_true) == positive, probs[:, positive])
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "threshold": thresholds.tolist()}

@@ -1,0 +1,62 @@
+"""The evaluate stage: score the locked test split with the trained bundle, no augmentation."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from medimg.bundle import ModelBundle
+from medimg.config import Config
+from medimg.errors import DataError
+from medimg.evaluation.metrics import compute_metrics, roc_points
+from medimg.evaluation.plots import plot_confusion_matrix, plot_roc, write_rows
+from medimg.preprocessing.stage import load_split
+from medimg.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    metrics: dict[str, object]
+    metrics_path: Path
+    plots: list[Path]
+
+
+def evaluate_workspace(ws: Workspace, config: Config | None = None) -> EvaluationResult:
+    """Metrics JSON, predictions CSV, confusion-matrix and ROC plots for the test split.
+
+    Predictions are made in file order, one batch after another, so row i of the predictions is
+    image i of the split: nothing is shuffled or augmented.
+    """
+    config = config or ws.config
+    bundle = ModelBundle.load(ws.model_dir)
+    test = load_split(ws, "test")
+    if len(test.labels) == 0:
+        raise DataError("the test split is empty; add images or change data.split_fractions")
+    probs = bundle.predict_packed(test.images)
+    names = bundle.meta.class_names
+    metrics = compute_metrics(test.labels, probs, names, bundle.meta.threshold)
+
+    ws.reports_dir.mkdir(parents=True, exist_ok=True)
+    ws.metrics_path.write_text(json.dumps(metrics, indent=2))
+    predicted = bundle.decide(probs)
+    write_rows(
+        ws.reports_dir / "predictions.csv",
+        ["image_id", "actual", "predicted", *(f"p_{n}" for n in names)],
+        [[i, names[t], names[p], *(f"{x:.6f}" for x in row)]
+         for i, t, p, row in zip(test.image_ids, test.labels, predicted, probs, strict=True)],
+    )
+    roc = roc_points(test.labels, probs)
+    write_rows(ws.plots_dir / "roc.csv", ["fpr", "tpr"],
+               [[f, t] for f, t in zip(roc["fpr"], roc["tpr"], strict=True)])
+    plots = [
+        plot_confusion_matrix(metrics["confusion_matrix"], names,
+                              ws.plots_dir / "confusion_matrix.png"),
+        plot_roc(roc, float(metrics["roc_auc"]), ws.plots_dir / "roc.png"),
+    ]
+    logger.info("test F1 %.3f, recall %.3f on %d images", metrics["f1"], metrics["recall"],
+                metrics["n"])
+    return EvaluationResult(metrics, ws.metrics_path, plots)

@@ -1,0 +1,48 @@
+"""Recording what the pipeline produced in DVC, so `dvc repro` and `dvc status` agree with it."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+from medimg.errors import WorkspaceError
+from medimg.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+
+def dvc(ws: Workspace, *args: str) -> str:
+    """Run the DVC command line in the workspace; its own interface, not its internals."""
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ws.root,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [x.strip() for x in (result.stderr + result.stdout).splitlines() if x.strip()]
+        reason = lines[0].removeprefix("ERROR: ") if lines else f"exit code {result.returncode}"
+        raise WorkspaceError(f"`dvc {' '.join(args)}` failed in {ws.root}: {reason}")
+    return result.stdout
+
+
+def is_dvc_repo(ws: Workspace) -> bool:
+    return (ws.root / ".dvc").is_dir() and (ws.root / "dvc.yaml").is_file()
+
+
+def track_raw_data(ws: Workspace) -> None:
+    """Version ``data/raw`` with `dvc add` (a no-op when nothing changed)."""
+    if is_dvc_repo(ws) and ws.raw_dir.is_dir():
+        dvc(ws, "add", "-q", ws.relative(ws.raw_dir))
+
+
+def record_dvc_lineage(ws: Workspace) -> bool:
+    """Version the raw data and record the stage outputs in dvc.lock (`dvc commit`).
+
+    The stages were run by the same functions `dvc repro` would call, with the same params, so
+    afterwards `dvc repro` finds nothing to do and `dvc.lock` holds the data version.
+    Returns False (and does nothing) outside a DVC repository.
+    """
+    if not is_dvc_repo(ws):
+        logger.warning("%s is not a DVC repository; no dvc.lock written", ws.root)
+        return False
+    track_raw_data(ws)
+    dvc(ws, "commit", "--force", "--quiet")
+    return True

@@ -1,0 +1,1 @@
+"""Contrast enhancement, denoising and resizing, shared by the preprocess stage and serving."""

@@ -1,0 +1,105 @@
+"""The preprocess stage: every manifest image, decoded once, packed into one uint8 array per split."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medimg.config import Config
+from medimg.data.images import read_image
+from medimg.data.manifest import load_manifest
+from medimg.errors import WorkspaceError
+from medimg.preprocessing.transforms import preprocess_image
+from medimg.workspace import SPLITS, Workspace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackedSplit:
+    """One split as arrays: images (N, S, S, C) uint8, labels (N,) int, image ids (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    image_ids: list[str]
+
+
+def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[str, int]:
+    """Write ``data/processed/{split}_images.npy`` and ``_labels.npy`` plus ``index.json``.
+
+    Files are written beside the old ones and swapped in at the end, so a failure leaves the
+    previous outputs intact.
+    """
+    config = config or ws.config
+    manifest = load_manifest(ws.manifest_path)
+    classes = config.base.class_names
+    unknown = sorted(set(manifest["label"]) - set(classes))
+    if unknown:
+        raise WorkspaceError(
+            f"manifest labels {unknown} are not in base.class_names; run `medimg validate`"
+        )
+    size, channels = config.base.image_size, config.base.channels
+    out = ws.processed_dir
+    staging = out.with_name(out.name + ".tmp")
+    staging.mkdir(parents=True, exist_ok=True)
+    index: dict[str, object] = {
+        "class_names": classes,
+        "image_size": size,
+        "channels": channels,
+        "preprocess": config.preprocess.model_dump(mode="json"),
+        "splits": {},
+    }
+
+    def load(stored: str) -> np.ndarray:
+        return preprocess_image(read_image(ws.resolve(stored)), config.preprocess, size, channels)
+
+    counts: dict[str, int] = {}
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for split in SPLITS:
+            rows = manifest[manifest["split"] == split]
+            images = np.zeros((len(rows), size, size, channels), dtype=np.uint8)
+            for i, pixels in enumerate(pool.map(load, rows["source_path"], chunksize=16)):
+                images[i] = pixels
+            labels = np.array([classes.index(x) for x in rows["label"]], dtype=np.int64)
+            np.save(staging / f"{split}_images.npy", images)
+            np.save(staging / f"{split}_labels.npy", labels)
+            index["splits"][split] = list(rows["image_id"])
+            counts[split] = len(rows)
+            logger.info("preprocessed %d %s images", len(rows), split)
+    (staging / "index.json").write_text(json.dumps(index, indent=1))
+    for item in staging.iterdir():
+        out.mkdir(parents=True, exist_ok=True)
+        os.replace(item, out / item.name)
+    staging.rmdir()
+    return counts
+
+
+def load_split(ws: Workspace, split: str, mmap: bool = True) -> PackedSplit:
+    """A packed split, memory-mapped by default so large sets are not loaded whole."""
+    out = ws.processed_dir
+    index_path = ws.require(out / "index.json", "preprocess")
+    index = json.loads(index_path.read_text())
+    images = np.load(out / f"{split}_images.npy", mmap_mode="r" if mmap else None)
+    labels = np.load(out / f"{split}_labels.npy")
+    return PackedSplit(images=images, labels=labels, image_ids=index["splits"][split])
+
+
+def load_index(ws: Workspace) -> dict[str, object]:
+    return json.loads(ws.require(ws.processed_dir / "index.json", "preprocess").read_text())
+
+
+def check_matches_config(index: dict[str, object], config: Config) -> None:
+    """Fail when params changed since the arrays were written."""
+    expected = (config.base.class_names, config.base.image_size, config.base.channels)
+    found = (index["class_names"], index["image_size"], index["channels"])
+    if tuple(found) != expected or index["preprocess"] != config.preprocess.model_dump(mode="json"):
+        raise WorkspaceError(
+            "data/processed was made with other params than params.yaml; run `medimg preprocess`"
+        )

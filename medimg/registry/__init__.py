@@ -1,0 +1,1 @@
+"""Quality gates and the MLflow model registry (aliases, never stages)."""

@@ -1,0 +1,201 @@
+"""Record a pipeline run in MLflow, apply the gates, register and alias the model that passes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medimg.config import Config
+from medimg.data.manifest import load_manifest
+from medimg.evaluation.metrics import compute_metrics
+from medimg.registry.gates import GateReport, evaluate_gates, noninferiority_gates
+from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
+from medimg.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+SCALAR_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
+
+
+@dataclass
+class PublishResult:
+    run_id: str
+    metrics: dict[str, object]
+    gates: GateReport
+    version: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    champion_checks: GateReport | None = None
+    ui_command: str = ""
+
+    @property
+    def registered(self) -> bool:
+        return self.version is not None
+
+
+def test_split_hash(ws: Workspace) -> str:
+    manifest = load_manifest(ws.manifest_path)
+    ids = sorted(manifest.loc[manifest["split"] == "test", "image_id"])
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+
+
+def score_champion(ws: Workspace, config: Config, model_uri: str) -> dict[str, object] | None:
+    """Re-score a registered model on this workspace's test split, from the raw files.
+
+    Returns None (and the caller fails closed) when the model cannot be loaded or its classes
+    differ from ``base.class_names``.
+    """
+    import mlflow.pyfunc
+
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+        manifest = load_manifest(ws.manifest_path)
+        test = manifest[manifest["split"] == "test"]
+        frame = pd.DataFrame({"path": [str(ws.resolve(p)) for p in test["source_path"]]})
+        out = model.predict(frame)
+        names = [c.removeprefix("p_") for c in out.columns if c.startswith("p_")]
+        if names != list(config.base.class_names):
+            logger.warning("champion classes %s differ from %s", names, config.base.class_names)
+            return None
+        probs = out[[f"p_{n}" for n in names]].to_numpy(dtype=np.float64)
+        labels = np.array([names.index(x) for x in test["label"]])
+        return compute_metrics(labels, probs, names, float(out["threshold"].iloc[0]))
+    except Exception as exc:  # a broken champion must fail the gate, not the pipeline
+        logger.warning("champion %s could not be scored: %s", model_uri, exc)
+        return None
+
+
+def publish_run(ws: Workspace, config: Config | None = None, run_name: str | None = None,
+                extra_tags: dict[str, str] | None = None) -> PublishResult:
+    """One MLflow run for the pipeline run in ``ws``, then the gate and the registry.
+
+    Logs params (params.yaml flattened), per-epoch training metrics, test metrics, plots, the
+    validation report and the model (a pyfunc with signature). Registers a new version only when
+    every absolute gate passes; otherwise tags the run with each failed gate and registers nothing.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from medimg.serving import pyfunc
+
+    config = config or ws.config
+    metrics = json.loads(ws.require(ws.metrics_path, "evaluate").read_text())
+    use_workspace_tracking(ws, config.registry.experiment_name)
+    client = MlflowClient()
+    name = config.registry.model_name
+    split_hash = test_split_hash(ws)
+    lineage = {
+        "git_commit": git_commit(ws),
+        "data_version": data_version(ws),
+        "params_digest": config.digest(),
+        "test_split_hash": split_hash,
+        **(extra_tags or {}),
+    }
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params(config.flat())
+        mlflow.set_tags(lineage)
+        for key, values in _read_history(ws.reports_dir / "train_history.csv").items():
+            for epoch, value in enumerate(values, start=1):
+                mlflow.log_metric(key, value, step=epoch)
+        mlflow.log_metrics({f"test_{k}": float(metrics[k]) for k in SCALAR_METRICS
+                            if isinstance(metrics.get(k), int | float)})
+        for path in [ws.metrics_path, ws.validation_report_path,
+                     ws.reports_dir / "train_history.csv", ws.reports_dir / "predictions.csv"]:
+            if path.is_file():
+                mlflow.log_artifact(str(path), artifact_path="reports")
+        if ws.plots_dir.is_dir():
+            mlflow.log_artifacts(str(ws.plots_dir), artifact_path="plots")
+        model_info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Path(pyfunc.__file__).with_name("mlflow_model.py"),
+            artifacts={pyfunc.BUNDLE_ARTIFACT: str(ws.model_dir)},
+            signature=pyfunc.signature_for(list(config.base.class_names)),
+            pip_requirements=_requirements(),
+        )
+        report = evaluate_gates(metrics, config.gates)
+        result = PublishResult(run.info.run_id, metrics, report, ui_command=ui_command(ws))
+        mlflow.set_tag("gate.passed", str(report.passed).lower())
+        for check in report.checks:
+            mlflow.set_tag(f"gate.{check.name}", ("passed: " if check.passed else "failed: ")
+                           + check.reason)
+        if not report.passed:
+            mlflow.log_dict(report.to_dict(), "reports/gate_report.json")
+            logger.warning("gates failed: %s", "; ".join(c.reason for c in report.failed))
+            return result
+
+        version = mlflow.register_model(model_info.model_uri, name, tags=lineage)
+        result.version = str(version.version)
+        client.update_model_version(name, version.version, description=_description(
+            metrics, lineage, report))
+        client.set_registered_model_alias(name, CHALLENGER, version.version)
+        champion = _current_champion(client, name)
+        if champion is None:
+            comparison = None
+            promote = True
+        else:
+            champion_metrics = score_champion(ws, config, f"models:/{name}@{CHAMPION}")
+            comparison = GateReport(noninferiority_gates(metrics, champion_metrics, config.gates))
+            promote = comparison.passed
+            mlflow.log_dict({"champion_version": champion, "champion_metrics": champion_metrics,
+                             **comparison.to_dict()}, "reports/champion_comparison.json")
+            for check in comparison.checks:
+                mlflow.set_tag(f"gate.{check.name}", ("passed: " if check.passed else "failed: ")
+                               + check.reason)
+        result.champion_checks = comparison
+        if promote:
+            if champion is not None:
+                client.set_registered_model_alias(name, PREVIOUS, champion)
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+        mlflow.log_dict({**report.to_dict(), "registered_version": result.version,
+                         "promoted": promote}, "reports/gate_report.json")
+        result.aliases = sorted(client.get_model_version(name, version.version).aliases)
+    return result
+
+
+def _current_champion(client, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def _description(metrics: dict[str, object], lineage: dict[str, str], report: GateReport) -> str:
+    gates = ", ".join(c.reason for c in report.checks)
+    return (
+        f"Test F1 {metrics['f1']:.3f}, recall {metrics['recall']:.3f}, "
+        f"specificity {metrics['specificity']:.3f}, ROC-AUC {metrics['roc_auc']:.3f} "
+        f"on {metrics['n']} test images at threshold {metrics['threshold']}. "
+        f"Gates: {gates}. Data version {lineage['data_version']}, "
+        f"commit {lineage['git_commit']}."
+    )
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    packages = ["tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "pillow",
+                "opencv-python-headless", "pydicom", "pydantic", "scikit-learn"]
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except Exception:
+            pins.append(package)
+    return pins

@@ -1,0 +1,1 @@
+"""Prediction paths: the MLflow pyfunc model and ``medimg predict``."""

@@ -1,0 +1,1 @@
+"""Input pipeline, augmentation, models and the training loop."""

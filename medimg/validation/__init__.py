@@ -1,0 +1,1 @@
+"""Data contracts: Great Expectations suites that a manifest must pass before training."""

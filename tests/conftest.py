@@ -1,0 +1,93 @@
+"""Shared fixtures: small real workspaces, phantoms made in tmp dirs, a real Prefect harness."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+# A small, fast configuration that still exercises every stage for real.
+TINY_PARAMS: dict[str, Any] = {
+    "base": {"image_size": 64},
+    "data": {"split_fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
+    "train": {"epochs": 2, "batch_size": 16, "early_stopping_patience": 1},
+    "model": {"dense_units": 32},
+}
+TINY_PHANTOMS = {"n_images": 160, "image_size": 64, "seed": 3}
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "split_fractions":
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_params(root: Path, overrides: dict[str, Any]) -> None:
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def phantom_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """160 tiny phantoms (64x64) of about 40 patients, made once per session."""
+    from medimg.data.phantoms import generate_phantoms
+
+    out = tmp_path_factory.mktemp("phantoms") / "raw"
+    generate_phantoms(out, **TINY_PHANTOMS)
+    return out
+
+
+@pytest.fixture
+def make_workspace(tmp_path: Path, phantom_source: Path):
+    """A real workspace (git + DVC) with the tiny params and, optionally, phantoms in data/raw."""
+    from medimg.workspace import init_workspace, open_workspace
+
+    def make(overrides: dict[str, Any] | None = None, with_data: bool = True, name: str = "ws"):
+        ws = init_workspace(tmp_path / name)
+        write_params(ws.root, merge(TINY_PARAMS, overrides or {}))
+        if with_data:
+            shutil.copytree(phantom_source, ws.raw_dir)
+        return open_workspace(ws.root)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One real, temporary Prefect API for the session's flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def clean_mlflow_env(monkeypatch: pytest.MonkeyPatch):
+    """Each test picks its own store: no tracking URI inherited from the shell or another test."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+
+
+def medimg_cli(*args: str, cwd: Path, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script as a user would."""
+    exe = Path(sys.executable).with_name("medimg")
+    full_env = {**os.environ, **(env or {})}
+    full_env["PATH"] = f"{exe.parent}{os.pathsep}{full_env.get('PATH', '')}"
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True,
+                          env=full_env, timeout=600)

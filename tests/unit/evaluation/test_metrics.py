@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from medimg.evaluation.metrics import compute_metrics
+
+
+def _binary_case():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.35 + rng.random(200) * 0.65, 0, 1)
+    return y, np.stack([1 - p, p], axis=1)
+
+
+def test_binary_metrics_match_scikit_learn():
+    y, probs = _binary_case()
+    m = compute_metrics(y, probs, ["normal", "pneumonia"], threshold=0.5)
+    pred = (probs[:, 1] >= 0.5).astype(int)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(precision_score(y, pred))
+    assert m["recall"] == pytest.approx(recall_score(y, pred))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs[:, 1]))
+    tn, fp, fn, tp = confusion_matrix(y, pred).ravel()
+    assert m["specificity"] == pytest.approx(tn / (tn + fp))
+    assert m["confusion_matrix"] == confusion_matrix(y, pred).tolist()
+
+
+def test_known_small_case_by_hand():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    p1 = np.array([0.9, 0.8, 0.6, 0.2, 0.7, 0.1, 0.1, 0.2, 0.3, 0.4])
+    m = compute_metrics(y, np.stack([1 - p1, p1], 1), ["neg", "pos"], threshold=0.5)
+    # tp=3 fn=1 fp=1 tn=5
+    assert m["recall"] == pytest.approx(0.75)
+    assert m["precision"] == pytest.approx(0.75)
+    assert m["specificity"] == pytest.approx(5 / 6)
+    assert m["f1"] == pytest.approx(0.75)
+    assert m["accuracy"] == pytest.approx(0.8)
+
+
+def test_threshold_moves_the_operating_point():
+    y, probs = _binary_case()
+    low = compute_metrics(y, probs, ["a", "b"], threshold=0.2)
+    high = compute_metrics(y, probs, ["a", "b"], threshold=0.8)
+    assert low["recall"] >= high["recall"] and low["specificity"] <= high["specificity"]
+
+
+def test_multiclass_macro_metrics_match_scikit_learn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    logits = rng.normal(size=(300, 3)) + np.eye(3)[y] * 1.2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    m = compute_metrics(y, probs, ["a", "b", "c"])
+    pred = probs.argmax(1)
+    assert m["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["recall"] == pytest.approx(recall_score(y, pred, average="macro"))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr"))
+
+
+def test_misaligned_shapes_are_rejected():
+    with pytest.raises(ValueError, match="does not match"):
+        compute_metrics(np.array([0, 1]), np.zeros((3, 2)), ["a", "b"])

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medimg.config import Config, load_config, parse_config
+from medimg.errors import ConfigError
+from medimg.workspace import template_file
+
+
+def test_shipped_params_equal_the_model_defaults():
+    # params.yaml and the pydantic defaults are two spellings of one configuration
+    assert load_config(template_file("params.yaml")) == Config()
+
+
+def test_every_stage_has_a_section():
+    raw = yaml.safe_load(template_file("params.yaml").read_text())
+    assert set(raw) == {"base", "data", "validation", "preprocess", "augment", "model", "train",
+                        "evaluate", "gates", "registry"}
+
+
+def test_typo_names_the_key_and_the_allowed_keys():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"train": {"epoch": 3}})
+    message = str(info.value)
+    assert "train.epoch" in message
+    assert "epochs" in message
+
+
+def test_unknown_section_is_rejected():
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        parse_config({"trian": {"epochs": 3}})
+
+
+def test_negative_epochs_names_key_value_and_bound():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"train": {"epochs": -1}})
+    assert "train.epochs = -1" in str(info.value)
+    assert "greater than 0" in str(info.value)
+
+
+def test_wrong_type_is_rejected():
+    with pytest.raises(ConfigError, match=r"base.image_size = 'big'"):
+        parse_config({"base": {"image_size": "big"}})
+
+
+@pytest.mark.parametrize("bad", [
+    {"base": {"class_names": ["only"]}},
+    {"base": {"channels": 2}},
+    {"data": {"split_fractions": {"train": 0.5, "val": 0.2, "test": 0.2}}},
+    {"preprocess": {"denoise_kernel": 4}},
+    {"gates": {"min_f1": 1.5}},
+    {"preprocess": {"contrast": "sharpen"}},
+])
+def test_bad_values_fail_at_load(bad):
+    with pytest.raises(ConfigError):
+        parse_config(bad)
+
+
+def test_load_reports_yaml_syntax_errors(tmp_path: Path):
+    path = tmp_path / "params.yaml"
+    path.write_text("base:\n  seed: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_missing_file_says_how_to_make_one(tmp_path: Path):
+    with pytest.raises(ConfigError, match="medimg init"):
+        load_config(tmp_path / "params.yaml")
+
+
+def test_flat_params_and_digest():
+    config = Config()
+    flat = config.flat()
+    assert flat["train.epochs"] == config.train.epochs
+    assert flat["base.class_names"] == ["normal", "pneumonia"]
+    other = parse_config({"train": {"epochs": 3}})
+    assert config.digest() != other.digest()
+    assert config.digest() == Config().digest()
