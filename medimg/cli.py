@@ -258,6 +258,10 @@ class _NoTracebackForUserErrors(logging.Filter):
 
 
 def _run_flow(ws, sources: list[Path] | None) -> dict:
+    from medimg.preflight import check_services
+    from medimg.tracking import user_tracking_uri
+
+    check_services(user_tracking_uri())
     from flows.training import training_pipeline
 
     quiet = _NoTracebackForUserErrors()

@@ -46,11 +46,13 @@ _IMAGE_STREAM = 2
 # Difficulty of the positive class. Calibrated so that the seed CNN in params.yaml (CLAHE +
 # median preprocessing, 128 px, ~800 images split 70/15/15 by patient) reaches test F1 in
 # roughly 0.85-0.97: large or dense opacities are easy, small faint ones are often missed.
-_LESION_RADIUS = (0.08, 0.22)  # in units of the half image side
-_LESION_CONTRAST = (0.03, 0.12)  # added attenuation; a lung field sits ~0.3 below soft tissue
-_SUBTLE_FRACTION = 0.3  # share of positive patients whose opacities are small and faint
-_SUBTLE_RADIUS = (0.05, 0.1)
-_SUBTLE_CONTRAST = (0.02, 0.05)
+_LESION_COUNT = (4, 8)  # opacities per positive patient, inclusive
+_LESION_RADIUS = (0.12, 0.25)  # in units of the half image side
+_LESION_CONTRAST = (0.2, 0.35)  # added attenuation; a lung field sits ~0.3 below soft tissue
+_SUBTLE_FRACTION = 0.2  # share of positive patients with few, small, faint opacities
+_SUBTLE_COUNT = (1, 3)
+_SUBTLE_RADIUS = (0.06, 0.12)
+_SUBTLE_CONTRAST = (0.06, 0.15)
 
 
 @dataclass(frozen=True)
@@ -349,7 +351,7 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
         rib_spacing=rng.uniform(0.12, 0.15),
         rib_width=rng.uniform(0.022, 0.03),
         rib_curvature=rng.uniform(0.7, 1.0),
-        rib_density=rng.uniform(0.05, 0.09),
+        rib_density=rng.uniform(0.03, 0.06),
         n_ribs=int(rng.integers(9, 12)),
         clavicle_y=lung_centre_y - rng.uniform(0.5, 0.58),
         rotation_deg=rng.uniform(-4.0, 4.0),
@@ -361,11 +363,12 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
 def _sample_lesions(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[_Lesion, ...]:
     """Draw a positive patient's opacities; always consumes the same amount of randomness."""
     subtle = rng.uniform() < _SUBTLE_FRACTION
-    n_lesions = 1 + int(rng.uniform() < 0.35) + int(rng.uniform() < 0.1)
+    count_range = _SUBTLE_COUNT if subtle else _LESION_COUNT
+    n_lesions = int(rng.integers(count_range[0], count_range[1] + 1))
     radius_range = _SUBTLE_RADIUS if subtle else _LESION_RADIUS
     contrast_range = _SUBTLE_CONTRAST if subtle else _LESION_CONTRAST
     lesions = []
-    for k in range(3):  # fixed draw count keeps later draws aligned
+    for k in range(max(_LESION_COUNT[1], _SUBTLE_COUNT[1])):  # fixed count keeps draws aligned
         side = -1.0 if rng.uniform() < 0.5 else 1.0
         centre = _point_in_lung(rng, anatomy, side)
         lesion = _Lesion(
@@ -509,7 +512,7 @@ def _render(
     density += 0.015 * markings * lung_field
 
     # Opacities: irregular soft ellipses, patchy inside, confined to the visible lung fields.
-    texture = 0.7 + 0.3 * np.clip(_smooth_field(rng, max(6, size // 12), size), -1.0, 1.0)
+    texture = 0.5 + 0.5 * np.clip(_smooth_field(rng, max(8, size // 3), size), -1.0, 1.0)
     opacity = np.zeros_like(u)
     for lesion in lesions:
         du, dv = u - lesion.centre[0], v - lesion.centre[1]

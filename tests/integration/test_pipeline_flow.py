@@ -1,0 +1,99 @@
+"""The Prefect training flow end to end: real Prefect API, real SQLite MLflow store, real DVC."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from flows.training import training_pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness",
+                                                                 "clean_mlflow_env")]
+
+REACHABLE = {"gates": {"min_f1": 0.0, "min_recall": 0.0}}
+OUT_OF_REACH = {"gates": {"min_f1": 1.0, "min_recall": 1.0}}
+
+
+def _client(ws) -> MlflowClient:
+    uri = f"sqlite:///{ws.mlflow_db}"
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_passing_run_is_tracked_registered_and_champion(make_workspace):
+    ws = make_workspace(REACHABLE)
+    outcome = training_pipeline(str(ws.root))
+
+    client = _client(ws)
+    run = client.get_run(outcome["run_id"])
+    assert run.info.status == "FINISHED"
+    for key in ("test_f1", "test_recall", "test_precision", "test_accuracy", "test_specificity",
+                "test_roc_auc"):
+        assert key in run.data.metrics
+    assert run.data.metrics["test_f1"] == pytest.approx(outcome["metrics"]["f1"])
+    assert run.data.params["train.epochs"] == "2"
+    epochs = outcome["train"]["epochs_run"]
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == epochs
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/confusion_matrix.png", "plots/roc.png"} <= artifacts
+    reports = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    assert "reports/validation.json" in reports
+
+    # lineage: the data version is the manifest hash DVC recorded
+    lock = yaml.safe_load((ws.root / "dvc.lock").read_text())
+    manifest_md5 = next(o["md5"] for o in lock["stages"]["ingest"]["outs"])
+    assert run.data.tags["data_version"] == manifest_md5
+    assert run.data.tags["git_commit"]
+    assert run.data.tags["gate.passed"] == "true"
+
+    version = client.get_model_version_by_alias("medimg-classifier", "champion")
+    assert str(version.version) == outcome["version"] == "1"
+    assert set(version.aliases) == {"champion", "challenger"}
+    assert version.run_id == run.info.run_id
+    assert "Test F1" in version.description
+
+    # the registered model predicts from image files through its own preprocessing
+    model = mlflow.pyfunc.load_model("models:/medimg-classifier@champion")
+    paths = sorted(str(p) for p in ws.raw_dir.rglob("*.png"))[:3]
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"path": paths}))
+    assert list(out.columns) == ["label", "p_normal", "p_pneumonia", "threshold"]
+    assert set(out["label"]) <= {"normal", "pneumonia"}
+
+    # DVC agrees with what the flow produced: nothing to reproduce
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws.root,
+                            capture_output=True, text=True, check=True)
+    assert "up to date" in status.stdout
+
+    # a second passing run becomes the challenger; the champion is re-scored and one remains
+    second = training_pipeline(str(ws.root))
+    assert second["version"] == "2"
+    assert "challenger" in second["aliases"]
+    checks = {c["name"] for c in second["champion_checks"]["checks"]}
+    assert checks == {"noninferior_f1", "noninferior_recall"}
+    promoted = second["champion_checks"]["passed"]
+    champion = client.get_model_version_by_alias("medimg-classifier", "champion")
+    assert str(champion.version) == ("2" if promoted else "1")
+    assert "challenger" in client.get_model_version("medimg-classifier", "2").aliases
+    if promoted:
+        previous = client.get_model_version_by_alias("medimg-classifier", "previous-champion")
+        assert str(previous.version) == "1"
+
+
+def test_failing_gates_register_nothing_and_tag_the_run(make_workspace):
+    ws = make_workspace(OUT_OF_REACH)
+    outcome = training_pipeline(str(ws.root))
+    assert outcome["version"] is None
+    client = _client(ws)
+    run = client.get_run(outcome["run_id"])
+    assert run.data.tags["gate.passed"] == "false"
+    assert run.data.tags["gate.min_f1"].startswith("failed: f1 ")
+    recall_passed = outcome["metrics"]["recall"] >= 1.0
+    assert run.data.tags["gate.min_recall"].startswith("passed" if recall_passed else "failed")
+    assert client.search_model_versions("name='medimg-classifier'") == []
