@@ -12,6 +12,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from medimg.data.ingest import ingest_sources
+from medimg.errors import MedimgError
 from medimg.evaluation.stage import evaluate_workspace
 from medimg.lineage import record_dvc_lineage
 from medimg.preprocessing.stage import preprocess_workspace
@@ -21,7 +22,18 @@ from medimg.validation.stage import validate_workspace
 from medimg.workspace import open_workspace
 
 
-@task(name="ingest", retries=1, retry_delay_seconds=2)
+def _transient(task, task_run, state) -> bool:
+    """Retry I/O hiccups, never a user-fixable error: that would only repeat the same answer."""
+    try:
+        state.result()
+    except MedimgError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(name="ingest", retries=1, retry_delay_seconds=2, retry_condition_fn=_transient)
 def ingest(root: str, sources: list[str]) -> dict:
     summary = ingest_sources(open_workspace(root), [Path(s) for s in sources])
     get_run_logger().info("ingested %d new images, %d rows in the manifest", summary.ingested,
@@ -53,12 +65,12 @@ def evaluate(root: str) -> dict:
     return evaluate_workspace(open_workspace(root)).metrics
 
 
-@task(name="record-lineage", retries=1, retry_delay_seconds=2)
+@task(name="record-lineage", retries=1, retry_delay_seconds=2, retry_condition_fn=_transient)
 def record_lineage(root: str) -> bool:
     return record_dvc_lineage(open_workspace(root))
 
 
-@task(name="track-and-register", retries=2, retry_delay_seconds=5)
+@task(name="track-and-register", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def track_and_register(root: str, flow_run_name: str) -> dict:
     result = publish_run(open_workspace(root), run_name=flow_run_name,
                          extra_tags={"prefect_flow_run": flow_run_name})

@@ -42,6 +42,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "medimg")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("medimg").setLevel(logging.INFO)
 
@@ -52,7 +53,7 @@ def _connection_problem(exc: BaseException) -> str | None:
                "Failed to establish a new connection", "Name or service not known")
     if not any(m in text for m in markers):
         return None
-    if os.environ.get("PREFECT_API_URL") and "prefect" in text.lower() or "httpx" in text:
+    if (os.environ.get("PREFECT_API_URL") and "prefect" in text.lower()) or "httpx" in text:
         return (f"cannot reach the Prefect API at {os.environ.get('PREFECT_API_URL')}; start "
                 "the server or unset PREFECT_API_URL to use the local ephemeral API")
     uri = os.environ.get("MLFLOW_TRACKING_URI", "the MLflow tracking server")

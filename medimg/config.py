@@ -47,7 +47,7 @@ class BaseConfig(_Section):
 
 
 class DataConfig(_Section):
-    split_fractions: dict[Literal["train", "val", "test"], Annotated[float, Field(gt=0.0, lt=1.0)]] = {
+    split_fractions: dict[Literal["train", "val", "test"], Annotated[float, Field(gt=0, lt=1)]] = {
         "train": 0.7,
         "val": 0.15,
         "test": 0.15,

@@ -29,9 +29,9 @@ def check_services(tracking_uri: str | None, timeout: float = 5.0) -> None:
     Raises:
         ServiceUnavailable: naming the server, its address and the fix.
     """
-    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
-        if not _answers(tracking_uri.rstrip("/") + "/health", timeout):
-            raise ServiceUnavailable(
+    remote = tracking_uri and tracking_uri.startswith(("http://", "https://"))
+    if remote and not _answers(tracking_uri.rstrip("/") + "/health", timeout):
+        raise ServiceUnavailable(
                 f"cannot reach the MLflow tracking server at {tracking_uri}; start it, or unset "
                 "MLFLOW_TRACKING_URI to use the workspace's SQLite store"
             )

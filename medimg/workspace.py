@@ -1,4 +1,4 @@
-"""A workspace: a directory with ``params.yaml`` and ``dvc.yaml`` where the pipeline reads and writes.
+"""A workspace: a directory with ``params.yaml`` and ``dvc.yaml``, where the pipeline works.
 
 The repository root is one; ``medimg init DIR`` makes another from the very same two files.
 """
@@ -112,7 +112,9 @@ def open_workspace(directory: Path | str | None = None) -> Workspace:
     """
     root = Path(os.path.abspath(directory or os.getcwd()))
     if not root.is_dir():
-        raise WorkspaceError(f"workspace {root} does not exist; create it with `medimg init {root}`")
+        raise WorkspaceError(
+            f"workspace {root} does not exist; create it with `medimg init {root}`"
+        )
     if not (root / "params.yaml").is_file():
         raise WorkspaceError(
             f"{root} is not a medimg workspace (no params.yaml); "

@@ -28,10 +28,8 @@ def compute_metrics(
     if probs.shape != (len(y_true), n_classes):
         raise ValueError(f"probs shape {probs.shape} does not match {len(y_true)} labels "
                          f"x {n_classes} classes")
-    if n_classes == 2:
-        y_pred = (probs[:, 1] >= threshold).astype(np.int64)
-    else:
-        y_pred = probs.argmax(axis=1)
+    binary = n_classes == 2
+    y_pred = (probs[:, 1] >= threshold).astype(np.int64) if binary else probs.argmax(axis=1)
     cm = confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
     per_class = []
     for k in range(n_classes):

@@ -1,4 +1,4 @@
-"""The preprocess stage: every manifest image, decoded once, packed into one uint8 array per split."""
+"""The preprocess stage: every manifest image decoded once and packed, one uint8 array per split."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

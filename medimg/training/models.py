@@ -7,7 +7,9 @@ import keras
 from medimg.config import ModelConfig
 
 
-def build_seed_cnn(image_size: int, channels: int, n_classes: int, config: ModelConfig) -> keras.Model:
+def build_seed_cnn(
+    image_size: int, channels: int, n_classes: int, config: ModelConfig
+) -> keras.Model:
     """The seed design's small CNN.
 
     Inputs are uint8-range floats; the model rescales them itself, so every caller feeds the same

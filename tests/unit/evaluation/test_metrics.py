@@ -30,7 +30,7 @@ def test_binary_metrics_match_scikit_learn():
     assert m["recall"] == pytest.approx(recall_score(y, pred))
     assert m["f1"] == pytest.approx(f1_score(y, pred))
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs[:, 1]))
-    tn, fp, fn, tp = confusion_matrix(y, pred).ravel()
+    tn, fp, _, _ = confusion_matrix(y, pred).ravel()
     assert m["specificity"] == pytest.approx(tn / (tn + fp))
     assert m["confusion_matrix"] == confusion_matrix(y, pred).tolist()
 
