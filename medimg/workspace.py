@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -157,6 +158,7 @@ def init_workspace(directory: Path, force: bool = False) -> Workspace:
     if not (root / ".dvc").exists():
         _run(["dvc", "init", "-q"], root)
         _run(["dvc", "config", "core.autostage", "true"], root)
+        _run(["dvc", "config", "core.analytics", "false"], root)
     gitignore = root / ".gitignore"
     ignored = ["/mlflow.db", "/mlartifacts/", "/models/", "/reports/data_docs/", "/data/processed/"]
     existing = gitignore.read_text().splitlines() if gitignore.exists() else []
@@ -177,13 +179,14 @@ def _point_code_dependencies(dvc_yaml: Path) -> None:
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
-    exe = shutil.which(cmd[0])
-    if exe is None and cmd[0] == "dvc":
-        venv_dvc = Path(os.sys.executable).parent / "dvc"
-        exe = str(venv_dvc) if venv_dvc.exists() else None
-    if exe is None:
+    if cmd[0] == "dvc":
+        # the DVC installed beside medimg, whether or not its environment is on PATH
+        argv = [sys.executable, "-m", "dvc", *cmd[1:]]
+    elif exe := shutil.which(cmd[0]):
+        argv = [exe, *cmd[1:]]
+    else:
         raise WorkspaceError(f"`{cmd[0]}` is not installed; install it and rerun")
-    result = subprocess.run([exe, *cmd[1:]], cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
-        raise WorkspaceError(f"`{' '.join(cmd)}` failed in {cwd}: {detail[-1] if detail else ''}")
+        detail = [x for x in (result.stderr + result.stdout).splitlines() if x.strip()]
+        raise WorkspaceError(f"`{' '.join(cmd)}` failed in {cwd}: {detail[0] if detail else ''}")
