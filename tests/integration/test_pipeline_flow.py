@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -65,6 +67,10 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     out = model.predict(pd.DataFrame({"path": paths}))
     assert list(out.columns) == ["label", "p_normal", "p_pneumonia", "threshold"]
     assert set(out["label"]) <= {"normal", "pneumonia"}
+    # ... and from base64-encoded bytes, with the same answer
+    encoded = [base64.b64encode(Path(p).read_bytes()).decode() for p in paths]
+    from_bytes = model.predict(pd.DataFrame({"image": encoded}))
+    assert from_bytes["p_pneumonia"].to_numpy() == pytest.approx(out["p_pneumonia"].to_numpy())
 
     # DVC agrees with what the flow produced: nothing to reproduce
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws.root,
