@@ -66,7 +66,8 @@ def _server(argv: list[str], health: str, env: dict[str, str], log: Path, timeou
                         break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"{argv[0]} did not start: {log.read_text()[-2000:]}")
+                        raise RuntimeError(
+                            f"{argv[0]} did not start: {log.read_text()[-2000:]}") from None
                     time.sleep(1)
             yield proc
         finally:
