@@ -6,9 +6,8 @@ with a new pose, exposure and noise. The positive class adds diffuse, soft-edged
 the visible lung fields, some of them faint, so a classifier has to generalise across patients and
 cannot score perfectly.
 
-Everything is drawn from ``numpy`` generators seeded by ``(seed, patient, image)``, so the same
-arguments give byte-identical PNG or DICOM files and a patient's images do not depend on how many
-other patients there are.
+Everything is drawn from ``numpy`` generators seeded by ``(seed, patient, film)``, so the same
+arguments give byte-identical PNG or DICOM files (for a given numpy, OpenCV, zlib and pydicom).
 """
 
 from __future__ import annotations
@@ -16,13 +15,13 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
-import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
@@ -37,7 +36,7 @@ _EXTENSIONS: dict[str, str] = {"png": ".png", "dicom": ".dcm"}
 # Fixed so that DICOM files are byte-identical from run to run.
 _STUDY_DATE = "20240101"
 _STUDY_TIME = "090000"
-_UID_NAMESPACE = "medimg-phantom-v1"
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "medimg:phantoms:v1")
 # Stream tags keep the allocation, patient and image generators independent of each other.
 _ALLOCATION_STREAM = 0
 _PATIENT_STREAM = 1
@@ -46,10 +45,10 @@ _IMAGE_STREAM = 2
 # Difficulty of the positive class. Calibrated so that the seed CNN in params.yaml (CLAHE +
 # median preprocessing, 128 px, ~800 images split 70/15/15 by patient) reaches test F1 in
 # roughly 0.85-0.97: large or dense opacities are easy, small faint ones are often missed.
-_LESION_COUNT = (4, 8)  # opacities per positive patient, inclusive
-_LESION_RADIUS = (0.12, 0.25)  # in units of the half image side
-_LESION_CONTRAST = (0.2, 0.35)  # added attenuation; a lung field sits ~0.3 below soft tissue
-_SUBTLE_FRACTION = 0.2  # share of positive patients with few, small, faint opacities
+_LESION_COUNT = (6, 10)  # opacities per positive patient, inclusive
+_LESION_RADIUS = (0.15, 0.3)  # in units of the half image side
+_LESION_CONTRAST = (0.3, 0.45)  # added attenuation, saturating at 0.9 x lung depth (~0.3)
+_SUBTLE_FRACTION = 0.1  # share of positive patients with few, small, faint opacities
 _SUBTLE_COUNT = (1, 3)
 _SUBTLE_RADIUS = (0.06, 0.12)
 _SUBTLE_CONTRAST = (0.06, 0.15)
@@ -186,9 +185,10 @@ def generate_phantoms(
     """
     out_dir = Path(out_dir)
     _check_image_size(image_size)
-    _check_arguments(n_images, positive_fraction, seed, image_format, images_per_patient,
-                     class_names, out_dir)
-    n_positive = int(math.floor(n_images * positive_fraction + 0.5))
+    _check_arguments(
+        n_images, positive_fraction, seed, image_format, images_per_patient, class_names, out_dir
+    )
+    n_positive = math.floor(n_images * positive_fraction + 0.5)
     n_negative = n_images - n_positive
     lo, hi = images_per_patient
     for name, count in ((class_names[0], n_negative), (class_names[1], n_positive)):
@@ -235,7 +235,11 @@ def generate_phantoms(
     counts = {class_names[0]: n_negative, class_names[1]: n_positive}
     logger.info(
         "wrote %d %s phantoms of %d patients to %s (%s)",
-        n_images, image_format, len(patients), out_dir, counts,
+        n_images,
+        image_format,
+        len(patients),
+        out_dir,
+        counts,
     )
     return PhantomSummary(
         out_dir=out_dir,
@@ -250,7 +254,7 @@ def generate_phantoms(
 
 
 def _check_image_size(image_size: int) -> None:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+    if not _is_int(image_size) or image_size < MIN_IMAGE_SIZE:
         raise ValueError(
             f"image_size {image_size!r} must be an integer of at least {MIN_IMAGE_SIZE}; "
             "set a larger image_size"
@@ -266,14 +270,14 @@ def _check_arguments(
     class_names: tuple[str, str],
     out_dir: Path,
 ) -> None:
-    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 2:
+    if not _is_int(n_images) or n_images < 2:
         raise ValueError(f"n_images {n_images!r} must be an integer of at least 2; raise it")
     if not 0.0 < positive_fraction < 1.0:
         raise ValueError(
             f"positive_fraction {positive_fraction!r} must lie strictly between 0 and 1; "
             "use e.g. 0.5"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not _is_int(seed) or seed < 0:
         raise ValueError(f"seed {seed!r} must be a non-negative integer; use e.g. 0")
     if image_format not in _EXTENSIONS:
         raise ValueError(
@@ -281,7 +285,7 @@ def _check_arguments(
         )
     if (
         len(images_per_patient) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in images_per_patient)
+        or not all(_is_int(v) for v in images_per_patient)
         or not 1 <= images_per_patient[0] <= images_per_patient[1]
     ):
         raise ValueError(
@@ -302,6 +306,10 @@ def _check_arguments(
             f"out_dir {str(out_dir)!r} already exists and is not an empty folder; "
             "delete it or choose a new folder"
         )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _is_folder_name(name: object) -> bool:
@@ -388,22 +396,18 @@ def _sample_lesions(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[_Lesio
     return tuple(lesions)
 
 
-def _point_in_lung(
-    rng: np.random.Generator, anatomy: _Anatomy, side: float
-) -> tuple[float, float]:
+def _point_in_lung(rng: np.random.Generator, anatomy: _Anatomy, side: float) -> tuple[float, float]:
     a, b = anatomy.lung_axes[int(side > 0)]
     cx, cy = side * anatomy.lung_offset, anatomy.lung_centre_y
     hx, hy = anatomy.heart_centre
     ha, hb = anatomy.heart_axes
-    point = (cx, cy)
-    for _ in range(16):  # fixed count so the stream does not depend on the outcome
-        rho, phi = 0.75 * math.sqrt(rng.uniform()), rng.uniform(0.0, 2 * np.pi)
-        candidate = (cx + rho * a * math.cos(phi), cy + rho * b * math.sin(phi))
-        if point == (cx, cy) and ((candidate[0] - hx) / ha) ** 2 + (
-            (candidate[1] - hy) / hb
-        ) ** 2 > 1.2:
-            point = candidate
-    return (float(point[0]), float(point[1]))
+    # A fixed number of candidates keeps the stream independent of which one is accepted.
+    rho = 0.75 * np.sqrt(rng.uniform(size=16))
+    phi = rng.uniform(0.0, 2 * np.pi, size=16)
+    px, py = cx + rho * a * np.cos(phi), cy + rho * b * np.sin(phi)
+    outside_heart = ((px - hx) / ha) ** 2 + ((py - hy) / hb) ** 2 > 1.2
+    k = int(np.argmax(outside_heart)) if outside_heart.any() else 0
+    return (float(px[k]), float(py[k]))
 
 
 def _sample_acquisition(rng: np.random.Generator) -> _Acquisition:
@@ -431,8 +435,37 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _smooth_field(rng: np.random.Generator, cells: int, size: int) -> np.ndarray:
     """Zero-mean, unit-ish smooth random field sampled on a coarse grid and upsampled."""
-    coarse = rng.normal(0.0, 1.0, (cells, cells)).astype(np.float32)
-    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.float64)
+    coarse = rng.standard_normal((cells, cells), dtype=np.float32)
+    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _lesion_map(
+    u: np.ndarray, v: np.ndarray, lesions: tuple[_Lesion, ...], gain: float
+) -> np.ndarray:
+    """Summed opacity of irregular soft ellipses, evaluated only near each lesion."""
+    opacity = np.zeros_like(u)
+    for lesion in lesions:
+        du, dv = u - lesion.centre[0], v - lesion.centre[1]
+        reach = lesion.radius * (
+            max(1.0, lesion.aspect) * (1.0 + sum(a for a, _ in lesion.harmonics))
+            + 7.0 * lesion.softness
+        )
+        near = du * du + dv * dv < reach * reach
+        du, dv = du[near], dv[near]
+        ca, sa = math.cos(lesion.angle), math.sin(lesion.angle)
+        ru, rv = ca * du + sa * dv, (-sa * du + ca * dv) / lesion.aspect
+        q = np.sqrt(ru * ru + rv * rv)
+        # cos(k*phi + phase) from powers of the unit direction, cheaper than arctan2 and cos.
+        z = (ru + 1j * rv) / np.maximum(q, 1e-6)
+        wobble = np.ones_like(q)
+        zk = z
+        for a, phase in lesion.harmonics:
+            zk = zk * z
+            wobble += a * (zk.real * math.cos(phase) - zk.imag * math.sin(phase))
+        radius = lesion.radius * wobble
+        blob = _sigmoid((radius - q) / (lesion.softness * lesion.radius))
+        opacity[near] += lesion.contrast * gain * blob
+    return opacity
 
 
 def _render(
@@ -443,17 +476,19 @@ def _render(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Render one film; consumes ``rng`` the same way whatever ``lesions`` holds."""
-    coords = (np.arange(size, dtype=np.float64) + 0.5) * (2.0 / size) - 1.0
+    f32 = np.float32
+    coords = (np.arange(size, dtype=f32) + f32(0.5)) * f32(2.0 / size) - f32(1.0)
     x, y = np.meshgrid(coords, coords)
     pixel = 2.0 / size  # width of one pixel in normalised units, for anti-aliased edges
 
     # Anatomical coordinates: undo the patient's and this film's shift, scale and rotation.
-    theta = np.deg2rad(anatomy.rotation_deg + acq.rotation_deg)
+    theta = math.radians(anatomy.rotation_deg + acq.rotation_deg)
     scale = anatomy.scale * acq.scale
-    xs = (x - anatomy.shift[0] - acq.shift[0]) / scale
-    ys = (y - anatomy.shift[1] - acq.shift[1]) / scale
-    u = np.cos(theta) * xs + np.sin(theta) * ys
-    v = -np.sin(theta) * xs + np.cos(theta) * ys
+    xs = (x - f32(anatomy.shift[0] + acq.shift[0])) * f32(1.0 / scale)
+    ys = (y - f32(anatomy.shift[1] + acq.shift[1])) * f32(1.0 / scale)
+    cos_t, sin_t = f32(math.cos(theta)), f32(math.sin(theta))
+    u = cos_t * xs + sin_t * ys
+    v = cos_t * ys - sin_t * xs
     edge = 1.5 * pixel / scale
 
     # Trunk: a soft superellipse, thicker (brighter) towards the middle.
@@ -461,73 +496,63 @@ def _render(
     ba, bb = anatomy.body_axes
     p = anatomy.body_exponent
     body_r = (np.abs((u - bx) / ba) ** p + np.abs((v - by) / bb) ** p) ** (1.0 / p)
-    body = _sigmoid((1.0 - body_r) * ba / edge)
+    body = _sigmoid((1.0 - body_r) * (ba / edge))
     density = anatomy.body_density * body * (0.8 + 0.2 * np.clip(1.0 - body_r**2, 0.0, 1.0))
 
     # Spine and mediastinum: a bright vertical band.
-    spine = _sigmoid((0.075 - np.abs(u - bx)) / (2 * edge)) * body
-    density += 0.06 * spine * (1.0 + 0.15 * np.cos(v * 2 * np.pi / anatomy.rib_spacing))
+    t = np.abs(u - bx)
+    spine = _sigmoid((0.075 - t) * (1.0 / (2 * edge))) * body
+    density += 0.06 * spine * (1.0 + 0.15 * np.cos(v * (2 * math.pi / anatomy.rib_spacing)))
 
     # Lungs: tapered ellipses, apex narrower than base; the heart hides part of the left lung.
     lungs = np.zeros_like(u)
     for side, (la, lb) in zip((-1.0, 1.0), anatomy.lung_axes, strict=True):
-        du = (u - side * anatomy.lung_offset) / la
-        dv = (v - anatomy.lung_centre_y) / lb
+        du = (u - side * anatomy.lung_offset) * (1.0 / la)
+        dv = (v - anatomy.lung_centre_y) * (1.0 / lb)
         taper = np.clip(0.78 + 0.22 * dv, 0.55, 1.0)
         r = np.sqrt((du / taper) ** 2 + dv**2)
-        lungs = np.maximum(lungs, _sigmoid((1.0 - r) * la / edge))
+        lungs = np.maximum(lungs, _sigmoid((1.0 - r) * (la / edge)))
     hx, hy = anatomy.heart_centre
     ha, hb = anatomy.heart_axes
-    heart_r = np.sqrt(((u - hx) / ha) ** 2 + ((v - hy) / hb) ** 2)
-    heart = _sigmoid((1.0 - heart_r) * hb / (2 * edge))
+    heart_r = np.sqrt(((u - hx) * (1.0 / ha)) ** 2 + ((v - hy) * (1.0 / hb)) ** 2)
+    heart = _sigmoid((1.0 - heart_r) * (hb / (2 * edge)))
     lung_field = lungs * (1.0 - heart) * body
     density -= anatomy.lung_depth * lung_field
     density += 0.03 * heart * body
 
     # Posterior ribs (bright curved bands) and fainter anterior ribs, across each hemithorax.
-    t = np.abs(u - bx)
     outer = anatomy.lung_offset + max(a for a, _ in anatomy.lung_axes) + 0.08
-    thorax = _sigmoid((outer - t) / (3 * edge)) * _sigmoid((t - 0.07) / (2 * edge)) * body
-    rib_phase = (v - anatomy.rib_start + 0.12 * t - anatomy.rib_curvature * t**2) / (
-        anatomy.rib_spacing
-    )
+    thorax = _sigmoid((outer - t) * (1.0 / (3 * edge))) * _sigmoid((t - 0.07) * (1.0 / (2 * edge)))
+    thorax *= body
+    spacing, width = anatomy.rib_spacing, anatomy.rib_width
+    rib_phase = (v - anatomy.rib_start + 0.12 * t - anatomy.rib_curvature * t**2) * (1.0 / spacing)
     in_cage = (rib_phase > -0.5) & (rib_phase < anatomy.n_ribs - 0.5)
-    rib_offset = (rib_phase - np.round(rib_phase)) * anatomy.rib_spacing
-    ribs = np.exp(-((rib_offset / anatomy.rib_width) ** 2)) * in_cage
-    ant_phase = (v - anatomy.rib_start - 0.1 - 0.25 * t + 0.25 * t**2) / (
-        1.1 * anatomy.rib_spacing
-    )
-    ant_offset = (ant_phase - np.round(ant_phase)) * anatomy.rib_spacing
+    rib_offset = (rib_phase - np.round(rib_phase)) * (spacing / width)
+    ribs = np.exp(-(rib_offset**2)) * in_cage
+    ant_phase = (v - anatomy.rib_start - 0.1 - 0.25 * t + 0.25 * t**2) * (1.0 / (1.1 * spacing))
+    ant_offset = (ant_phase - np.round(ant_phase)) * (spacing / (1.3 * width))
     ant_in = (ant_phase > -0.5) & (ant_phase < anatomy.n_ribs - 3.5)
-    ribs += 0.4 * np.exp(-((ant_offset / (1.3 * anatomy.rib_width)) ** 2)) * ant_in
+    ribs += 0.4 * np.exp(-(ant_offset**2)) * ant_in
     density += anatomy.rib_density * ribs * thorax
 
     # Clavicles.
-    clav_centre = anatomy.clavicle_y - 0.15 * t + 0.12 * t**2
-    clavicles = np.exp(-(((v - clav_centre) / 0.03) ** 2)) * _sigmoid((0.62 - t) / (3 * edge))
-    density += 0.08 * clavicles * _sigmoid((t - 0.06) / (2 * edge)) * body
+    clav_offset = (v - (anatomy.clavicle_y - 0.15 * t + 0.12 * t**2)) * (1.0 / 0.03)
+    clavicles = np.exp(-(clav_offset**2)) * _sigmoid((0.62 - t) * (1.0 / (3 * edge)))
+    density += 0.08 * clavicles * _sigmoid((t - 0.06) * (1.0 / (2 * edge))) * body
 
     # Lung markings; drawn for every film so the stream does not depend on the label.
     markings = _smooth_field(rng, max(8, size // 8), size)
     density += 0.015 * markings * lung_field
 
     # Opacities: irregular soft ellipses, patchy inside, confined to the visible lung fields.
-    texture = 0.5 + 0.5 * np.clip(_smooth_field(rng, max(8, size // 3), size), -1.0, 1.0)
-    opacity = np.zeros_like(u)
-    for lesion in lesions:
-        du, dv = u - lesion.centre[0], v - lesion.centre[1]
-        ca, sa = math.cos(lesion.angle), math.sin(lesion.angle)
-        ru, rv = ca * du + sa * dv, (-sa * du + ca * dv) / lesion.aspect
-        q = np.sqrt(ru**2 + rv**2)
-        phi = np.arctan2(rv, ru)
-        radius = lesion.radius * (
-            1.0 + sum(a * np.cos(k * phi + ph) for k, (a, ph) in enumerate(lesion.harmonics, 2))
-        )
-        blob = _sigmoid((radius - q) / (lesion.softness * lesion.radius))
-        opacity += lesion.contrast * acq.lesion_gain * blob
+    texture = 0.6 + 0.4 * np.clip(_smooth_field(rng, max(8, size // 5), size), -1.0, 1.0)
     if lesions:
+        opacity = _lesion_map(u, v, lesions, acq.lesion_gain)
         cap = 0.9 * anatomy.lung_depth
-        opacity = cap * (1.0 - np.exp(-opacity / cap)) * texture * lung_field
+        opacity = cap * (1.0 - np.exp(opacity * (-1.0 / cap))) * texture * lung_field
+        # Cut the soft tails so that pixels away from an opacity stay bit-identical to the
+        # negative film (otherwise tiny changes flip roundings all over the image).
+        opacity[opacity < 1e-3] = 0.0
         density += opacity
 
     # Exposure: heel effect, smooth non-uniformity, gain and gamma.
@@ -538,7 +563,7 @@ def _render(
 
     # Detector: signal-dependent (quantum) plus electronic noise, then a slight blur.
     noise_sd = np.sqrt(acq.quantum_noise**2 * signal + acq.electronic_noise**2)
-    signal = signal + noise_sd * rng.standard_normal(signal.shape)
+    signal += noise_sd * rng.standard_normal(signal.shape, dtype=f32)
     sigma = acq.blur_px * size / 128.0
     signal = cv2.GaussianBlur(signal, (0, 0), sigmaX=sigma, sigmaY=sigma)
     return np.clip(np.rint(signal * 255.0), 0, 255).astype(np.uint8)
@@ -553,9 +578,10 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _uid(seed: int, *parts: object) -> str:
-    return pydicom.uid.generate_uid(
-        prefix=None, entropy_srcs=[_UID_NAMESPACE, str(seed), *map(str, parts)]
-    )
+    # A name-based (version 5) UUID under the 2.25 root: deterministic, unique per name, and a
+    # valid UID of at most 44 characters. (pydicom's generate_uid ignores entropy when prefix=None.)
+    name = "/".join([str(seed), *map(str, parts)])
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, name).int}"
 
 
 def _write_dicom(
