@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -239,6 +240,8 @@ def demo(
     size = ws.config.base.image_size
     stamp = f"n={n_images} size={size} seed={ws.config.base.seed}\n"
     if not marker.exists() or marker.read_text() != stamp:
+        if marker.exists():  # phantoms of an earlier demo with other settings: ours to replace
+            shutil.rmtree(ws.raw_dir)
         console.print(f"synthesising {n_images} phantoms at {size}x{size} in "
                       f"{ws.relative(ws.raw_dir)} ...", highlight=False)
         generate_phantoms(ws.raw_dir, n_images=n_images, image_size=size,
