@@ -242,6 +242,7 @@ def demo(
     if not marker.exists() or marker.read_text() != stamp:
         if marker.exists():  # phantoms of an earlier demo with other settings: ours to replace
             shutil.rmtree(ws.raw_dir)
+            ws.manifest_path.unlink(missing_ok=True)
         console.print(f"synthesising {n_images} phantoms at {size}x{size} in "
                       f"{ws.relative(ws.raw_dir)} ...", highlight=False)
         generate_phantoms(ws.raw_dir, n_images=n_images, image_size=size,

@@ -106,11 +106,11 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: PositiveInt = 12
+    epochs: PositiveInt = 30
     batch_size: PositiveInt = 32
-    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.001
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0003
     shuffle_buffer: PositiveInt = 2048
-    early_stopping_patience: Annotated[int, Field(ge=0)] = 4
+    early_stopping_patience: Annotated[int, Field(ge=0)] = 6
 
 
 class EvaluateConfig(_Section):

@@ -48,10 +48,10 @@ _IMAGE_STREAM = 2
 _LESION_COUNT = (6, 10)  # opacities per positive patient, inclusive
 _LESION_RADIUS = (0.15, 0.3)  # in units of the half image side
 _LESION_CONTRAST = (0.3, 0.45)  # added attenuation, saturating at 0.9 x lung depth (~0.3)
-_SUBTLE_FRACTION = 0.1  # share of positive patients with few, small, faint opacities
-_SUBTLE_COUNT = (1, 3)
-_SUBTLE_RADIUS = (0.06, 0.12)
-_SUBTLE_CONTRAST = (0.06, 0.15)
+_SUBTLE_FRACTION = 0.08  # share of positive patients on the ramp from faint to florid
+_SUBTLE_COUNT = (2, 4)  # the faint end of the ramp
+_SUBTLE_RADIUS = (0.08, 0.14)
+_SUBTLE_CONTRAST = (0.12, 0.2)
 
 
 @dataclass(frozen=True)
@@ -370,11 +370,18 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
 
 def _sample_lesions(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[_Lesion, ...]:
     """Draw a positive patient's opacities; always consumes the same amount of randomness."""
-    subtle = rng.uniform() < _SUBTLE_FRACTION
-    count_range = _SUBTLE_COUNT if subtle else _LESION_COUNT
-    n_lesions = int(rng.integers(count_range[0], count_range[1] + 1))
-    radius_range = _SUBTLE_RADIUS if subtle else _LESION_RADIUS
-    contrast_range = _SUBTLE_CONTRAST if subtle else _LESION_CONTRAST
+    # Severity runs continuously from faint to florid across the first _SUBTLE_FRACTION of
+    # positive patients, so the classifier meets every degree of difficulty, not two modes.
+    severity = min(1.0, rng.uniform() / _SUBTLE_FRACTION)
+
+    def between(faint: tuple[float, float], florid: tuple[float, float]) -> tuple[float, float]:
+        return (faint[0] + severity * (florid[0] - faint[0]),
+                faint[1] + severity * (florid[1] - faint[1]))
+
+    count_range = between(_SUBTLE_COUNT, _LESION_COUNT)
+    n_lesions = int(rng.integers(round(count_range[0]), round(count_range[1]) + 1))
+    radius_range = between(_SUBTLE_RADIUS, _LESION_RADIUS)
+    contrast_range = between(_SUBTLE_CONTRAST, _LESION_CONTRAST)
     lesions = []
     for k in range(max(_LESION_COUNT[1], _SUBTLE_COUNT[1])):  # fixed count keeps draws aligned
         side = -1.0 if rng.uniform() < 0.5 else 1.0

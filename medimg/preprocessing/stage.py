@@ -43,6 +43,13 @@ def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[st
         raise WorkspaceError(
             f"manifest labels {unknown} are not in base.class_names; run `medimg validate`"
         )
+    gone = [p for p in manifest["source_path"] if not ws.resolve(p).is_file()]
+    if gone:
+        raise WorkspaceError(
+            f"{len(gone)} image(s) in the manifest no longer exist (e.g. {gone[0]}); restore them "
+            f"(`dvc checkout`) or rebuild the manifest (remove {ws.relative(ws.manifest_path)} "
+            "and run `medimg ingest`)"
+        )
     size, channels = config.base.image_size, config.base.channels
     out = ws.processed_dir
     staging = out.with_name(out.name + ".tmp")
