@@ -70,7 +70,9 @@ def record_lineage(root: str) -> bool:
     return record_dvc_lineage(open_workspace(root))
 
 
-@task(name="track-and-register", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
+# No task-level retries: registering is not idempotent (a retry would log a second run and
+# version); MLflow's client already retries its own HTTP requests.
+@task(name="track-and-register")
 def track_and_register(root: str, flow_run_name: str) -> dict:
     result = publish_run(open_workspace(root), run_name=flow_run_name,
                          extra_tags={"prefect_flow_run": flow_run_name})

@@ -104,7 +104,7 @@ def test_run_against_mlflow_on_postgres_and_a_prefect_server(make_workspace, tmp
             result = medimg_cli("run", cwd=ws.root, env={"MLFLOW_TRACKING_URI": mlflow_uri,
                                                           "PREFECT_API_URL": prefect_api})
             assert result.returncode == 0, result.stderr[-3000:]
-            assert "registered version 1" in result.stdout
+            assert "registered version 1" in result.stdout, result.stdout[-4000:]
             assert f"open {mlflow_uri}" in result.stdout
 
             # the run and the registry live on the server, not in the workspace
