@@ -84,7 +84,8 @@ def _quarantine(ws: Workspace, path: Path, data: bytes, reason: str) -> dict[str
     digest = hashlib.sha256(data).hexdigest()
     ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
     target = ws.quarantine_dir / f"{digest[:12]}_{path.name}"
-    if not target.exists():
+    first_time = not target.exists()
+    if first_time:
         shutil.copyfile(path, target)
     entry = {
         "source_path": ws.relative(path),
@@ -92,8 +93,9 @@ def _quarantine(ws: Workspace, path: Path, data: bytes, reason: str) -> dict[str
         "reason": reason,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    with (ws.quarantine_dir / "quarantine.jsonl").open("a") as log:
-        log.write(json.dumps(entry) + "\n")
+    if first_time:  # a re-ingest finds the same file again; the log keeps one entry per file
+        with (ws.quarantine_dir / "quarantine.jsonl").open("a") as log:
+            log.write(json.dumps(entry) + "\n")
     logger.warning("quarantined %s: %s", entry["source_path"], reason)
     return entry
 

@@ -89,6 +89,10 @@ def test_quarantine_within_bound_keeps_going(make_workspace, tmp_path):
     assert reasons == ["not an image file", "too small"]
     assert summary.duplicates == 1 and summary.ingested == 6
     assert summary.balanced
+    again = ingest_sources(ws, [src])
+    assert again.ingested == 0 and again.balanced
+    log = (ws.quarantine_dir / "quarantine.jsonl").read_text().splitlines()
+    assert len(log) == 2  # one entry per quarantined file, however often it is seen
 
 
 @pytest.mark.parametrize("layout,message", [
