@@ -14,15 +14,20 @@ from medimg.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 
-# mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI for child processes, so remember what we
-# set to tell it apart from a URI the user chose.
-_exported: str | None = None
+# mlflow.set_tracking_uri() and set_registry_uri() export MLFLOW_TRACKING_URI and
+# MLFLOW_REGISTRY_URI for child processes, so remember what we set to tell it apart from a URI
+# the user chose (otherwise a second workspace in one process would inherit the first one's store).
+_exported: dict[str, str] = {}
+
+
+def _from_user(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value and value != _exported.get(name) else None
 
 
 def user_tracking_uri() -> str | None:
     """MLFLOW_TRACKING_URI as the user set it, or None."""
-    value = os.environ.get("MLFLOW_TRACKING_URI")
-    return value if value and value != _exported else None
+    return _from_user("MLFLOW_TRACKING_URI")
 
 
 def tracking_uri(ws: Workspace) -> str:
@@ -37,12 +42,18 @@ def use_workspace_tracking(ws: Workspace, experiment_name: str) -> str:
     """
     import mlflow
 
-    global _exported
     user_uri = user_tracking_uri()
     uri = tracking_uri(ws)
+    user_registry = _from_user("MLFLOW_REGISTRY_URI")
+    registry = user_registry or uri
     mlflow.set_tracking_uri(uri)
-    _exported = None if user_uri else uri
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    mlflow.set_registry_uri(registry)
+    for name, value, chosen_by_user in (("MLFLOW_TRACKING_URI", uri, user_uri),
+                                        ("MLFLOW_REGISTRY_URI", registry, user_registry)):
+        if chosen_by_user:
+            _exported.pop(name, None)
+        else:
+            _exported[name] = value
     experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is None:
         location = None if user_uri else ws.mlflow_artifacts.as_uri()

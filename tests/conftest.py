@@ -89,7 +89,10 @@ def medimg_cli(*args: str, cwd: Path, env: dict[str, str] | None = None
                ) -> subprocess.CompletedProcess[str]:
     """Run the installed console script as a user would."""
     exe = Path(sys.executable).with_name("medimg")
-    full_env = {**os.environ, **(env or {})}
+    # MLflow exports the URIs this test process last used; a user's shell would not have them
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    full_env = {**inherited, **(env or {})}
     full_env["PATH"] = f"{exe.parent}{os.pathsep}{full_env.get('PATH', '')}"
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True,
                           env=full_env, timeout=600)

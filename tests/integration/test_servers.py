@@ -87,6 +87,7 @@ def test_run_against_mlflow_on_postgres_and_a_prefect_server(make_workspace, tmp
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     mlflow_port, prefect_port = _free_port(), _free_port()
     mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
     prefect_api = f"http://127.0.0.1:{prefect_port}/api"
