@@ -48,6 +48,6 @@ mlflow-ui: $(STAMP)
 # Removes what the demo wrote in the repository root (never anything under data/raw but the
 # phantoms it generated itself).
 clean-demo:
-	rm -rf mlflow.db mlartifacts reports models data/manifest.parquet data/processed \
+	rm -rf mlflow.db mlartifacts reports models/classifier data/manifest.parquet data/processed \
 	  data/quarantine dvc.lock
 	@if [ -f data/raw/.phantoms ]; then rm -rf data/raw data/raw.dvc; fi
