@@ -103,12 +103,19 @@ def training_pipeline(workspace: str, sources: list[str] | None = None) -> dict:
 
     ws = open_workspace(workspace)
     root = str(ws.root)
-    ingested = ingest(root, sources or [str(ws.raw_dir)])
+    sources = sources or [str(ws.raw_dir)]
+    # dvc.yaml's ingest stage reads data/raw; record lineage only when that is what ran
+    as_dvc_declares = [Path(s).resolve() for s in sources] == [ws.raw_dir.resolve()]
+    ingested = ingest(root, sources)
     validation = validate(root)
     counts = preprocess(root)
     training = train(root)
     metrics = evaluate(root)
-    locked = record_lineage(root)
+    if as_dvc_declares:
+        locked = record_lineage(root)
+    else:
+        locked = False
+        get_run_logger().warning("sources other than data/raw: dvc.lock left as it was")
     published = track_and_register(root, flow_run.get_name() or "medimg-run")
     return {"ingest": ingested, "validation": validation, "counts": counts, "train": training,
             "metrics": metrics, "dvc_locked": locked, **published}

@@ -245,9 +245,15 @@ def demo(
             ws.manifest_path.unlink(missing_ok=True)
         console.print(f"synthesising {n_images} phantoms at {size}x{size} in "
                       f"{ws.relative(ws.raw_dir)} ...", highlight=False)
-        generate_phantoms(ws.raw_dir, n_images=n_images, image_size=size,
-                          seed=ws.config.base.seed,
-                          class_names=tuple(ws.config.base.class_names[:2]))
+        # marked as the demo's own before writing, so an interrupted demo can be replaced
+        ws.raw_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text("incomplete\n")
+        try:
+            generate_phantoms(ws.raw_dir, n_images=n_images, image_size=size,
+                              seed=ws.config.base.seed,
+                              class_names=tuple(ws.config.base.class_names[:2]))
+        except ValueError as exc:
+            raise MedimgError(str(exc)) from None
         marker.write_text(stamp)
     outcome = _run_flow(ws, None)
     _print_summary(outcome, time.perf_counter() - start)

@@ -174,14 +174,11 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
+def _describe(error: dict[str, Any]) -> str:
     """One readable line for one pydantic error: key, value, what is allowed."""
     loc = [str(p) for p in error["loc"]]
     key = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        section = raw
-        for part in loc[:-1]:
-            section = section.get(part, {}) if isinstance(section, dict) else {}
         model: type[BaseModel] = Config
         for part in loc[:-1]:
             field = model.model_fields.get(part)
@@ -207,7 +204,7 @@ def parse_config(raw: dict[str, Any] | None, source: str = "params.yaml") -> Con
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e, raw) for e in exc.errors())
+        problems = "; ".join(_describe(e) for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None
 
 

@@ -21,7 +21,3 @@ class DataError(MedimgError):
 
 class ValidationFailed(MedimgError):
     """A data-contract expectation failed."""
-
-
-class StageInputMissing(MedimgError):
-    """A stage ran before the stage that makes its input."""

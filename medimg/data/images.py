@@ -27,7 +27,8 @@ class ImageInfo:
     channels: int
 
 
-def _is_dicom(data: bytes) -> bool:
+def is_dicom(data: bytes) -> bool:
+    """True for bytes that carry the DICOM preamble ('DICM' at offset 128)."""
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
@@ -78,7 +79,7 @@ def decode_image(data: bytes) -> np.ndarray:
     """
     if not data:
         raise UndecodableImage("empty file (0 bytes)")
-    if _is_dicom(data):
+    if is_dicom(data):
         return _decode_dicom(data)
     try:
         with warnings.catch_warnings():

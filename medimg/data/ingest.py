@@ -14,7 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from medimg.config import Config
-from medimg.data.images import IMAGE_SUFFIXES, UndecodableImage, decode_image, describe
+from medimg.data.images import (
+    IMAGE_SUFFIXES,
+    UndecodableImage,
+    decode_image,
+    describe,
+    is_dicom,
+)
 from medimg.data.manifest import empty_manifest, load_manifest, write_manifest
 from medimg.data.splits import assign_split
 from medimg.errors import DataError
@@ -115,6 +121,8 @@ def ingest_sources(ws: Workspace, sources: list[Path], config: Config | None = N
     classes = config.base.class_names
     manifest = load_manifest(ws.manifest_path) if ws.manifest_path.exists() else empty_manifest()
     known = set(manifest["image_id"])
+    by_path = {row.source_path: row for row in manifest.itertuples(index=False)}
+    replaced: set[str] = set()
     added: set[str] = set()
     summary = IngestSummary()
     rows: list[dict[str, object]] = []
@@ -136,7 +144,7 @@ def ingest_sources(ws: Workspace, sources: list[Path], config: Config | None = N
                     summary.duplicates += 1
                     logger.info("%s duplicates an image already ingested; skipped", path)
                     continue
-                if path.suffix.lower() not in IMAGE_SUFFIXES and data[128:132] != b"DICM":
+                if path.suffix.lower() not in IMAGE_SUFFIXES and not is_dicom(data):
                     summary.quarantined.append(_quarantine(ws, path, data, "not an image file"))
                     continue
                 try:
@@ -156,12 +164,20 @@ def ingest_sources(ws: Workspace, sources: list[Path], config: Config | None = N
                 added.add(image_id)
                 relative_to_source = path.relative_to(source).as_posix()
                 patient = patients.get(relative_to_source, image_id)
+                split = assign_split(patient, config.base.seed, config.data.split_fractions)
+                previous = by_path.get(ws.relative(path))
+                if previous is not None:
+                    # The file was rewritten in place: its new content replaces the old row and
+                    # stays with the same patient and split, so nothing leaks across splits.
+                    replaced.add(previous.image_id)
+                    patient, split = previous.patient_id, previous.split
+                    logger.warning("%s changed since it was ingested; its row is replaced", path)
                 rows.append({
                     "image_id": image_id,
                     "source_path": ws.relative(path),
                     "label": label,
                     "patient_id": patient,
-                    "split": assign_split(patient, config.base.seed, config.data.split_fractions),
+                    "split": split,
                     "width": info.width,
                     "height": info.height,
                     "channels": info.channels,
@@ -182,6 +198,7 @@ def ingest_sources(ws: Workspace, sources: list[Path], config: Config | None = N
             f"(now {bound}) in params.yaml"
         )
     if rows:
+        manifest = manifest[~manifest["image_id"].isin(replaced)]
         manifest = pd.concat([manifest, pd.DataFrame(rows)], ignore_index=True)
         manifest = manifest.sort_values(["split", "label", "source_path"], kind="stable")
         write_manifest(manifest, ws.manifest_path)

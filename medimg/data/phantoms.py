@@ -301,7 +301,9 @@ def _check_arguments(
             f"class_names {class_names!r} must be two different plain folder names; "
             "use e.g. ('normal', 'pneumonia')"
         )
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    # hidden files (a marker, a .gitignore) are not data and may already be there
+    visible = out_dir.is_dir() and any(not p.name.startswith(".") for p in out_dir.iterdir())
+    if out_dir.exists() and (not out_dir.is_dir() or visible):
         raise ValueError(
             f"out_dir {str(out_dir)!r} already exists and is not an empty folder; "
             "delete it or choose a new folder"

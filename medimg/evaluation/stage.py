@@ -9,10 +9,10 @@ from pathlib import Path
 
 from medimg.bundle import ModelBundle
 from medimg.config import Config
-from medimg.errors import DataError
+from medimg.errors import DataError, WorkspaceError
 from medimg.evaluation.metrics import compute_metrics, roc_points
 from medimg.evaluation.plots import plot_confusion_matrix, plot_roc, write_rows
-from medimg.preprocessing.stage import load_split
+from medimg.preprocessing.stage import load_index, load_split
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,14 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     """
     config = config or ws.config
     bundle = ModelBundle.load(ws.model_dir)
+    index = load_index(ws)
+    meta = bundle.meta
+    if (index["class_names"], index["image_size"], index["channels"], index["preprocess"]) != (
+            meta.class_names, meta.image_size, meta.channels, meta.preprocess):
+        raise WorkspaceError(
+            "data/processed was made with other settings than the trained model; run "
+            "`medimg preprocess` and `medimg train` (or `dvc repro`)"
+        )
     test = load_split(ws, "test")
     if len(test.labels) == 0:
         raise DataError("the test split is empty; add images or change data.split_fractions")
@@ -41,7 +49,6 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     metrics = compute_metrics(test.labels, probs, names, bundle.meta.threshold)
 
     ws.reports_dir.mkdir(parents=True, exist_ok=True)
-    ws.metrics_path.write_text(json.dumps(metrics, indent=2))
     predicted = bundle.decide(probs)
     write_rows(
         ws.reports_dir / "predictions.csv",
@@ -57,6 +64,8 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
                               ws.plots_dir / "confusion_matrix.png"),
         plot_roc(roc, float(metrics["roc_auc"]), ws.plots_dir / "roc.png"),
     ]
+    # last, so that a metrics file is only ever there beside complete predictions and plots
+    ws.metrics_path.write_text(json.dumps(metrics, indent=2))
     logger.info("test F1 %.3f, recall %.3f on %d images", metrics["f1"], metrics["recall"],
                 metrics["n"])
     return EvaluationResult(metrics, ws.metrics_path, plots)

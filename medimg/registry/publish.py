@@ -125,6 +125,8 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             python_model=Path(pyfunc.__file__).with_name("mlflow_model.py"),
             artifacts={pyfunc.BUNDLE_ARTIFACT: str(ws.model_dir)},
             signature=pyfunc.signature_for(list(config.base.class_names)),
+            # the model carries its own code, so it loads where medimg is not installed
+            code_paths=[str(Path(pyfunc.__file__).resolve().parents[1])],
             pip_requirements=_requirements(),
         )
         report = evaluate_gates(metrics, config.gates)

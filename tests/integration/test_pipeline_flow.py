@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -62,8 +63,6 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     # the registered model predicts from image files through its own preprocessing
     model = mlflow.pyfunc.load_model("models:/medimg-classifier@champion")
     paths = sorted(str(p) for p in ws.raw_dir.rglob("*.png"))[:3]
-    import pandas as pd
-
     out = model.predict(pd.DataFrame({"path": paths}))
     assert list(out.columns) == ["label", "p_normal", "p_pneumonia", "threshold"]
     assert set(out["label"]) <= {"normal", "pneumonia"}
@@ -71,6 +70,20 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     encoded = [base64.b64encode(Path(p).read_bytes()).decode() for p in paths]
     from_bytes = model.predict(pd.DataFrame({"image": encoded}))
     assert from_bytes["p_pneumonia"].to_numpy() == pytest.approx(out["p_pneumonia"].to_numpy())
+
+    # test predictions are aligned with the manifest's labels, and the metrics follow from them
+    from sklearn.metrics import f1_score, recall_score
+
+    predictions = pd.read_csv(ws.reports_dir / "predictions.csv")
+    manifest = pd.read_parquet(ws.manifest_path).set_index("image_id")
+    test_ids = manifest.index[manifest["split"] == "test"]
+    assert sorted(predictions["image_id"]) == sorted(test_ids)
+    labels = manifest.loc[predictions["image_id"], "label"].to_numpy()
+    assert (predictions["actual"] == labels).all()
+    truth, guess = predictions["actual"] == "pneumonia", predictions["predicted"] == "pneumonia"
+    assert outcome["metrics"]["f1"] == pytest.approx(f1_score(truth, guess, zero_division=0))
+    assert outcome["metrics"]["recall"] == pytest.approx(recall_score(truth, guess,
+                                                                      zero_division=0))
 
     # DVC agrees with what the flow produced: nothing to reproduce
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws.root,
@@ -81,8 +94,11 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     second = training_pipeline(str(ws.root))
     assert second["version"] == "2"
     assert "challenger" in second["aliases"]
-    checks = {c["name"] for c in second["champion_checks"]["checks"]}
-    assert checks == {"noninferior_f1", "noninferior_recall"}
+    checks = {c["name"]: c for c in second["champion_checks"]["checks"]}
+    assert set(checks) == {"noninferior_f1", "noninferior_recall"}
+    # the champion was re-scored on the test split: each bound is its score minus the margin
+    for check in checks.values():
+        assert check["bound"] is not None, check["reason"]
     promoted = second["champion_checks"]["passed"]
     champion = client.get_model_version_by_alias("medimg-classifier", "champion")
     assert str(champion.version) == ("2" if promoted else "1")

@@ -99,3 +99,9 @@ def test_server_that_is_down_fails_before_any_work(make_workspace, variable, fra
 def test_every_command_has_help(command, tmp_path):
     result = medimg_cli(command, "--help", cwd=tmp_path)
     assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_demo_with_too_few_images_is_one_line(make_workspace):
+    ws = make_workspace(with_data=False)
+    result = medimg_cli("demo", "--n-images", "1", cwd=ws.root)
+    _one_line_error(result, "n_images")

@@ -109,3 +109,21 @@ def test_bad_sources_fail_with_a_reason(make_workspace, tmp_path, layout, messag
             _png(src / folder / f"{i}.png", i)
     with pytest.raises(DataError, match=message):
         ingest_sources(ws, [src])
+
+
+def test_image_rewritten_in_place_keeps_its_split(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    src = tmp_path / "src"
+    for i in range(4):
+        _png(src / "normal" / f"n{i}.png", i)
+        _png(src / "pneumonia" / f"p{i}.png", 10 + i)
+    ingest_sources(ws, [src])
+    before = load_manifest(ws.manifest_path).set_index("source_path")
+    _png(src / "normal" / "n0.png", 500)  # new bytes, same file
+    summary = ingest_sources(ws, [src])
+    after = load_manifest(ws.manifest_path).set_index("source_path")
+    assert summary.ingested == 1 and len(after) == len(before)
+    key = ws.relative(src / "normal" / "n0.png")
+    assert after.loc[key, "image_id"] != before.loc[key, "image_id"]
+    assert after.loc[key, "split"] == before.loc[key, "split"]
+    assert after.loc[key, "patient_id"] == before.loc[key, "patient_id"]

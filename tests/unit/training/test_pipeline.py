@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+
+from medimg.config import Config, parse_config
+from medimg.training.pipeline import make_dataset
+
+
+def _arrays(n: int = 40):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (n, 32, 32, 1), dtype=np.uint8)
+    labels = rng.integers(0, 2, n)
+    return images, labels
+
+
+def test_evaluation_path_keeps_order_and_pixels():
+    images, labels = _arrays()
+    config = parse_config({"train": {"batch_size": 16}})
+    batches = list(make_dataset(images, labels, config, training=False))
+    x = np.concatenate([b[0].numpy() for b in batches])
+    y = np.concatenate([b[1].numpy() for b in batches])
+    assert np.array_equal(x, images.astype(np.float32))  # no augmentation, no shuffle
+    assert np.array_equal(y[:, 0], labels.astype(np.float32))
+
+
+def test_training_path_augments_but_keeps_labels_with_their_images():
+    images, labels = _arrays()
+    # a constant image per label: after any rotation/shift/zoom with nearest fill, the pixels
+    # still say which label the image has
+    images = np.where(labels[:, None, None, None] == 1, 200, 50).astype(np.uint8)
+    images = np.broadcast_to(images, (len(labels), 32, 32, 1)).copy()
+    images[:, 8:24, 8:24] = 128  # structure for augmentation to move
+    config = Config()
+    batches = list(make_dataset(images, labels, config, training=True))
+    x = np.concatenate([b[0].numpy() for b in batches])
+    y = np.concatenate([b[1].numpy() for b in batches])[:, 0]
+    assert sorted(y.tolist()) == sorted(labels.astype(float).tolist())
+    corner = x[:, 0, 0, 0]
+    assert np.all((corner > 125) == (y == 1))
+    # some images differ from every original: augmentation happened
+    originals = {images[i].tobytes() for i in range(len(images))}
+    assert any(x[i].astype(np.uint8).tobytes() not in originals for i in range(len(x)))
