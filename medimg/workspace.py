@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -180,13 +179,14 @@ def _point_code_dependencies(dvc_yaml: Path) -> None:
 
 def _run(cmd: list[str], cwd: Path) -> None:
     if cmd[0] == "dvc":
-        # the DVC installed beside medimg, whether or not its environment is on PATH
-        argv = [sys.executable, "-m", "dvc", *cmd[1:]]
-    elif exe := shutil.which(cmd[0]):
-        argv = [exe, *cmd[1:]]
-    else:
+        from medimg.lineage import run_dvc
+
+        run_dvc(cwd, *cmd[1:])
+        return
+    exe = shutil.which(cmd[0])
+    if exe is None:
         raise WorkspaceError(f"`{cmd[0]}` is not installed; install it and rerun")
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run([exe, *cmd[1:]], cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         detail = [x for x in (result.stderr + result.stdout).splitlines() if x.strip()]
         raise WorkspaceError(f"`{' '.join(cmd)}` failed in {cwd}: {detail[0] if detail else ''}")
