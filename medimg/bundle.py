@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,6 @@ class BundleMeta:
     preprocess: dict[str, Any]
     threshold: float = 0.5
     params_digest: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def positive_class(self) -> str:
-        return self.class_names[-1]
 
 
 class ModelBundle:

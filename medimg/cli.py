@@ -55,11 +55,13 @@ def _connection_problem(exc: BaseException) -> str | None:
                "Failed to establish a new connection", "Name or service not known")
     if not any(m in text for m in markers):
         return None
-    if (os.environ.get("PREFECT_API_URL") and "prefect" in text.lower()) or "httpx" in text:
-        return (f"cannot reach the Prefect API at {os.environ.get('PREFECT_API_URL')}; start "
-                "the server or unset PREFECT_API_URL to use the local ephemeral API")
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "the MLflow tracking server")
-    return f"cannot reach {uri}; start the server or unset MLFLOW_TRACKING_URI to use SQLite"
+    from medimg.tracking import user_tracking_uri
+
+    servers = {"MLFLOW_TRACKING_URI": user_tracking_uri(),
+               "PREFECT_API_URL": os.environ.get("PREFECT_API_URL")}
+    named = ", ".join(f"{k}={v}" for k, v in servers.items() if v) or "no server configured"
+    return (f"lost the connection to a server mid-run ({named}): {text.splitlines()[0]}; "
+            "check that it is up, or unset the variable to use the embedded defaults")
 
 
 def _friendly(command: F) -> F:

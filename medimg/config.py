@@ -41,10 +41,6 @@ class BaseConfig(_Section):
             raise ValueError("class names must be non-empty and contain no '/'")
         return names
 
-    @property
-    def positive_class(self) -> str:
-        return self.class_names[-1]
-
 
 class DataConfig(_Section):
     split_fractions: dict[Literal["train", "val", "test"], Annotated[float, Field(gt=0, lt=1)]] = {

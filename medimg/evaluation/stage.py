@@ -9,10 +9,10 @@ from pathlib import Path
 
 from medimg.bundle import ModelBundle
 from medimg.config import Config
-from medimg.errors import DataError, WorkspaceError
+from medimg.errors import DataError
 from medimg.evaluation.metrics import compute_metrics, roc_points
 from medimg.evaluation.plots import plot_confusion_matrix, plot_roc, write_rows
-from medimg.preprocessing.stage import load_index, load_split
+from medimg.preprocessing.stage import check_packed_with, load_index, load_split
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -33,14 +33,9 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     """
     config = config or ws.config
     bundle = ModelBundle.load(ws.model_dir)
-    index = load_index(ws)
     meta = bundle.meta
-    if (index["class_names"], index["image_size"], index["channels"], index["preprocess"]) != (
-            meta.class_names, meta.image_size, meta.channels, meta.preprocess):
-        raise WorkspaceError(
-            "data/processed was made with other settings than the trained model; run "
-            "`medimg preprocess` and `medimg train` (or `dvc repro`)"
-        )
+    check_packed_with(load_index(ws), meta.class_names, meta.image_size, meta.channels,
+                      meta.preprocess, "run `medimg preprocess` and `medimg train` (`dvc repro`)")
     test = load_split(ws, "test")
     if len(test.labels) == 0:
         raise DataError("the test split is empty; add images or change data.split_fractions")

@@ -101,11 +101,18 @@ def load_index(ws: Workspace) -> dict[str, object]:
     return json.loads(ws.require(ws.processed_dir / "index.json", "preprocess").read_text())
 
 
+def check_packed_with(
+    index: dict[str, object], class_names: list[str], image_size: int, channels: int,
+    preprocess: dict[str, object], fix: str,
+) -> None:
+    """Fail when the packed arrays were made with other settings than these."""
+    found = (index["class_names"], index["image_size"], index["channels"], index["preprocess"])
+    if found != (list(class_names), image_size, channels, preprocess):
+        raise WorkspaceError(f"data/processed was made with other settings; {fix}")
+
+
 def check_matches_config(index: dict[str, object], config: Config) -> None:
     """Fail when params changed since the arrays were written."""
-    expected = (config.base.class_names, config.base.image_size, config.base.channels)
-    found = (index["class_names"], index["image_size"], index["channels"])
-    if tuple(found) != expected or index["preprocess"] != config.preprocess.model_dump(mode="json"):
-        raise WorkspaceError(
-            "data/processed was made with other params than params.yaml; run `medimg preprocess`"
-        )
+    check_packed_with(index, config.base.class_names, config.base.image_size,
+                      config.base.channels, config.preprocess.model_dump(mode="json"),
+                      "run `medimg preprocess`")

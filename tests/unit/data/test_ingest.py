@@ -22,6 +22,14 @@ def _png(path: Path, value: int, size: int = 48, mode: str = "L") -> Path:
     return path
 
 
+def _two_class_source(root: Path, per_class: int) -> Path:
+    """``root/normal`` and ``root/pneumonia`` with ``per_class`` distinct PNGs each."""
+    for i in range(per_class):
+        _png(root / "normal" / f"n{i}.png", i)
+        _png(root / "pneumonia" / f"p{i}.png", 10 + i)
+    return root
+
+
 def test_manifest_has_one_row_per_image_with_every_column(make_workspace, phantom_source):
     ws = make_workspace()
     summary = ingest_sources(ws, [ws.raw_dir])
@@ -59,10 +67,7 @@ def test_reingest_is_idempotent_and_appending_moves_nothing(make_workspace, tmp_
 
 def test_undecodable_image_is_quarantined_and_fails_with_the_fix(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
-    src = tmp_path / "src"
-    for i in range(3):
-        _png(src / "normal" / f"n{i}.png", i)
-        _png(src / "pneumonia" / f"p{i}.png", 10 + i)
+    src = _two_class_source(tmp_path / "src", 3)
     broken = src / "pneumonia" / "broken.png"
     broken.write_bytes(_png(tmp_path / "x.png", 99).read_bytes()[:60])
     with pytest.raises(DataError, match="max_quarantine_fraction") as info:
@@ -77,10 +82,7 @@ def test_undecodable_image_is_quarantined_and_fails_with_the_fix(make_workspace,
 
 def test_quarantine_within_bound_keeps_going(make_workspace, tmp_path):
     ws = make_workspace({"data": {"max_quarantine_fraction": 0.5}}, with_data=False)
-    src = tmp_path / "src"
-    for i in range(3):
-        _png(src / "normal" / f"n{i}.png", i)
-        _png(src / "pneumonia" / f"p{i}.png", 10 + i)
+    src = _two_class_source(tmp_path / "src", 3)
     _png(src / "normal" / "tiny.png", 5, size=8)
     (src / "normal" / "notes.txt").write_text("not an image")
     shutil.copyfile(src / "normal" / "n0.png", src / "pneumonia" / "copy.png")
@@ -113,10 +115,7 @@ def test_bad_sources_fail_with_a_reason(make_workspace, tmp_path, layout, messag
 
 def test_image_rewritten_in_place_keeps_its_split(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
-    src = tmp_path / "src"
-    for i in range(4):
-        _png(src / "normal" / f"n{i}.png", i)
-        _png(src / "pneumonia" / f"p{i}.png", 10 + i)
+    src = _two_class_source(tmp_path / "src", 4)
     ingest_sources(ws, [src])
     before = load_manifest(ws.manifest_path).set_index("source_path")
     _png(src / "normal" / "n0.png", 500)  # new bytes, same file

@@ -30,6 +30,10 @@ def test_colour_contrast_keeps_three_channels():
     image = rng.integers(90, 150, (32, 32, 3), dtype=np.uint8)
     out = enhance_contrast(image, PreprocessConfig(contrast="clahe"))
     assert out.shape == (32, 32, 3)
+    # lightness is stretched...
+    assert np.ptp(out.mean(axis=2)) > 1.5 * np.ptp(image.mean(axis=2))
+    # ...while the colour of each pixel keeps its dominant channel mostly
+    assert (out.argmax(axis=2) == image.argmax(axis=2)).mean() > 0.6
 
 
 @pytest.mark.parametrize("method", ["median", "gaussian"])
