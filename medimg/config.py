@@ -50,7 +50,12 @@ class DataConfig(_Section):
     }
     min_side: PositiveInt = 32
     max_pixels: PositiveInt = 178_956_970
-    max_quarantine_fraction: Fraction = 0.0
+    min_std: Annotated[float, Field(ge=0.0)] = 1.0
+    near_duplicate_distance: Annotated[int, Field(ge=0, le=32)] = 4
+    dedupe_across_splits: bool = False
+    dicom_frame: Literal["first", "middle"] = "middle"
+    allow_burned_in_annotation: bool = False
+    workers: Annotated[int, Field(ge=0)] = 0
 
     @field_validator("split_fractions")
     @classmethod
@@ -62,11 +67,54 @@ class DataConfig(_Section):
         return fractions
 
 
+Level = Literal["critical", "warning"]
+
+CHECK_LEVELS: dict[str, Level] = {
+    "columns_present": "critical",
+    "manifest_not_empty": "critical",
+    "required_values_present": "critical",
+    "label_in_class_set": "critical",
+    "split_in_allowed_set": "critical",
+    "splits_non_empty": "critical",
+    "class_counts_per_split": "critical",
+    "class_balance": "warning",
+    "width_in_bounds": "critical",
+    "height_in_bounds": "critical",
+    "channels_allowed": "critical",
+    "bit_depth_allowed": "critical",
+    "intensity_sane": "warning",
+    "saturation_in_bounds": "warning",
+    "no_exact_duplicate_across_splits": "critical",
+    "no_near_duplicate_across_splits": "critical",
+    "no_near_duplicate_within_split": "warning",
+    "patient_in_one_split": "critical",
+    "patient_ids_present": "warning",
+    "quarantine_rate": "critical",
+}
+"""Every data-contract check and its default level; ``validation.levels`` overrides them."""
+
+
 class ValidationConfig(_Section):
     min_images_per_class_per_split: PositiveInt = 1
+    min_class_fraction: Fraction = 0.05
     min_side: PositiveInt = 32
     max_side: PositiveInt = 8192
     allowed_channels: list[Literal[1, 3, 4]] = [1, 3]
+    allowed_bit_depths: list[Annotated[int, Field(ge=1, le=32)]] = [8, 10, 12, 14, 16]
+    min_intensity_std: Annotated[float, Field(ge=0.0)] = 5.0
+    max_saturated_fraction: Fraction = 0.25
+    max_blank_fraction: Fraction = 0.5
+    max_quarantine_fraction: Fraction = 0.05
+    max_own_patient_fraction: Fraction = 0.0
+    levels: dict[str, Level] = dict(CHECK_LEVELS)
+
+    @field_validator("levels")
+    @classmethod
+    def _known_checks(cls, levels: dict[str, Level]) -> dict[str, Level]:
+        unknown = sorted(set(levels) - set(CHECK_LEVELS))
+        if unknown:
+            raise ValueError(f"unknown check(s) {unknown}; known checks: {', '.join(CHECK_LEVELS)}")
+        return {**CHECK_LEVELS, **levels}
 
 
 class PreprocessConfig(_Section):
@@ -163,7 +211,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and key != "split_fractions":
+        if isinstance(value, dict) and key not in ("split_fractions", "levels"):
             flat.update(_flatten(value, f"{name}."))
         else:
             flat[name] = value

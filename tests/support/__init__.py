@@ -1,0 +1,1 @@
+"""Fixture writers shared by tests: small real files made in tmp dirs."""
