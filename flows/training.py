@@ -36,14 +36,19 @@ def _transient(task, task_run, state) -> bool:
 @task(name="ingest", retries=1, retry_delay_seconds=2, retry_condition_fn=_transient)
 def ingest(root: str, sources: list[str]) -> dict:
     summary = ingest_sources(open_workspace(root), [Path(s) for s in sources])
-    get_run_logger().info("ingested %d new images, %d rows in the manifest", summary.ingested,
-                          summary.manifest_rows)
+    logger = get_run_logger()
+    logger.info("%s; %d rows in the manifest", summary.equation(), summary.manifest_rows)
+    if summary.quarantined:
+        logger.warning("%d file(s) quarantined; see data/quarantine/quarantine.jsonl",
+                       len(summary.quarantined))
     return asdict(summary)
 
 
 @task(name="validate")
 def validate(root: str) -> dict:
     report = validate_workspace(open_workspace(root))
+    for check in report.warnings:
+        get_run_logger().warning("data contract warning %s: %s", check.name, check.details)
     return report.to_dict()
 
 

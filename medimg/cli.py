@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -35,6 +36,8 @@ WorkspaceOpt = Annotated[
                  envvar="MEDIMG_WORKSPACE", show_default=False),
 ]
 F = TypeVar("F", bound=Callable[..., Any])
+KEY_ENV = "MEDIMG_PSEUDONYM_KEY"
+DEMO_PSEUDONYM_KEY = "medimg-demo-key-for-phantoms-only"
 
 
 def _quiet_libraries() -> None:
@@ -138,42 +141,82 @@ def synth(
 @app.command()
 @_friendly
 def ingest(
-    sources: Annotated[list[Path], typer.Argument(help="Folders of class folders.")],
+    sources: Annotated[list[Path], typer.Argument(
+        help="Folders of class folders (optionally inside train/val/test folders), label lists "
+             "(.csv/.tsv), MedMNIST-style .npz files, DICOM files or trees.")],
     workspace: WorkspaceOpt = None,
+    source_format: Annotated[str, typer.Option(
+        "--format", help="auto, folder, csv, npz or dicom (auto detects each source).")] = "auto",
+    labels: Annotated[Path | None, typer.Option(
+        help="Label list for a DICOM tree: columns path or sop_instance_uid, and label.")] = None,
+    class_names: Annotated[str | None, typer.Option(
+        help="Comma-separated class names for .npz label indices (default base.class_names).")
+    ] = None,
+    labelled_by: Annotated[str, typer.Option(
+        help="Who labelled these images, kept as label provenance.")] = "source",
+    dedupe: Annotated[bool | None, typer.Option(
+        "--dedupe/--no-dedupe",
+        help="Drop the train/val copy of each cross-split duplicate, keeping the test copy "
+             "(default: data.dedupe_across_splits).", show_default=False)] = None,
 ) -> None:
-    """Add images to the manifest; quarantine files that cannot be used."""
+    """Add images to the manifest; de-identify DICOM; quarantine files that cannot be used."""
+    from rich.progress import Progress
+
     from medimg.data.ingest import ingest_sources
 
+    if source_format not in ("auto", "folder", "csv", "npz", "dicom"):
+        raise MedimgError(f"--format {source_format!r} is not one of auto, folder, csv, npz, dicom")
     ws = _workspace(workspace)
-    summary = ingest_sources(ws, sources)
+    names = [n.strip() for n in class_names.split(",")] if class_names else None
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("analysing images", total=None)
+        summary = ingest_sources(
+            ws, sources, fmt=source_format, labels=labels, npz_class_names=names,  # type: ignore[arg-type]
+            label_by=labelled_by, dedupe=dedupe,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     splits = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_split.items()))
-    console.print(
-        f"files in {summary.files_in} = ingested {summary.ingested} + already present "
-        f"{summary.already_present} + quarantined {len(summary.quarantined)} + duplicates "
-        f"{summary.duplicates}; manifest: {summary.manifest_rows} images ({splits})",
-        highlight=False,
-    )
+    console.print(f"{summary.equation()}; manifest: {summary.manifest_rows} images ({splits})",
+                  highlight=False)
+    if summary.quarantined:
+        reasons = Counter(e["reason"].split(":")[0] for e in summary.quarantined)
+        named = "; ".join(f"{n} {r}" for r, n in reasons.most_common())
+        console.print(f"quarantined ({named}): see {ws.relative(ws.quarantine_dir)}/"
+                      "quarantine.jsonl", highlight=False)
+    if summary.removed_by_dedupe:
+        console.print(f"dedupe set aside {len(summary.removed_by_dedupe)} cross-split "
+                      "duplicate(s), keeping the more locked copy", highlight=False)
+    if summary.cross_split_duplicates:
+        console.print(f"[yellow]{summary.cross_split_duplicates} image(s) are in more than one "
+                      "split; `medimg validate` will fail until `medimg ingest --dedupe`[/]")
+    if summary.own_patient:
+        console.print(f"{summary.own_patient} new image(s) have no patient id; each counts as its "
+                      "own patient, so patient leakage cannot be checked for them",
+                      highlight=False)
 
 
 @app.command()
 @_friendly
 def validate(workspace: WorkspaceOpt = None) -> None:
-    """Run the data contract over the manifest; exit 1 on a failed expectation."""
+    """Run the data contract over the manifest; exit 1 on a failed critical expectation."""
     from medimg.validation.stage import validate_workspace
 
     ws = _workspace(workspace)
     report = validate_workspace(ws, raise_on_failure=False)
-    table = Table("check", "result", "details", title="Data contract")
+    table = Table("check", "level", "result", "details", title="Data contract")
     for check in report.checks:
-        table.add_row(check.name, "[green]pass[/]" if check.success else "[red]FAIL[/]",
-                      escape(check.details))
+        if check.success:
+            result = "[green]pass[/]"
+        else:
+            result = "[red]FAIL[/]" if check.level == "critical" else "[yellow]warn[/]"
+        table.add_row(check.name, check.level, result, escape(check.details))
     console.print(table)
     console.print(f"report: {ws.relative(ws.validation_report_path)}; Data Docs: "
                   f"{ws.relative(ws.data_docs_dir)}/index.html", highlight=False)
     if not report.success:
-        names = ", ".join(c.name for c in report.failed)
-        err.print(f"[bold red]error:[/] {len(report.failed)} expectation(s) failed: {names}",
-                  highlight=False)
+        names = ", ".join(c.name for c in report.failed_critical)
+        err.print(f"[bold red]error:[/] {len(report.failed_critical)} critical expectation(s) "
+                  f"failed: {names}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -257,6 +300,11 @@ def demo(
         except ValueError as exc:
             raise MedimgError(str(exc)) from None
         marker.write_text(stamp)
+    if not os.environ.get(KEY_ENV):
+        # Phantom patient ids identify nobody; real data needs a key of its own.
+        os.environ[KEY_ENV] = DEMO_PSEUDONYM_KEY
+        console.print(f"{KEY_ENV} is unset; the demo pseudonymises phantom patient ids with a "
+                      "fixed demo key", highlight=False)
     outcome = _run_flow(ws, None)
     _print_summary(outcome, time.perf_counter() - start)
 

@@ -36,9 +36,31 @@ def is_dvc_repo(ws: Workspace) -> bool:
 
 
 def track_raw_data(ws: Workspace) -> None:
-    """Version ``data/raw`` with `dvc add` (a no-op when nothing changed)."""
-    if is_dvc_repo(ws) and ws.raw_dir.is_dir():
-        dvc(ws, "add", "-q", ws.relative(ws.raw_dir))
+    """Version ``data/raw`` with `dvc add` (a no-op when nothing changed).
+
+    Not when it holds DICOM: `dvc add` would copy the identified originals into the DVC cache
+    (and a `dvc push` to a remote). The de-identified copies in ``data/store`` and the manifest,
+    which the ingest stage's outputs version, are what later stages read instead.
+    """
+    if not (is_dvc_repo(ws) and ws.raw_dir.is_dir()):
+        return
+    if _raw_holds_dicom(ws):
+        logger.info("%s holds DICOM; versioning its de-identified copies in %s instead",
+                    ws.relative(ws.raw_dir), ws.relative(ws.store_dir))
+        return
+    dvc(ws, "add", "-q", ws.relative(ws.raw_dir))
+
+
+def _raw_holds_dicom(ws: Workspace) -> bool:
+    """True when any file under data/raw carries the DICOM preamble (quarantined ones too)."""
+    from medimg.data.images import is_dicom
+
+    for path in ws.raw_dir.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                if is_dicom(handle.read(132)):
+                    return True
+    return False
 
 
 def record_dvc_lineage(ws: Workspace) -> bool:

@@ -39,6 +39,11 @@ class Workspace:
         return self.root / "data" / "manifest.parquet"
 
     @property
+    def store_dir(self) -> Path:
+        """De-identified DICOM copies and images materialised from arrays, by content id."""
+        return self.root / "data" / "store"
+
+    @property
     def quarantine_dir(self) -> Path:
         return self.root / "data" / "quarantine"
 
@@ -159,7 +164,8 @@ def init_workspace(directory: Path, force: bool = False) -> Workspace:
         _run(["dvc", "config", "core.autostage", "true"], root)
         _run(["dvc", "config", "core.analytics", "false"], root)
     gitignore = root / ".gitignore"
-    ignored = ["/mlflow.db", "/mlartifacts/", "/models/", "/reports/data_docs/", "/data/processed/"]
+    ignored = ["/mlflow.db", "/mlartifacts/", "/models/", "/reports/data_docs/", "/data/processed/",
+               "/data/.ingest_cache.json"]
     existing = gitignore.read_text().splitlines() if gitignore.exists() else []
     gitignore.write_text("\n".join(existing + [e for e in ignored if e not in existing]) + "\n")
     return Workspace(root)

@@ -1,30 +1,86 @@
-"""Decoding image files into arrays, the same way for ingest, preprocessing and serving."""
+"""Decoding image files into arrays, the same way for ingest, preprocessing and serving.
+
+Every format ends as a :class:`DecodedImage` whose ``pixels`` are ``uint8`` (H, W) or (H, W, 3):
+alpha is dropped, palettes and CMYK become RGB (or greyscale when the palette has no colour),
+EXIF orientation is applied, and deeper-than-8-bit or floating-point samples are min-max stretched
+per image. DICOM goes through its modality LUT (rescale), then its VOI LUT or first window, and
+MONOCHROME1 is inverted so that bright is dense in every output.
+
+Nothing here logs or raises with a DICOM header value in it: headers carry patient data.
+"""
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"})
+
+DicomFrame = Literal["first", "middle"]
+
+# Pillow format name -> our name. Other formats Pillow can open (GIF, EPS, ICO, ...) are refused:
+# they are not medical image formats and some of them run external programs to decode.
+_PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "BMP": "bmp", "TIFF": "tiff"}
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+# ITU-R 601 luma, as Pillow's convert("L")
+_LUMA = np.array([0.299, 0.587, 0.114])
+# A Part-10 file whose 128-byte preamble and 'DICM' were stripped starts with its file meta
+# group, (0002,0000) UL, (0002,0001) OB or (0002,0002) UI, in explicit VR little endian.
+_BARE_DICOM_STARTS = (b"\x02\x00\x00\x00UL", b"\x02\x00\x01\x00OB", b"\x02\x00\x02\x00UI")
 
 
 class UndecodableImage(Exception):
     """A file that is not a readable image; its message is the quarantine reason."""
 
 
+class TooManyPixels(UndecodableImage):
+    """The image is larger than allowed; raised before any pixel data is decoded."""
+
+
 @dataclass(frozen=True)
-class ImageInfo:
-    width: int
-    height: int
-    channels: int
+class DecodedImage:
+    """One decoded image and what the source said about its samples.
+
+    Attributes:
+        pixels: ``uint8`` (H, W) for greyscale or (H, W, 3) for colour; the 8-bit view every
+            later stage sees.
+        bit_depth: Bits per sample in the source: 8 for 8-bit PNG or JPEG, 16 for 16-bit PNG or
+            TIFF, BitsStored for DICOM (e.g. 12), 1 for bilevel images.
+        format: ``"png"``, ``"jpeg"``, ``"tiff"``, ``"bmp"``, ``"dicom"`` or ``"array"``.
+        source_std8: Standard deviation of the source samples on a 0-255 scale, taken against
+            the nominal full scale (``2**bit_depth - 1``) before any stretching, so a blank or
+            near-constant image looks blank even when its stretched pixels span 0-255.
+    """
+
+    pixels: np.ndarray
+    bit_depth: int
+    format: str
+    source_std8: float
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.pixels.ndim == 2 else int(self.pixels.shape[2])
 
 
 def is_dicom(data: bytes) -> bool:
@@ -32,72 +88,50 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def _decode_dicom(data: bytes) -> np.ndarray:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        pixels = ds.pixel_array.astype(np.float64)
-    except Exception as exc:
-        raise UndecodableImage(f"DICOM pixel data cannot be decoded: {exc}") from None
-    if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
-        pixels = pixels[pixels.shape[0] // 2]
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    pixels = pixels * slope + intercept
-    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
-        pixels = pixels.max() - pixels
-    return _to_uint8(pixels)
+def _is_bare_dicom(data: bytes) -> bool:
+    return data[:6] in _BARE_DICOM_STARTS
 
 
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype == np.uint8:
-        return pixels
-    lo, hi = float(np.min(pixels)), float(np.max(pixels))
-    if hi <= lo:
-        return np.zeros(pixels.shape, dtype=np.uint8)
-    return np.round((pixels - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+def decode(
+    data: bytes, *, dicom_frame: DicomFrame = "middle", max_pixels: int | None = None
+) -> DecodedImage:
+    """Decode PNG, JPEG, BMP, TIFF or DICOM bytes.
+
+    Args:
+        data: The encoded file.
+        dicom_frame: Which frame of a multi-frame DICOM to keep.
+        max_pixels: Refuse images with more pixels (width x height) than this, before decoding.
+            ``None`` uses Pillow's decompression-bomb limit, ``Image.MAX_IMAGE_PIXELS``.
+
+    Raises:
+        TooManyPixels: The image is larger than ``max_pixels``.
+        UndecodableImage: With the reason, when the bytes are not a complete, supported image.
+    """
+    if not data:
+        raise UndecodableImage("empty file (0 bytes)")
+    if is_dicom(data) or _is_bare_dicom(data):
+        return decode_dicom_dataset(
+            _read_dicom(data), dicom_frame=dicom_frame, max_pixels=max_pixels
+        )
+    return _decode_pil(data, max_pixels)
 
 
-def _pil_to_array(image: Image.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _to_uint8(np.asarray(image, dtype=np.float64))
-    if image.mode in ("1", "L", "P", "LA", "PA"):
-        image = image.convert("RGBA" if image.mode in ("P", "PA") and "transparency" in
-                              image.info else "L")
-    if image.mode in ("RGBA", "LA", "CMYK", "YCbCr", "HSV", "LAB", "RGBX"):
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8)
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode encoded image bytes (PNG, JPEG, BMP, TIFF or DICOM) into uint8 (H, W) or (H, W, 3).
+def decode_image(
+    data: bytes, *, dicom_frame: DicomFrame = "middle", max_pixels: int | None = None
+) -> np.ndarray:
+    """Decode encoded image bytes into uint8 (H, W) or (H, W, 3). See :func:`decode`.
 
     Raises:
         UndecodableImage: with the reason, when the bytes are not a complete image.
     """
-    if not data:
-        raise UndecodableImage("empty file (0 bytes)")
-    if is_dicom(data):
-        return _decode_dicom(data)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return _pil_to_array(image)
-    except UnidentifiedImageError:
-        raise UndecodableImage("not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UndecodableImage(f"truncated or corrupt image data: {exc}") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UndecodableImage(f"too many pixels (decompression bomb guard): {exc}") from None
+    return decode(data, dicom_frame=dicom_frame, max_pixels=max_pixels).pixels
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read and decode one image file. See :func:`decode_image`."""
-    return decode_image(Path(path).read_bytes())
+def read_image(
+    path: Path, *, dicom_frame: DicomFrame = "middle", max_pixels: int | None = None
+) -> np.ndarray:
+    """Read and decode one image file. See :func:`decode`."""
+    return decode_image(Path(path).read_bytes(), dicom_frame=dicom_frame, max_pixels=max_pixels)
 
 
 def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
@@ -107,13 +141,350 @@ def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     if pixels.shape[2] == channels:
         return pixels
     if channels == 1:
-        # ITU-R 601 luma, as Pillow's convert("L")
-        weights = np.array([0.299, 0.587, 0.114])
-        grey = pixels[:, :, :3].astype(np.float64) @ weights
+        grey = pixels[:, :, :3].astype(np.float64) @ _LUMA
         return np.clip(np.round(grey), 0, 255).astype(np.uint8)[:, :, None]
     return np.repeat(pixels[:, :, :1], channels, axis=2)
 
 
-def describe(pixels: np.ndarray) -> ImageInfo:
-    height, width = pixels.shape[:2]
-    return ImageInfo(width=width, height=height, channels=1 if pixels.ndim == 2 else pixels.shape[2])
+def image_stats(pixels: np.ndarray) -> dict[str, float | int]:
+    """Intensity statistics of uint8 pixels; colour is reduced to ITU-R 601 luma first.
+
+    Returns:
+        ``intensity_min`` and ``intensity_max`` (ints), ``intensity_mean``, ``intensity_std``,
+        ``saturated_fraction`` (share of pixels at 255) and ``blank_fraction`` (share at 0).
+    """
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"image_stats needs uint8 pixels, got {pixels.dtype}; decode first")
+    grey = to_channels(pixels, 1)[:, :, 0]
+    if grey.size == 0:
+        raise ValueError("image_stats needs at least one pixel, got an empty array")
+    values = grey.astype(np.float64)
+    return {
+        "intensity_min": int(grey.min()),
+        "intensity_max": int(grey.max()),
+        "intensity_mean": float(values.mean()),
+        "intensity_std": float(values.std()),
+        "saturated_fraction": float(np.count_nonzero(grey == 255) / grey.size),
+        "blank_fraction": float(np.count_nonzero(grey == 0) / grey.size),
+    }
+
+
+def decode_array(array: np.ndarray) -> DecodedImage:
+    """Decode an in-memory image array, e.g. one entry of a MedMNIST ``.npz``.
+
+    Args:
+        array: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of any integer, boolean or float dtype.
+            uint8 is kept as it is; deeper integers and floats are min-max stretched.
+
+    Raises:
+        UndecodableImage: The shape or dtype is not an image, or floats are not finite.
+    """
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        array = array[:, :, 0] if array.shape[2] == 1 else array[:, :, :3]
+    if array.ndim != 2 and (array.ndim != 3 or array.shape[2] != 3):
+        raise UndecodableImage(
+            f"array of shape {array.shape} is not an image; expected (H, W), (H, W, 1) or (H, W, 3)"
+        )
+    if array.size == 0:
+        raise UndecodableImage(f"empty image array of shape {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * np.uint8(255)
+        return DecodedImage(array, 1, "array", _std(array))
+    if array.dtype == np.uint8:
+        return DecodedImage(np.ascontiguousarray(array), 8, "array", _std(array))
+    if np.issubdtype(array.dtype, np.integer):
+        bits = array.dtype.itemsize * 8
+        return DecodedImage(_to_uint8(array), bits, "array", _std(array) * 255 / (2**bits - 1))
+    if np.issubdtype(array.dtype, np.floating):
+        return _decode_float(array, array.dtype.itemsize * 8, "array")
+    raise UndecodableImage(f"array of dtype {array.dtype} is not an image; use integers or floats")
+
+
+# --- Pillow formats --------------------------------------------------------------------------
+
+
+def _decode_pil(data: bytes, max_pixels: int | None) -> DecodedImage:
+    try:
+        with warnings.catch_warnings():
+            # An explicit max_pixels replaces Pillow's warning threshold (its hard error at twice
+            # MAX_IMAGE_PIXELS still applies); without one, the warning is the limit.
+            action = "ignore" if max_pixels is not None else "error"
+            warnings.simplefilter(action, Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                fmt = _PIL_FORMATS.get(image.format or "")
+                if fmt is None:
+                    raise UndecodableImage(
+                        f"unsupported image format {image.format}; "
+                        "use PNG, JPEG, BMP, TIFF or DICOM"
+                    )
+                # Pillow reads only the header on open, so the size check comes before decoding.
+                _check_pixels(image.width, image.height, max_pixels)
+                image.load()
+                return _from_pil(image, fmt, data)
+    except UndecodableImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooManyPixels(f"too many pixels (decompression bomb guard): {exc}") from None
+    except UnidentifiedImageError:
+        raise UndecodableImage("not a recognised image format") from None
+    except Exception as exc:
+        # Pillow signals damaged data with OSError, SyntaxError, ValueError, struct.error and
+        # more; every one of them means the same to a caller.
+        raise UndecodableImage(f"truncated or corrupt image data: {_short(exc)}") from None
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise TooManyPixels(
+            f"too many pixels: {width}x{height} = {width * height} exceeds the limit of {limit}"
+        )
+
+
+def _from_pil(image: Image.Image, fmt: str, data: bytes) -> DecodedImage:
+    mode = image.mode
+    bits = _pil_bit_depth(image, fmt, data)  # before exif_transpose, which drops format tags
+    image = ImageOps.exif_transpose(image)
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(image)
+        if mode == "I" and bits not in range(1, 33):
+            bits = 16 if values.min() >= 0 and values.max() <= 65535 else 32
+        return DecodedImage(_to_uint8(values), bits, fmt, _std(values) * 255 / (2**bits - 1))
+    if mode == "F":
+        return _decode_float(np.asarray(image), 32, fmt)
+    if mode in ("1", "L", "LA", "La"):
+        pixels = np.asarray(image.convert("L"))
+    elif mode in ("P", "PA"):
+        pixels = _from_palette(image)
+    else:  # RGB, RGBA, CMYK, YCbCr, LAB, HSV, ...: alpha is dropped, colour goes to RGB
+        pixels = np.asarray(image.convert("RGB"))
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    return DecodedImage(pixels, bits, fmt, _std(pixels))
+
+
+def _pil_bit_depth(image: Image.Image, fmt: str, data: bytes) -> int:
+    """Bits per sample in the file; 0 when a mode "I" image does not say."""
+    if image.mode == "1":
+        return 1
+    if image.mode in _SIXTEEN_BIT_MODES:
+        return 16
+    if fmt == "png" and len(data) > 25:
+        # IHDR: Pillow reads 16-bit colour PNGs as 8-bit RGB and low-depth grey as L, so the
+        # header is the only place the source depth shows. Palette depth counts indices.
+        depth, colour_type = data[24], data[25]
+        if colour_type != 3 and depth in (1, 2, 4, 8, 16):
+            return depth
+        return 8
+    if fmt == "tiff" and hasattr(image, "tag_v2"):
+        bits = image.tag_v2.get(258)
+        bits = bits[0] if isinstance(bits, tuple) and bits else bits
+        if isinstance(bits, int) and 1 <= bits <= 32:
+            return bits
+    return 0 if image.mode == "I" else 8
+
+
+def _from_palette(image: Image.Image) -> np.ndarray:
+    has_alpha = image.mode == "PA" or "transparency" in image.info
+    # Through RGBA when the palette carries transparency, so Pillow does not warn; alpha is
+    # then dropped and each pixel keeps its palette colour.
+    rgb = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))[:, :, :3]
+    if np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2]):
+        return rgb[:, :, 0]
+    return rgb
+
+
+# --- DICOM -----------------------------------------------------------------------------------
+
+
+def _read_dicom(data: bytes) -> Dataset:
+    import pydicom
+
+    try:
+        return pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
+    except Exception as exc:
+        # The parser's message may quote element values, so only its type is kept.
+        raise UndecodableImage(f"truncated or corrupt DICOM data ({type(exc).__name__})") from None
+
+
+def decode_dicom_dataset(
+    ds: Dataset, *, dicom_frame: DicomFrame = "middle", max_pixels: int | None = None
+) -> DecodedImage:
+    """Decode the pixels of a parsed DICOM dataset.
+
+    Applies the modality LUT (Rescale Slope/Intercept), then the VOI LUT or the first Window
+    Center/Width, then inverts MONOCHROME1. Without a VOI transform the values are min-max
+    stretched. Colour (RGB, YBR, palette) comes out as RGB.
+
+    Args:
+        ds: A dataset with file meta (for its transfer syntax); it is not modified.
+        dicom_frame: Which frame of a multi-frame image to keep.
+        max_pixels: Refuse images whose Rows x Columns exceeds this, before decoding.
+            ``None`` uses Pillow's decompression-bomb limit.
+
+    Raises:
+        TooManyPixels: Rows x Columns exceeds ``max_pixels``.
+        UndecodableImage: No pixel data, an undecodable transfer syntax, or corrupt pixel data.
+    """
+    from pydicom.pixels import get_decoder, pixel_array
+    from pydicom.pixels.utils import get_nr_frames
+
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise UndecodableImage("DICOM has no pixel data")
+    rows, columns = ds.get("Rows"), ds.get("Columns")
+    if not isinstance(rows, int) or not isinstance(columns, int) or rows < 1 or columns < 1:
+        raise UndecodableImage("DICOM has no valid Rows and Columns")
+    _check_pixels(columns, rows, max_pixels)
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if not syntax:
+        raise UndecodableImage("DICOM has no transfer syntax in its file meta")
+    label = f"{syntax.name} ({syntax})" if syntax.name != str(syntax) else str(syntax)
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise UndecodableImage(
+            f"DICOM transfer syntax {label} is not supported by pydicom"
+        ) from None
+    if not decoder.is_available:
+        raise UndecodableImage(
+            f"DICOM transfer syntax {label} cannot be decoded by the installed pydicom plugins"
+        )
+
+    frames = get_nr_frames(ds, warn=False)
+    index = frames // 2 if dicom_frame == "middle" and frames > 1 else 0
+    try:
+        # One frame only, so a long cine loop is not decoded whole to keep one picture.
+        stored = pixel_array(ds, index=index)
+    except Exception as exc:
+        raise UndecodableImage(
+            f"DICOM pixel data cannot be decoded ({label}): {_short(exc)}"
+        ) from None
+
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+    source_std8 = _std(stored) * 255 / (2**bits - 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    try:
+        if samples == 1 and photometric == "PALETTE COLOR":
+            pixels = _dicom_palette(stored, ds)
+        elif samples == 1:
+            pixels = _dicom_grey(stored, ds, photometric)
+        else:
+            # pixel_array has already turned YBR_FULL and YBR_FULL_422 into RGB.
+            pixels = stored if stored.dtype == np.uint8 else _to_uint8(stored)
+    except UndecodableImage:
+        raise
+    except Exception as exc:
+        raise UndecodableImage(
+            f"DICOM pixel values cannot be transformed ({photometric}): {_short(exc)}"
+        ) from None
+    if pixels.ndim == 3 and pixels.shape[2] != 3:
+        raise UndecodableImage(f"DICOM with {pixels.shape[2]} samples per pixel is not supported")
+    return DecodedImage(np.ascontiguousarray(pixels), bits, "dicom", source_std8)
+
+
+def _dicom_grey(stored: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UndecodableImage(
+            f"DICOM photometric interpretation {photometric} with one sample is not supported"
+        )
+    values = apply_modality_lut(stored, ds)
+    pixels = None
+    if _has_voi(ds):
+        try:
+            pixels = _apply_voi(values, ds, apply_voi_lut)
+        except (ValueError, NotImplementedError, IndexError, TypeError) as exc:
+            # A broken window must not lose the image; the full range is still meaningful.
+            logger.warning("ignoring an unusable DICOM VOI transform (%s)", type(exc).__name__)
+    if pixels is None:
+        pixels = _to_uint8(values)
+    if photometric == "MONOCHROME1":
+        pixels = 255 - pixels
+    return pixels
+
+
+def _has_voi(ds: Dataset) -> bool:
+    return bool(ds.get("VOILUTSequence")) or (
+        ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+    )
+
+
+def _apply_voi(values: np.ndarray, ds: Dataset, apply_voi_lut) -> np.ndarray:
+    """The first VOI LUT or window, mapped onto 0-255 by its own output range."""
+    # pydicom's helpers coerce a few attributes of the dataset they are given; work on a copy.
+    ds = _voi_copy(ds)
+    if ds.get("VOILUTSequence"):
+        item = ds.VOILUTSequence[0]
+        entries = int(item.LUTDescriptor[0]) or 2**16
+        first = int(item.LUTDescriptor[1])
+        table = apply_voi_lut(np.arange(first, first + entries, dtype=np.int64), ds)
+        lo, hi = float(np.min(table)), float(np.max(table))
+        if not np.issubdtype(values.dtype, np.integer):
+            values = np.round(values).astype(np.int64)
+    else:
+        # Values beyond either edge of the window map to its output minimum and maximum.
+        lo, hi = (float(v) for v in apply_voi_lut(np.array([-np.inf, np.inf]), ds))
+    out = apply_voi_lut(values, ds).astype(np.float64)
+    if hi <= lo:
+        return np.zeros(out.shape, dtype=np.uint8)
+    return np.clip(np.round((out - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def _voi_copy(ds: Dataset) -> Dataset:
+    from pydicom.dataset import Dataset as PydicomDataset
+
+    keep = (
+        "PhotometricInterpretation", "BitsStored", "BitsAllocated", "PixelRepresentation",
+        "RescaleSlope", "RescaleIntercept", "ModalityLUTSequence", "VOILUTSequence",
+        "WindowCenter", "WindowWidth", "VOILUTFunction",
+    )  # fmt: skip
+    out = PydicomDataset()
+    for keyword in keep:
+        if keyword in ds:
+            out[keyword] = copy.deepcopy(ds[keyword])
+    if hasattr(ds, "file_meta"):
+        out.file_meta = ds.file_meta
+    return out
+
+
+def _dicom_palette(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut
+
+    rgb = apply_color_lut(stored, ds)
+    return rgb if rgb.dtype == np.uint8 else _to_uint8(rgb)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# --- shared ----------------------------------------------------------------------------------
+
+
+def _decode_float(values: np.ndarray, bits: int, fmt: str) -> DecodedImage:
+    if not np.all(np.isfinite(values)):
+        raise UndecodableImage("image holds NaN or infinite values")
+    pixels = _to_uint8(values)
+    lo, hi = float(values.min()), float(values.max())
+    # Floats in [0, 1] have a nominal full scale; other ranges have none, so the stretched
+    # image stands in.
+    std8 = _std(values) * 255 if lo >= 0.0 and hi <= 1.0 else _std(pixels)
+    return DecodedImage(pixels, bits, fmt, std8)
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels
+    values = pixels.astype(np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros(pixels.shape, dtype=np.uint8)
+    return np.round((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _std(values: np.ndarray) -> float:
+    return float(np.std(values, dtype=np.float64))

@@ -1,209 +1,834 @@
-"""Ingest: turn a folder of class folders into manifest rows, quarantining what cannot be used."""
+"""Ingest: sources in, manifest rows out; every file accounted for, no identifier written.
+
+The work runs in four passes:
+
+1. **Find** every item of every source (:mod:`medimg.data.sources`) and hash its content. A
+   stat cache (size and modification time) spares re-reading files that have not changed, so a
+   re-ingest that finds nothing new reads nothing.
+2. **Analyse** the items not seen before, in worker processes: decode, check, measure, hash
+   perceptually, and de-identify DICOM (:mod:`medimg.data.deid`). Workers write nothing.
+3. **Decide** in this process: labels, pseudonymous patient ids, splits (per patient, stratified
+   and stable), duplicates and label conflicts, and ``--dedupe``.
+4. **Write**: de-identified copies into ``data/store/``, quarantined files and their reasons into
+   ``data/quarantine/``, and the manifest last, atomically. Nothing is written before the key
+   check and the decisions are done, so a failure leaves the workspace as it was.
+"""
 
 from __future__ import annotations
 
-import csv
 import hashlib
+import io
 import json
 import logging
+import multiprocessing
+import os
 import shutil
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medimg.config import Config
+from medimg.data import deid
+from medimg.data.hashing import near_duplicate_pairs, parse_phash, phash, phash_hex
 from medimg.data.images import (
-    IMAGE_SUFFIXES,
+    DecodedImage,
     UndecodableImage,
-    decode_image,
-    describe,
+    decode,
+    decode_array,
+    decode_dicom_dataset,
+    image_stats,
     is_dicom,
 )
-from medimg.data.manifest import empty_manifest, load_manifest, write_manifest
-from medimg.data.splits import assign_split
+from medimg.data.manifest import META_PREFIX, empty_manifest, load_manifest, write_manifest
+from medimg.data.sources import SourceFormat, SourceItem, discover, looks_like_image
+from medimg.data.splits import (
+    LOCK_ORDER,
+    NewPatient,
+    as_key,
+    assign_splits,
+    carve_val_from_train,
+)
 from medimg.errors import DataError
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-PATIENTS_FILE = "patients.csv"
+QUARANTINE_LOG = "quarantine.jsonl"
+_STAT_CACHE = ".ingest_cache.json"
+_POOL_MIN_ITEMS = 64
+_STATS_COLUMNS = (
+    "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "saturated_fraction",
+    "blank_fraction",
+)
 
 
 @dataclass
 class IngestSummary:
+    """What one ingest did. ``files_in`` always equals the sum of the four outcomes."""
+
     files_in: int = 0
     ingested: int = 0
     already_present: int = 0
     duplicates: int = 0
-    quarantined: list[dict[str, str]] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    removed_by_dedupe: list[dict[str, Any]] = field(default_factory=list)
+    cross_split_duplicates: int = 0
+    own_patient: int = 0
     manifest_rows: int = 0
     per_split: dict[str, int] = field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:
-        """files in = ingested + already present + quarantined + duplicates, always."""
+        """files in = ingested + already present + quarantined + exact duplicates, always."""
         return self.files_in == (
             self.ingested + self.already_present + len(self.quarantined) + self.duplicates
         )
 
-
-def _class_folders(source: Path, class_names: list[str]) -> dict[str, Path]:
-    if not source.is_dir():
-        raise DataError(f"source {source} is not a directory; pass a folder of class folders")
-    folders = {p.name: p for p in sorted(source.iterdir()) if p.is_dir() and not
-               p.name.startswith(".")}
-    if not folders:
-        raise DataError(
-            f"source {source} holds no class folders; expected {source}/<class>/<image> "
-            f"for classes {', '.join(class_names)}"
+    def equation(self) -> str:
+        return (
+            f"files in {self.files_in} = ingested {self.ingested} + already present "
+            f"{self.already_present} + quarantined {len(self.quarantined)} + exact duplicates "
+            f"{self.duplicates}"
         )
-    unknown = sorted(set(folders) - set(class_names))
-    if unknown:
-        raise DataError(
-            f"source {source} has folders {unknown} that are not classes {class_names}; "
-            "set base.class_names in params.yaml or move the folders"
-        )
-    present = [name for name in class_names if name in folders]
-    if len(present) < 2:
-        raise DataError(
-            f"source {source} has only one class folder ({', '.join(present)}); a classifier "
-            f"needs at least two of {class_names}"
-        )
-    return folders
 
 
-def _patient_ids(source: Path) -> dict[str, str]:
-    table = source / PATIENTS_FILE
-    if not table.is_file():
-        return {}
-    with table.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"path", "patient_id"} <= set(reader.fieldnames):
-            raise DataError(f"{table} must have the columns path and patient_id")
-        return {row["path"]: row["patient_id"] for row in reader if row["patient_id"]}
+@dataclass(frozen=True)
+class _Options:
+    """What a worker needs; picklable, sent once per worker process."""
+
+    dicom_frame: str
+    max_pixels: int
+    min_side: int
+    min_std: float
+    key: bytes | None
+    allow_burned_in: bool
 
 
-def _quarantine(ws: Workspace, path: Path, data: bytes, reason: str) -> dict[str, str]:
-    """Copy a rejected file aside with its reason; the original is never touched."""
-    digest = hashlib.sha256(data).hexdigest()
-    ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
-    target = ws.quarantine_dir / f"{digest[:12]}_{path.name}"
-    first_time = not target.exists()
-    if first_time:
-        shutil.copyfile(path, target)
-    entry = {
-        "source_path": ws.relative(path),
-        "quarantined_as": ws.relative(target),
-        "reason": reason,
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+@dataclass
+class _Analysis:
+    """A worker's verdict on one item. Original identifiers stay in memory, never written."""
+
+    reject: str | None = None
+    copyable: bool = True
+    fmt: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+    store_bytes: bytes | None = None
+    store_suffix: str = ""
+    patient: str | None = None
+    identifiers: frozenset[str] = frozenset()
+    metadata: dict[str, str] = field(default_factory=dict)
+    sop_uid: str | None = None
+
+
+@dataclass
+class _Found:
+    item: SourceItem
+    ref: str
+    image_id: str | None = None
+    kind: str = "image"  # image, dicom, other
+    analysis: _Analysis | None = None
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+_WORKER_OPTIONS: _Options | None = None
+
+
+def _init_worker(options: _Options) -> None:
+    global _WORKER_OPTIONS
+    _WORKER_OPTIONS = options
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+def _analyse_task(task: tuple[Path | None, np.ndarray | None]) -> _Analysis:
+    assert _WORKER_OPTIONS is not None
+    return analyse(task[0], task[1], _WORKER_OPTIONS)
+
+
+def analyse(path: Path | None, array: np.ndarray | None, options: _Options) -> _Analysis:
+    """Decode, check, measure and (for DICOM) de-identify one item, writing nothing."""
+    try:
+        if array is not None:
+            decoded = decode_array(array)
+            result = _Analysis(fmt="npz", store_bytes=_png_bytes(decoded.pixels),
+                               store_suffix=".png")
+        else:
+            assert path is not None
+            data = path.read_bytes()
+            if is_dicom(data):
+                result, decoded = _analyse_dicom(data, options)
+                if result.reject:
+                    return result
+            else:
+                decoded = decode(data, max_pixels=options.max_pixels)
+                result = _Analysis(fmt=decoded.format)
+    except UndecodableImage as exc:
+        return _Analysis(reject=str(exc))
+    except OSError as exc:
+        return _Analysis(reject=f"cannot read the file: {exc.strerror or exc}")
+    assert decoded is not None
+    reason = _unusable(decoded, options)
+    if reason:
+        result.reject = reason
+        result.store_bytes = None
+        return result
+    result.values = {
+        "width": decoded.width,
+        "height": decoded.height,
+        "channels": decoded.channels,
+        "bit_depth": decoded.bit_depth,
+        **image_stats(decoded.pixels),
+        "phash": phash_hex(phash(decoded.pixels)),
     }
-    if first_time:  # a re-ingest finds the same file again; the log keeps one entry per file
-        with (ws.quarantine_dir / "quarantine.jsonl").open("a") as log:
-            log.write(json.dumps(entry) + "\n")
-    logger.warning("quarantined %s: %s", entry["source_path"], reason)
-    return entry
+    return result
 
 
-def ingest_sources(ws: Workspace, sources: list[Path], config: Config | None = None) -> IngestSummary:
-    """Add the images under each folder-of-classes source to the manifest.
+def _analyse_dicom(data: bytes, options: _Options) -> tuple[_Analysis, DecodedImage | None]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
 
-    Idempotent: images already in the manifest (same content hash) are left as they are, so their
-    split never changes. Files that do not decode, or are too small or too large, are copied to
-    ``data/quarantine/`` with a reason and left untouched where they were.
+    if options.key is None:  # the parent checks first; this guards the worker on its own
+        raise deid.PseudonymKeyMissing("a DICOM file reached a worker without a pseudonym key")
+    # pydicom warns about invalid values by quoting them; those values may be identifiers.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError):
+        return _Analysis(reject="DICOM header cannot be read", copyable=False), None
+    sop_uid = str(ds.get("SOPInstanceUID", "") or "") or None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = deid.deidentify(ds, options.key)
+    except Exception:  # noqa: BLE001 - any failure here must quarantine, never leak
+        return _Analysis(reject="DICOM could not be de-identified", copyable=False), None
+    analysis = _Analysis(
+        fmt="dicom",
+        copyable=False,  # even a de-identified copy may carry PHI burned into the pixels
+        patient=result.patient_pseudonym,
+        identifiers=result.identifiers,
+        metadata=result.metadata,
+        sop_uid=sop_uid,
+    )
+    if result.burned_in_annotation and not options.allow_burned_in:
+        analysis.reject = (
+            "DICOM BurnedInAnnotation is YES (identifiers may be in the pixels); set "
+            "data.allow_burned_in_annotation to accept such files"
+        )
+        return analysis, None
+    try:
+        decoded = decode_dicom_dataset(ds, dicom_frame=options.dicom_frame,
+                                       max_pixels=options.max_pixels)
+    except UndecodableImage as exc:
+        analysis.reject = str(exc)
+        return analysis, None
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    analysis.store_bytes = buffer.getvalue()
+    analysis.store_suffix = ".dcm"
+    return analysis, decoded
+
+
+def _unusable(decoded: DecodedImage, options: _Options) -> str | None:
+    if min(decoded.width, decoded.height) < options.min_side:
+        return (f"too small: {decoded.width}x{decoded.height}, data.min_side is "
+                f"{options.min_side}")
+    if decoded.width * decoded.height > options.max_pixels:
+        return f"too many pixels: {decoded.width}x{decoded.height}"
+    if decoded.source_std8 < options.min_std:
+        return (f"blank: near-constant image (std {decoded.source_std8:.2f} on a 0-255 scale, "
+                f"data.min_std is {options.min_std})")
+    return None
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# --- the parent ------------------------------------------------------------------------------
+
+
+def ingest_sources(
+    ws: Workspace,
+    sources: Sequence[Path],
+    config: Config | None = None,
+    *,
+    fmt: SourceFormat = "auto",
+    labels: Path | None = None,
+    npz_class_names: Sequence[str] | None = None,
+    label_by: str = "source",
+    dedupe: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestSummary:
+    """Add the images of ``sources`` to the workspace manifest.
+
+    Idempotent and append-only: content already in the manifest is left as it is, so its split
+    never changes. Files that cannot be used are copied (DICOM: referenced) to
+    ``data/quarantine/`` with a reason; originals are never touched.
+
+    Args:
+        ws: The workspace.
+        sources: Folders, label lists (.csv/.tsv), .npz files, DICOM files or trees.
+        config: Defaults to the workspace's params.yaml.
+        fmt: ``auto`` detects each source's format.
+        labels: A label list for DICOM trees, keyed by path or SOPInstanceUID.
+        npz_class_names: Class names for .npz label indices (default ``base.class_names``).
+        label_by: Who labelled the data, recorded as label provenance.
+        dedupe: Drop the train/val copy of every cross-split duplicate, keeping the test copy;
+            defaults to ``data.dedupe_across_splits``.
+        progress: Called with (done, total) while items are analysed.
 
     Raises:
-        DataError: for an empty or one-class source, or when more files are quarantined than
-            ``data.max_quarantine_fraction`` allows. The manifest is then left as it was.
+        DataError: a source does not fit its format, or holds no files.
+        PseudonymKeyMissing: DICOM files or patient ids arrive and MEDIMG_PSEUDONYM_KEY is unset.
     """
     config = config or ws.config
-    classes = config.base.class_names
+    dedupe = config.data.dedupe_across_splits if dedupe is None else dedupe
     manifest = load_manifest(ws.manifest_path) if ws.manifest_path.exists() else empty_manifest()
-    known = set(manifest["image_id"])
-    by_path = {row.source_path: row for row in manifest.itertuples(index=False)}
-    replaced: set[str] = set()
-    added: set[str] = set()
     summary = IngestSummary()
-    rows: list[dict[str, object]] = []
+    quarantine = _QuarantineLog(ws)
 
-    for source in sources:
-        source = Path(source).resolve()
-        patients = _patient_ids(source)
-        for label, folder in _class_folders(source, classes).items():
-            files = sorted(p for p in folder.rglob("*") if p.is_file() and not
-                           p.name.startswith("."))
-            for path in files:
-                summary.files_in += 1
-                data = path.read_bytes()
-                image_id = hashlib.sha256(data).hexdigest()
-                if image_id in known:
-                    summary.already_present += 1
-                    continue
-                if image_id in added:
-                    summary.duplicates += 1
-                    logger.info("%s duplicates an image already ingested; skipped", path)
-                    continue
-                if path.suffix.lower() not in IMAGE_SUFFIXES and not is_dicom(data):
-                    summary.quarantined.append(_quarantine(ws, path, data, "not an image file"))
-                    continue
-                try:
-                    info = describe(decode_image(data))
-                except UndecodableImage as exc:
-                    summary.quarantined.append(_quarantine(ws, path, data, str(exc)))
-                    continue
-                if min(info.width, info.height) < config.data.min_side:
-                    reason = (f"too small: {info.width}x{info.height}, "
-                              f"data.min_side is {config.data.min_side}")
-                    summary.quarantined.append(_quarantine(ws, path, data, reason))
-                    continue
-                if info.width * info.height > config.data.max_pixels:
-                    reason = f"too many pixels: {info.width}x{info.height}"
-                    summary.quarantined.append(_quarantine(ws, path, data, reason))
-                    continue
-                added.add(image_id)
-                relative_to_source = path.relative_to(source).as_posix()
-                patient = patients.get(relative_to_source, image_id)
-                split = assign_split(patient, config.base.seed, config.data.split_fractions)
-                previous = by_path.get(ws.relative(path))
-                if previous is not None:
-                    # The file was rewritten in place: its new content replaces the old row and
-                    # stays with the same patient and split, so nothing leaks across splits.
-                    replaced.add(previous.image_id)
-                    patient, split = previous.patient_id, previous.split
-                    logger.warning("%s changed since it was ingested; its row is replaced", path)
-                rows.append({
-                    "image_id": image_id,
-                    "source_path": ws.relative(path),
-                    "label": label,
-                    "patient_id": patient,
-                    "split": split,
-                    "width": info.width,
-                    "height": info.height,
-                    "channels": info.channels,
-                })
-                summary.ingested += 1
-    if summary.files_in == 0:
-        raise DataError(
-            f"no files found under {', '.join(map(str, sources))}; expected <source>/<class>/<image>"
-        )
-    bound = config.data.max_quarantine_fraction
-    fraction = len(summary.quarantined) / summary.files_in
-    if summary.quarantined and fraction > bound:
-        first = summary.quarantined[0]
-        raise DataError(
-            f"{len(summary.quarantined)} of {summary.files_in} files could not be used and were "
-            f"copied to {ws.relative(ws.quarantine_dir)}/ (e.g. {first['source_path']}: "
-            f"{first['reason']}); repair or remove them, or raise data.max_quarantine_fraction "
-            f"(now {bound}) in params.yaml"
-        )
-    if rows:
-        manifest = manifest[~manifest["image_id"].isin(replaced)]
-        manifest = pd.concat([manifest, pd.DataFrame(rows)], ignore_index=True)
-        manifest = manifest.sort_values(["split", "label", "source_path"], kind="stable")
+    cache = _load_stat_cache(ws)
+    found = _find(ws, sources, config, fmt, labels, npz_class_names, label_by, cache)
+    summary.files_in = len(found)
+    if not found:
+        raise DataError(f"no files found under {', '.join(map(str, sources))}")
+    known_refs = dict(zip(manifest["source_ref"], manifest["image_id"], strict=True))
+    by_image = {row["image_id"]: row for row in manifest.to_dict("records")}
+    todo: list[_Found] = []
+    seen_new: dict[str, _Found] = {}
+    accepted: list[_Found] = []
+    for entry in found:
+        if entry.item.reject_reason:
+            summary.quarantined.append(quarantine.add(entry, entry.item.reject_reason))
+        elif entry.kind == "other":
+            summary.quarantined.append(quarantine.add(entry, "not an image file"))
+        elif (previous := quarantine.reason_for(entry)) is not None:
+            summary.quarantined.append(previous)
+        elif known_refs.get(entry.ref) == entry.image_id or (
+            entry.kind == "dicom" and entry.image_id in by_image
+        ):
+            # A DICOM reference is stored scrubbed of identifiers, so it is known by content.
+            summary.already_present += 1
+        else:
+            accepted.append(entry)
+            if entry.image_id not in by_image and entry.image_id not in seen_new:
+                seen_new[entry.image_id] = entry
+                todo.append(entry)
+
+    # The key is needed only for what is new: re-ingesting known files works without it.
+    key = deid.pseudonym_key(
+        required=any(f.kind == "dicom" or f.item.patient for f in accepted),
+        reason=("DICOM files carry patient identifiers" if any(f.kind == "dicom" for f in
+                accepted) else "the source gives patient ids"),
+    )
+    options = _Options(
+        dicom_frame=config.data.dicom_frame,
+        max_pixels=config.data.max_pixels,
+        min_side=config.data.min_side,
+        min_std=config.data.min_std,
+        key=key,
+        allow_burned_in=config.data.allow_burned_in_annotation,
+    )
+    for entry, analysis in zip(todo, _run_analyses(todo, options, config.data.workers, progress),
+                               strict=True):
+        entry.analysis = analysis
+
+    rows, rejected = _decide_rows(ws, accepted, seen_new, by_image, key, config, label_by)
+    for entry, reason in rejected:
+        summary.quarantined.append(quarantine.add(entry, reason))
+
+    manifest, new_rows = _place(manifest, rows, config, summary)
+    if dedupe:
+        manifest, new_rows = _dedupe(manifest, new_rows, config, summary, quarantine)
+    summary.ingested = len(new_rows)
+    summary.own_patient = sum(1 for r in new_rows if r["patient_source"] == "image")
+    if not summary.balanced:  # pragma: no cover - a bug, not a user error
+        raise AssertionError(f"ingest lost count of files: {summary.equation()}")
+
+    _write_store(ws, new_rows, seen_new)
+    quarantine.flush()
+    # Both folders are DVC outputs of the ingest stage, so they exist even when empty.
+    ws.store_dir.mkdir(parents=True, exist_ok=True)
+    ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
+    if new_rows or summary.removed_by_dedupe or not ws.manifest_path.exists():
+        manifest = _sorted(manifest)
         write_manifest(manifest, ws.manifest_path)
-    elif not ws.manifest_path.exists():
-        write_manifest(manifest, ws.manifest_path)
+    _save_stat_cache(ws, cache)
     summary.manifest_rows = len(manifest)
     summary.per_split = {k: int(v) for k, v in manifest["split"].value_counts().items()}
+    summary.cross_split_duplicates = int(
+        (manifest.groupby("image_id")["split"].nunique() > 1).sum()
+    )
     return summary
+
+
+def _find(
+    ws: Workspace,
+    sources: Sequence[Path],
+    config: Config,
+    fmt: SourceFormat,
+    labels: Path | None,
+    npz_class_names: Sequence[str] | None,
+    label_by: str,
+    cache: dict[str, list[Any]],
+) -> list[_Found]:
+    """Every item of every source, with its content hash and kind."""
+    found: list[_Found] = []
+    for source in sources:
+        source = Path(source).resolve()
+        for item in discover(source, fmt, config.base.class_names, labels=labels,
+                             npz_class_names=npz_class_names, label_by=label_by):
+            entry = _Found(item=item, ref=_ref(ws, item))
+            if item.array is not None:
+                entry.image_id = _array_id(item.array)
+            elif item.path is not None:
+                entry.image_id, entry.kind = _hash_file(item.path, cache)
+            found.append(entry)
+    return found
+
+
+def _ref(ws: Workspace, item: SourceItem) -> str:
+    if item.array is not None:
+        archive, _, index = item.ref.partition("#")
+        return f"{ws.relative(Path(archive))}#{index}"
+    return ws.relative(Path(item.ref)) if "#" not in item.ref else item.ref
+
+
+def _array_id(array: np.ndarray) -> str:
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _hash_file(path: Path, cache: dict[str, list[Any]]) -> tuple[str, str]:
+    stat = path.stat()
+    # Keyed by a hash of the path: paths may name patients, and this file stays on disk.
+    key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
+    hit = cache.get(key)
+    if hit and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
+        return hit[2], hit[3]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        head = handle.read(132)
+        digest.update(head)
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    kind = "dicom" if is_dicom(head) else ("image" if looks_like_image(path, head) else "other")
+    cache[key] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest(), kind]
+    return digest.hexdigest(), kind
+
+
+def _run_analyses(
+    todo: list[_Found],
+    options: _Options,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[_Analysis]:
+    tasks = [(f.item.path, f.item.array) for f in todo]
+    workers = workers or (os.cpu_count() or 1)
+    total = len(tasks)
+    results: list[_Analysis] = []
+    if workers <= 1 or total < _POOL_MIN_ITEMS:
+        for task in tasks:
+            results.append(analyse(task[0], task[1], options))
+            if progress:
+                progress(len(results), total)
+        return results
+    # Spawned, not forked: the parent may hold threads (Prefect, TensorFlow) a fork would copy.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context,
+                             initializer=_init_worker, initargs=(options,)) as pool:
+        chunk = max(1, min(32, total // (workers * 8)))
+        for analysis in pool.map(_analyse_task, tasks, chunksize=chunk):
+            results.append(analysis)
+            if progress:
+                progress(len(results), total)
+    return results
+
+
+def _decide_rows(
+    ws: Workspace,
+    accepted: list[_Found],
+    seen_new: dict[str, _Found],
+    by_image: dict[str, dict[str, Any]],
+    key: bytes | None,
+    config: Config,
+    label_by: str,
+) -> tuple[list[dict[str, Any]], list[tuple[_Found, str]]]:
+    """Candidate rows for accepted items, and the items to quarantine with their reasons."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    rows: list[dict[str, Any]] = []
+    rejected: list[tuple[_Found, str]] = []
+    first_label: dict[str, tuple[str, str]] = {
+        image_id: (row["label"], row["source_ref"]) for image_id, row in by_image.items()
+    }
+    for entry in accepted:
+        twin = seen_new.get(entry.image_id)
+        analysis = twin.analysis if twin is not None else None
+        if analysis is not None and analysis.identifiers and key is not None:
+            entry.ref = deid.scrub_text(entry.ref, analysis.identifiers, key)
+        if analysis is not None and analysis.reject:
+            rejected.append((entry, analysis.reject))
+            continue
+        item = entry.item
+        label = item.label
+        if label is None and item.label_by_uid and analysis is not None and analysis.sop_uid:
+            label = item.label_by_uid.get(analysis.sop_uid) or None
+        if label is None:
+            rejected.append((entry, "unlabelled: no class folder or label list entry gives "
+                                    "its label"))
+            continue
+        earlier = first_label.setdefault(entry.image_id, (label, entry.ref))
+        if earlier[0] != label:
+            rejected.append((entry, f"label conflict: the same image is labelled "
+                                    f"{earlier[0]!r} at {earlier[1]}"))
+            continue
+        if analysis is not None:
+            values = dict(analysis.values)
+            fmt, metadata, dicom_patient = analysis.fmt, dict(analysis.metadata), analysis.patient
+        else:  # the same content is already in the manifest under another reference
+            existing = by_image[entry.image_id]
+            values = {k: existing[k] for k in (*_geometry(), *_STATS_COLUMNS, "phash")}
+            fmt, metadata, dicom_patient = existing["format"], {}, None
+        if item.patient:
+            assert key is not None
+            patient, patient_source = deid.pseudonymise(item.patient, key), "source"
+        elif dicom_patient:
+            patient, patient_source = dicom_patient, "source"
+        else:
+            patient, patient_source = f"img-{entry.image_id[:16]}", "image"
+        metadata.update(item.metadata)
+        rows.append({
+            "image_id": entry.image_id,
+            "source_ref": entry.ref,
+            "source_path": _readable_path(ws, entry, analysis, by_image),
+            "format": fmt,
+            "label": label,
+            "label_source": item.label_source,
+            "label_by": item.label_by or label_by,
+            "label_at": now,
+            "patient_id": patient,
+            "patient_source": patient_source,
+            "split": item.split,
+            "split_source": "predefined" if item.split else "assigned",
+            **values,
+            **{f"{META_PREFIX}{k}": str(v) for k, v in metadata.items()},
+            "_source_splits": item.source_splits,
+        })
+    return rows, rejected
+
+
+def _geometry() -> tuple[str, ...]:
+    return ("width", "height", "channels", "bit_depth")
+
+
+def _store_relpath(image_id: str, suffix: str) -> str:
+    return f"data/store/{image_id[:2]}/{image_id}{suffix}"  # Workspace.store_dir, relative
+
+
+def _readable_path(
+    ws: Workspace, entry: _Found, analysis: _Analysis | None, by_image: dict[str, dict[str, Any]]
+) -> str:
+    """The file later stages decode: a de-identified or materialised copy, or the original."""
+    if analysis is not None and analysis.store_bytes is not None:
+        return _store_relpath(entry.image_id or "", analysis.store_suffix)
+    if analysis is None and entry.image_id in by_image:
+        return str(by_image[entry.image_id]["source_path"])
+    assert entry.item.path is not None
+    return ws.relative(entry.item.path)
+
+
+def _place(
+    manifest: pd.DataFrame,
+    rows: list[dict[str, Any]],
+    config: Config,
+    summary: IngestSummary,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Give each candidate row its split, fold exact duplicates, and append to the manifest."""
+    replaced = _rewritten_in_place(manifest, rows)
+    manifest = manifest[~manifest["source_ref"].isin(replaced)]
+    patient_split = _patient_splits(manifest)
+    fractions = dict(config.data.split_fractions)
+    class_freq = Counter(manifest["label"]) + Counter(r["label"] for r in rows)
+
+    new_patients: dict[str, NewPatient] = {}
+    labels_of: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        labels_of[row["patient_id"]].add(row["label"])
+    for row in rows:
+        if row["split"] is not None:
+            continue
+        pid = row["patient_id"]
+        previous = replaced.get(row["source_ref"])
+        if previous is not None:
+            row["patient_id"], row["split"] = previous
+            continue
+        if pid in patient_split:
+            row["split"] = patient_split[pid]
+            continue
+        stratum = min(labels_of[pid], key=lambda label: (class_freq[label], label))
+        new_patients.setdefault(pid, NewPatient(pid, stratum, as_key(fractions)))
+    existing = _existing_strata(manifest)
+    decided = assign_splits(new_patients.values(), existing, config.base.seed)
+    for row in rows:
+        if row["split"] is None:
+            row["split"] = decided[row["patient_id"]]
+    _carve_val(rows, fractions, existing, patient_split, config.base.seed, class_freq)
+
+    kept: list[dict[str, Any]] = []
+    splits_of: dict[str, set[str]] = defaultdict(set)
+    for image_id, split in zip(manifest["image_id"], manifest["split"], strict=True):
+        splits_of[image_id].add(split)
+    for row in rows:
+        if row["split"] in splits_of[row["image_id"]]:
+            summary.duplicates += 1
+            logger.info("%s is an exact duplicate of an image in %s; skipped", row["source_ref"],
+                        row["split"])
+            continue
+        splits_of[row["image_id"]].add(row["split"])
+        kept.append(row)
+    for row in kept:
+        row.pop("_source_splits", None)
+    if kept:
+        manifest = pd.concat([manifest, pd.DataFrame(kept)], ignore_index=True)
+    return manifest, kept
+
+
+def _carve_val(
+    rows: list[dict[str, Any]],
+    fractions: dict[str, float],
+    existing: dict[str, Counter[str]],
+    patient_split: dict[str, str],
+    seed: int,
+    class_freq: Counter[str],
+) -> None:
+    """Sources with train and test folders but no val: move some train patients to val.
+
+    Only patients new in this ingest are carved, and only from a predefined train split; a
+    patient already in the manifest keeps the split they have, so nothing moves.
+    """
+    candidates: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        splits = row["_source_splits"]
+        if row["split"] == "train" and {"train", "test"} <= splits and "val" not in splits:
+            known = patient_split.get(row["patient_id"])
+            if known == "val":
+                row["split"], row["split_source"] = "val", "assigned"
+            elif known is None:
+                candidates[row["patient_id"]].append(row)
+    if not candidates:
+        return
+    profile = carve_val_from_train(fractions)
+    patients = [
+        NewPatient(pid, min({r["label"] for r in group}, key=lambda x: (class_freq[x], x)),
+                   as_key(profile))
+        for pid, group in candidates.items()
+    ]
+    decided = assign_splits(patients, existing, seed)
+    for pid, group in candidates.items():
+        for row in group:
+            row["split"] = decided[pid]
+            row["split_source"] = "assigned" if decided[pid] == "val" else "predefined"
+
+
+def _rewritten_in_place(
+    manifest: pd.DataFrame, rows: list[dict[str, Any]]
+) -> dict[str, tuple[str, str]]:
+    """References whose file changed since ingest: their new content keeps patient and split."""
+    current = {r: (p, s) for r, p, s in zip(manifest["source_ref"], manifest["patient_id"],
+                                            manifest["split"], strict=True)}
+    replaced = {}
+    for row in rows:
+        if row["source_ref"] in current:
+            replaced[row["source_ref"]] = current[row["source_ref"]]
+            logger.warning("%s changed since it was ingested; its row is replaced",
+                           row["source_ref"])
+    return replaced
+
+
+def _patient_splits(manifest: pd.DataFrame) -> dict[str, str]:
+    """Each known patient's split; a patient already in two splits joins the most locked."""
+    splits: dict[str, str] = {}
+    for pid, split in zip(manifest["patient_id"], manifest["split"], strict=True):
+        if pid not in splits or LOCK_ORDER.get(split, 0) > LOCK_ORDER.get(splits[pid], 0):
+            splits[pid] = split
+    return splits
+
+
+def _existing_strata(manifest: pd.DataFrame) -> dict[str, Counter[str]]:
+    if manifest.empty:
+        return {}
+    freq = Counter(manifest["label"])
+    strata: dict[str, Counter[str]] = defaultdict(Counter)
+    for (_pid, split), labels in manifest.groupby(["patient_id", "split"])["label"]:
+        stratum = min(set(labels), key=lambda x: (freq[x], x))
+        strata[stratum][split] += 1
+    return strata
+
+
+def _dedupe(
+    manifest: pd.DataFrame,
+    new_rows: list[dict[str, Any]],
+    config: Config,
+    summary: IngestSummary,
+    quarantine: _QuarantineLog,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Drop the less locked copy of every cross-split pair (exact or near); test is kept."""
+    frame = manifest.reset_index(drop=True)
+    hashes = [parse_phash(h) for h in frame["phash"]]
+    pairs = near_duplicate_pairs(hashes, config.data.near_duplicate_distance)
+    drop: set[int] = set()
+    for i, j, distance in pairs:
+        a, b = frame.iloc[i], frame.iloc[j]
+        if a["split"] == b["split"] or i in drop or j in drop:
+            continue
+        loser, keeper = (i, b) if LOCK_ORDER[a["split"]] < LOCK_ORDER[b["split"]] else (j, a)
+        drop.add(loser)
+        row = frame.iloc[loser]
+        kind = "exact" if row["image_id"] == keeper["image_id"] else f"near (distance {distance})"
+        reason = (f"{kind} duplicate of {keeper['source_ref']} in {keeper['split']}; dropped from "
+                  f"{row['split']} by dedupe")
+        summary.removed_by_dedupe.append(quarantine.add_row(row, reason))
+    if not drop:
+        return manifest, new_rows
+    dropped_refs = set(frame.loc[sorted(drop), "source_ref"])
+    kept_new = [r for r in new_rows if r["source_ref"] not in dropped_refs]
+    # A new file dropped here was counted as ingested; it is quarantined instead.
+    for row in new_rows:
+        if row["source_ref"] in dropped_refs:
+            entry = next(e for e in summary.removed_by_dedupe if e["source_ref"] ==
+                         row["source_ref"])
+            summary.quarantined.append(entry)
+    return frame.drop(index=sorted(drop)), kept_new
+
+
+def _sorted(manifest: pd.DataFrame) -> pd.DataFrame:
+    return manifest.sort_values(["split", "label", "source_ref"], kind="stable")
+
+
+def _write_store(ws: Workspace, rows: list[dict[str, Any]], seen_new: dict[str, _Found]) -> None:
+    for row in rows:
+        entry = seen_new.get(row["image_id"])
+        if entry is None or entry.analysis is None or entry.analysis.store_bytes is None:
+            continue
+        target = ws.resolve(row["source_path"])
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(entry.analysis.store_bytes)
+        os.replace(tmp, target)
+
+
+# --- quarantine ------------------------------------------------------------------------------
+
+
+class _QuarantineLog:
+    """``data/quarantine/quarantine.jsonl``: one line per quarantined file, ever.
+
+    Files are copied beside it, except DICOM, which is only referenced: its header, and perhaps
+    its pixels, carry identifiers that must not be copied anywhere.
+    """
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.path = ws.quarantine_dir / QUARANTINE_LOG
+        self.entries: dict[tuple[str | None, str], dict[str, Any]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.entries[(entry.get("image_id"), entry["source_ref"])] = entry
+        self.pending: list[tuple[dict[str, Any], Path | None]] = []
+
+    def reason_for(self, found: _Found) -> dict[str, Any] | None:
+        return self.entries.get((found.image_id, found.ref))
+
+    def add(self, found: _Found, reason: str) -> dict[str, Any]:
+        known = self.reason_for(found)
+        if known is not None:
+            return known
+        analysis = found.analysis
+        copyable = found.kind != "dicom" and (analysis is None or analysis.copyable)
+        path = found.item.path if copyable and found.item.path is not None else None
+        target = None
+        if path is not None:
+            stem = (found.image_id or "missing")[:12]
+            target = self.ws.relative(self.ws.quarantine_dir / f"{stem}_{path.name}")
+        entry = {
+            "image_id": found.image_id,
+            "source_ref": found.ref,
+            "reason": reason,
+            "quarantined_as": target,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self.entries[(found.image_id, found.ref)] = entry
+        self.pending.append((entry, path))
+        logger.warning("quarantined %s: %s", found.ref, reason)
+        return entry
+
+    def add_row(self, row: pd.Series, reason: str) -> dict[str, Any]:
+        """A manifest row set aside (by dedupe): referenced, not copied, like DICOM."""
+        entry = {
+            "image_id": row["image_id"],
+            "source_ref": row["source_ref"],
+            "reason": reason,
+            "quarantined_as": None,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self.entries[(row["image_id"], row["source_ref"])] = entry
+        self.pending.append((entry, None))
+        logger.warning("set aside %s: %s", row["source_ref"], reason)
+        return entry
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        self.ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as log:
+            for entry, path in self.pending:
+                if path is not None and entry["quarantined_as"]:
+                    target = self.ws.resolve(entry["quarantined_as"])
+                    if not target.exists():
+                        shutil.copyfile(path, target)
+                log.write(json.dumps(entry) + "\n")
+        self.pending = []
+
+
+# --- stat cache ------------------------------------------------------------------------------
+
+
+def _stat_cache_path(ws: Workspace) -> Path:
+    return ws.root / "data" / _STAT_CACHE
+
+
+def _load_stat_cache(ws: Workspace) -> dict[str, list[Any]]:
+    path = _stat_cache_path(ws)
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, OSError):
+        return {}
+
+
+def _save_stat_cache(ws: Workspace, cache: dict[str, list[Any]]) -> None:
+    target = _stat_cache_path(ws)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, target)
+

@@ -47,8 +47,7 @@ def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[st
     if gone:
         raise WorkspaceError(
             f"{len(gone)} image(s) in the manifest no longer exist (e.g. {gone[0]}); restore them "
-            f"(`dvc checkout`) or rebuild the manifest (remove {ws.relative(ws.manifest_path)} "
-            "and run `medimg ingest`)"
+            "(`dvc checkout`, or `dvc pull` from the team's remote)"
         )
     size, channels = config.base.image_size, config.base.channels
     out = ws.processed_dir
@@ -63,7 +62,8 @@ def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[st
     }
 
     def load(stored: str) -> np.ndarray:
-        return preprocess_image(read_image(ws.resolve(stored)), config.preprocess, size, channels)
+        pixels = read_image(ws.resolve(stored), dicom_frame=config.data.dicom_frame)
+        return preprocess_image(pixels, config.preprocess, size, channels)
 
     counts: dict[str, int] = {}
     workers = max(1, min(8, os.cpu_count() or 1))

@@ -8,13 +8,31 @@ from medimg.errors import ValidationFailed
 from medimg.validation.contract import ValidationReport, validate_manifest
 from medimg.workspace import Workspace
 
+QUARANTINE_LOG = "quarantine.jsonl"
+"""Ingest's log in ``data/quarantine/``: one JSON line per quarantined file."""
 
-def validate_workspace(ws: Workspace, config: Config | None = None,
-                       raise_on_failure: bool = True) -> ValidationReport:
-    """Run the contract, write ``reports/validation.json`` and Data Docs.
+
+def count_quarantined(ws: Workspace) -> int:
+    """How many files ingest has quarantined in this workspace; 0 when it has none."""
+    log = ws.quarantine_dir / QUARANTINE_LOG
+    if not log.is_file():
+        return 0
+    with log.open() as lines:
+        return sum(1 for line in lines if line.strip())
+
+
+def validate_workspace(
+    ws: Workspace, config: Config | None = None, raise_on_failure: bool = True
+) -> ValidationReport:
+    """Run the contract, write ``reports/validation.json`` and the Data Docs.
+
+    Both are staged and swapped in only once complete, so a crash part-way leaves the previous
+    ones intact. A failing contract still writes its report. Failed warning-level checks are
+    logged by the contract and never raise.
 
     Raises:
-        ValidationFailed: naming each failed expectation, unless ``raise_on_failure`` is False.
+        ValidationFailed: naming each failed critical check and the report, unless
+            ``raise_on_failure`` is False.
     """
     config = config or ws.config
     report = validate_manifest(
@@ -23,11 +41,14 @@ def validate_workspace(ws: Workspace, config: Config | None = None,
         config.validation,
         ws.validation_report_path,
         ws.data_docs_dir,
+        near_duplicate_distance=config.data.near_duplicate_distance,
+        quarantined=count_quarantined(ws),
     )
     if raise_on_failure and not report.success:
-        failed = "; ".join(f"{c.name}: {c.details}" for c in report.failed)
+        failed = report.failed_critical
+        names = ", ".join(c.name for c in failed)
         raise ValidationFailed(
-            f"{len(report.failed)} expectation(s) failed ({failed}); see "
-            f"{ws.relative(ws.validation_report_path)}"
+            f"{len(failed)} critical data-contract check(s) failed: {names}; see "
+            f"{ws.relative(ws.validation_report_path)} for the offending ids"
         )
     return report

@@ -52,28 +52,48 @@ def test_empty_source_folder(make_workspace, tmp_path):
     _one_line_error(result, "no class folders")
 
 
-def test_source_with_one_class(make_workspace, tmp_path):
+def test_one_class_ingests_but_the_contract_fails_in_one_line(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    for i in range(6):
+        _png(tmp_path / "src" / "normal" / f"{i}.png", i)
+    assert medimg_cli("ingest", str(tmp_path / "src"), cwd=ws.root).returncode == 0
+    result = medimg_cli("validate", cwd=ws.root)
+    _one_line_error(result, "critical", "class_counts_per_split")
+    assert "FAIL" in result.stdout  # the table shows every check
+    assert ws.validation_report_path.is_file()
+
+
+def test_unusable_image_is_quarantined_and_the_contract_names_the_rate(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
     for i in range(3):
         _png(tmp_path / "src" / "normal" / f"{i}.png", i)
+        _png(tmp_path / "src" / "pneumonia" / f"{i}.png", 10 + i)
+    broken = tmp_path / "src" / "pneumonia" / "scan.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 40)
     result = medimg_cli("ingest", str(tmp_path / "src"), cwd=ws.root)
-    _one_line_error(result, "only one class folder", "normal")
+    assert result.returncode == 0
+    assert "files in 7 = ingested 6 + already present 0 + quarantined 1" in result.stdout
+    assert "quarantine.jsonl" in result.stdout
+    assert broken.exists()  # nothing the user gave is deleted
+    _one_line_error(medimg_cli("validate", cwd=ws.root), "quarantine_rate")
 
 
-def test_image_that_does_not_decode_keeps_the_previous_manifest(make_workspace, tmp_path):
+def test_dicom_without_a_pseudonym_key(make_workspace, tmp_path):
+    from support.dicoms import write_dicom
+
     ws = make_workspace(with_data=False)
-    for i in range(3):
-        _png(tmp_path / "good" / "normal" / f"{i}.png", i)
-        _png(tmp_path / "good" / "pneumonia" / f"{i}.png", 10 + i)
-    assert medimg_cli("ingest", str(tmp_path / "good"), cwd=ws.root).returncode == 0
-    before = ws.manifest_path.read_bytes()
-    _png(tmp_path / "bad" / "normal" / "ok.png", 99)
-    (tmp_path / "bad" / "pneumonia").mkdir(parents=True)
-    (tmp_path / "bad" / "pneumonia" / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 40)
-    result = medimg_cli("ingest", str(tmp_path / "bad"), cwd=ws.root)
-    _one_line_error(result, "scan.png", "max_quarantine_fraction")
-    assert ws.manifest_path.read_bytes() == before
-    assert (tmp_path / "bad" / "pneumonia" / "scan.png").exists()
+    (tmp_path / "src" / "normal").mkdir(parents=True)
+    write_dicom(tmp_path / "src" / "normal" / "scan.dcm")
+    result = medimg_cli("ingest", str(tmp_path / "src"), cwd=ws.root,
+                        env={"MEDIMG_PSEUDONYM_KEY": ""})
+    _one_line_error(result, "MEDIMG_PSEUDONYM_KEY")
+    assert "MRN" not in result.stderr + result.stdout and not ws.manifest_path.exists()
+
+
+def test_unknown_source_format(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    result = medimg_cli("ingest", str(tmp_path), "--format", "zip", cwd=ws.root)
+    _one_line_error(result, "--format 'zip'", "npz")
 
 
 def test_stage_run_out_of_order_names_the_missing_stage(make_workspace):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -8,10 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from support.dicoms import PHI_VALUES, write_dicom
 
+from medimg.data.deid import PseudonymKeyMissing, pseudonymise
+from medimg.data.images import read_image
 from medimg.data.ingest import ingest_sources
 from medimg.data.manifest import COLUMNS, load_manifest
+from medimg.data.phantoms import generate_phantoms
 from medimg.errors import DataError
+
+KEY = os.environ["MEDIMG_PSEUDONYM_KEY"].encode()
 
 
 def _png(path: Path, value: int, size: int = 48, mode: str = "L") -> Path:
@@ -30,6 +38,11 @@ def _two_class_source(root: Path, per_class: int) -> Path:
     return root
 
 
+def _log(ws) -> list[dict]:
+    path = ws.quarantine_dir / "quarantine.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
 def test_manifest_has_one_row_per_image_with_every_column(make_workspace, phantom_source):
     ws = make_workspace()
     summary = ingest_sources(ws, [ws.raw_dir])
@@ -39,14 +52,26 @@ def test_manifest_has_one_row_per_image_with_every_column(make_workspace, phanto
     assert list(manifest.columns) == list(COLUMNS)
     row = manifest.iloc[0]
     source = ws.resolve(row["source_path"])
+    assert row["source_ref"] == row["source_path"]  # a plain image file is read where it is
     assert row["image_id"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert row["label"] == source.parent.name
-    assert (row["width"], row["height"], row["channels"]) == (64, 64, 1)
+    assert (row["width"], row["height"], row["channels"], row["bit_depth"]) == (64, 64, 1, 8)
+    assert (row["format"], row["label_source"], row["split_source"]) == ("png", "folder",
+                                                                         "assigned")
+    pixels = read_image(source)
+    assert row["intensity_max"] == pixels.max() and row["intensity_min"] == pixels.min()
+    assert row["intensity_mean"] == pytest.approx(pixels.mean())
+    assert len(row["phash"]) == 16 and int(row["phash"], 16) >= 0
+    # patient ids are pseudonymised with the key; the originals appear nowhere in the manifest
     patients = pd.read_csv(phantom_source / "patients.csv")
     truth = dict(zip(patients["path"], patients["patient_id"], strict=True))
-    assert row["patient_id"] == truth[Path(row["source_path"]).relative_to("data/raw").as_posix()]
-    # all images of a patient share one split
+    original = truth[Path(row["source_path"]).relative_to("data/raw").as_posix()]
+    assert row["patient_id"] == pseudonymise(original, KEY) and row["patient_source"] == "source"
+    assert not set(patients["patient_id"]) & set(manifest["patient_id"])
+    # all images of a patient share one split, and every split has both classes
     assert (manifest.groupby("patient_id")["split"].nunique() == 1).all()
+    assert manifest.groupby("split")["label"].nunique().to_dict() == {"train": 2, "val": 2,
+                                                                       "test": 2}
     assert summary.balanced
 
 
@@ -54,8 +79,10 @@ def test_reingest_is_idempotent_and_appending_moves_nothing(make_workspace, tmp_
     ws = make_workspace()
     ingest_sources(ws, [ws.raw_dir])
     before = load_manifest(ws.manifest_path).set_index("image_id")["split"]
+    stamp = ws.manifest_path.stat().st_mtime_ns
     again = ingest_sources(ws, [ws.raw_dir])
     assert again.ingested == 0 and again.already_present == len(before)
+    assert ws.manifest_path.stat().st_mtime_ns == stamp  # nothing new, nothing rewritten
     extra = tmp_path / "extra"
     for i in range(12):
         _png(extra / ("normal" if i % 2 else "pneumonia") / f"new{i}.png", 1000 + i)
@@ -65,41 +92,269 @@ def test_reingest_is_idempotent_and_appending_moves_nothing(make_workspace, tmp_
     assert after.loc[before.index].equals(before)
 
 
-def test_undecodable_image_is_quarantined_and_fails_with_the_fix(make_workspace, tmp_path):
+def test_every_quarantine_reason_is_recorded_and_nothing_is_lost(make_workspace, tmp_path):
+    ws = make_workspace({"data": {"max_pixels": 100 * 100}}, with_data=False)
+    src = _two_class_source(tmp_path / "src", 3)
+    good = _png(tmp_path / "x.png", 99).read_bytes()
+    (src / "normal" / "truncated.png").write_bytes(good[:60])
+    (src / "normal" / "empty.png").write_bytes(b"")
+    (src / "normal" / "words.png").write_bytes(b"this is not a PNG at all " * 8)
+    (src / "normal" / "notes.txt").write_text("not an image")
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(src / "normal" / "blank.png")
+    _png(src / "normal" / "tiny.png", 5, size=8)
+    _png(src / "pneumonia" / "huge.png", 6, size=101)
+    _png(src / "loose.png", 7)  # in no class folder
+    shutil.copyfile(src / "normal" / "n0.png", src / "pneumonia" / "copy_of_n0.png")
+    summary = ingest_sources(ws, [src])
+
+    reasons = {Path(q["source_ref"]).name: q["reason"] for q in summary.quarantined}
+    assert reasons["truncated.png"].startswith("truncated or corrupt")
+    assert reasons["empty.png"] == "empty file (0 bytes)"
+    assert reasons["words.png"] == "not a recognised image format"
+    assert reasons["notes.txt"] == "not an image file"
+    assert reasons["blank.png"].startswith("blank")
+    assert reasons["tiny.png"].startswith("too small")
+    assert reasons["huge.png"].startswith("too many pixels")
+    assert reasons["loose.png"].startswith("unlabelled")
+    assert reasons["copy_of_n0.png"].startswith("label conflict")
+    assert summary.ingested == 6 and summary.balanced
+    # copies sit in the quarantine folder; the originals are untouched
+    for entry in summary.quarantined:
+        original = ws.resolve(entry["source_ref"])
+        assert original.exists()
+        assert ws.resolve(entry["quarantined_as"]).read_bytes() == original.read_bytes()
+    # a re-ingest finds the same files, counts them again, and logs nothing twice
+    again = ingest_sources(ws, [src])
+    assert len(again.quarantined) == 9 and again.ingested == 0 and again.balanced
+    assert len(_log(ws)) == 9
+
+
+def test_exact_duplicates_in_one_split_are_counted_not_added(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
     src = _two_class_source(tmp_path / "src", 3)
-    broken = src / "pneumonia" / "broken.png"
-    broken.write_bytes(_png(tmp_path / "x.png", 99).read_bytes()[:60])
-    with pytest.raises(DataError, match="max_quarantine_fraction") as info:
-        ingest_sources(ws, [src])
-    assert "broken.png" in str(info.value)
-    assert not ws.manifest_path.exists()  # a failed stage writes no half manifest
-    assert broken.exists()  # nothing the user gave is deleted
-    copies = list(ws.quarantine_dir.glob("*broken.png"))
-    assert len(copies) == 1 and copies[0].read_bytes() == broken.read_bytes()
-    assert "truncated or corrupt" in (ws.quarantine_dir / "quarantine.jsonl").read_text()
-
-
-def test_quarantine_within_bound_keeps_going(make_workspace, tmp_path):
-    ws = make_workspace({"data": {"max_quarantine_fraction": 0.5}}, with_data=False)
-    src = _two_class_source(tmp_path / "src", 3)
-    _png(src / "normal" / "tiny.png", 5, size=8)
-    (src / "normal" / "notes.txt").write_text("not an image")
-    shutil.copyfile(src / "normal" / "n0.png", src / "pneumonia" / "copy.png")
+    shutil.copyfile(src / "normal" / "n0.png", src / "normal" / "n0_again.png")
     summary = ingest_sources(ws, [src])
-    reasons = sorted(q["reason"].split(":")[0] for q in summary.quarantined)
-    assert reasons == ["not an image file", "too small"]
-    assert summary.duplicates == 1 and summary.ingested == 6
-    assert summary.balanced
+    assert summary.duplicates == 1 and summary.ingested == 6 and summary.balanced
+    assert len(load_manifest(ws.manifest_path)) == 6
+
+
+def test_predefined_split_folders_are_honoured_and_val_is_carved_from_train(
+    make_workspace, tmp_path
+):
+    ws = make_workspace(with_data=False)
+    src = tmp_path / "kaggle"
+    for i in range(20):
+        _png(src / "Training" / "NORMAL" / f"n{i}.png", i)
+        _png(src / "Training" / "PNEUMONIA" / f"p{i}.png", 100 + i)
+    for i in range(4):
+        _png(src / "Testing" / "NORMAL" / f"tn{i}.png", 200 + i)
+        _png(src / "Testing" / "PNEUMONIA" / f"tp{i}.png", 300 + i)
+    ingest_sources(ws, [src])
+    manifest = load_manifest(ws.manifest_path)
+    test = manifest[manifest["source_ref"].str.contains("/Testing/")]
+    assert set(test["split"]) == {"test"} and set(test["split_source"]) == {"predefined"}
+    train = manifest[manifest["source_ref"].str.contains("/Training/")]
+    # val is carved out of the predefined train split, per class: with the tiny params'
+    # fractions 0.5 / 0.25 / 0.25 that is 0.25 / 0.75 of 20, 6.7 images
+    counts = train.groupby(["split", "label"]).size().to_dict()
+    assert counts[("val", "normal")] == 7 and counts[("val", "pneumonia")] == 7
+    assert counts[("train", "normal")] + counts[("val", "normal")] == 20
+    assert set(train.loc[train["split"] == "val", "split_source"]) == {"assigned"}
+
+
+def test_split_folders_mixed_with_class_folders_are_refused(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    src = tmp_path / "src"
+    _png(src / "train" / "normal" / "a.png", 1)
+    _png(src / "normal" / "b.png", 2)
+    with pytest.raises(DataError, match="mixes split folders"):
+        ingest_sources(ws, [src])
+
+
+@pytest.fixture(scope="module")
+def phantom_pngs(tmp_path_factory) -> list[Path]:
+    out = tmp_path_factory.mktemp("ph") / "p"
+    generate_phantoms(out, n_images=8, image_size=128, seed=11)
+    return sorted(out.rglob("*.png"))
+
+
+def test_cross_split_duplicates_are_kept_for_the_contract_then_deduped(
+    make_workspace, tmp_path, phantom_pngs
+):
+    ws = make_workspace(with_data=False)
+    src = tmp_path / "src"
+    (src / "train" / "normal").mkdir(parents=True)
+    (src / "test" / "normal").mkdir(parents=True)
+    for i, path in enumerate(phantom_pngs[:6]):
+        shutil.copyfile(path, src / "train" / "normal" / f"t{i}.png")
+    shutil.copyfile(phantom_pngs[6], src / "test" / "normal" / "other.png")
+    # an exact copy of t0, and a resized, re-encoded near-copy of t1, in the test split
+    shutil.copyfile(src / "train" / "normal" / "t0.png", src / "test" / "normal" / "t0_copy.png")
+    with Image.open(src / "train" / "normal" / "t1.png") as image:
+        image.resize((96, 96), Image.Resampling.LANCZOS).save(
+            src / "test" / "normal" / "t1_small.jpg", quality=75)
+    summary = ingest_sources(ws, [src])
+    manifest = load_manifest(ws.manifest_path)
+    assert summary.cross_split_duplicates == 1  # the exact copy: one image id in two splits
+    t0 = manifest[manifest["image_id"] == manifest.loc[
+        manifest["source_ref"].str.endswith("t0.png"), "image_id"].iloc[0]]
+    assert len(t0) == 2 and "test" in set(t0["split"]) and t0["split"].nunique() == 2
+
+    deduped = ingest_sources(ws, [src], dedupe=True)
+    after = load_manifest(ws.manifest_path)
+    dropped = sorted(Path(e["source_ref"]).name for e in deduped.removed_by_dedupe)
+    assert dropped == ["t0.png", "t1.png"]  # the train/val copies go; the test copies stay
+    assert after["source_ref"].str.endswith("t0_copy.png").any()
+    assert after["source_ref"].str.endswith("t1_small.jpg").any()
+    assert (after.groupby("image_id")["split"].nunique() == 1).all()
+    reasons = [e["reason"] for e in deduped.removed_by_dedupe]
+    assert any(r.startswith("exact duplicate") for r in reasons)
+    assert any(r.startswith("near (distance") for r in reasons)
+    # set aside for good: a plain re-ingest does not bring them back
     again = ingest_sources(ws, [src])
-    assert again.ingested == 0 and again.balanced
-    log = (ws.quarantine_dir / "quarantine.jsonl").read_text().splitlines()
-    assert len(log) == 2  # one entry per quarantined file, however often it is seen
+    assert again.ingested == 0 and len(load_manifest(ws.manifest_path)) == len(after)
+    assert (src / "train" / "normal" / "t0.png").exists()  # nothing the user gave is deleted
+
+
+def test_label_list_brings_patients_splits_and_metadata(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    src = tmp_path / "list"
+    rows = []
+    for i in range(8):
+        _png(src / "images" / f"{i}.png", 40 + i)
+        rows.append({"Image": f"images/{i}.png", "Label": i % 2, "Patient ID": f"MRN{i // 2}",
+                     "Sex": "F" if i < 4 else "M", "Site": "north", "split": ""})
+    rows[0]["split"] = "test"
+    rows.append({"Image": "images/gone.png", "Label": 1, "Patient ID": "MRN9", "Sex": "F",
+                 "Site": "south", "split": ""})
+    pd.DataFrame(rows).to_csv(src / "labels.csv", index=False)
+    summary = ingest_sources(ws, [src / "labels.csv"])
+    manifest = load_manifest(ws.manifest_path).set_index("source_ref")
+    first = manifest.loc[ws.relative(src / "images" / "0.png")]
+    assert first["label"] == "normal"  # index 0 of base.class_names
+    assert first["split"] == "test" and first["split_source"] == "predefined"
+    assert first["patient_id"] == pseudonymise("MRN0", KEY)
+    assert first["label_source"] == "csv:labels.csv"
+    assert (first["meta_sex"], first["meta_site"]) == ("F", "north")
+    assert manifest.loc[ws.relative(src / "images" / "1.png"), "label"] == "pneumonia"
+    [missing] = summary.quarantined
+    assert missing["reason"] == "listed in labels.csv but the file does not exist"
+    assert missing["quarantined_as"] is None
+    assert summary.balanced and summary.ingested == 8
+
+
+def test_medmnist_npz_is_ingested_per_split_with_copies_in_the_store(make_workspace, tmp_path):
+    ws = make_workspace({"data": {"min_side": 16}}, with_data=False)
+    rng = np.random.default_rng(0)
+    archive = tmp_path / "pneumoniamnist.npz"
+    arrays = {}
+    for split, n in (("train", 10), ("val", 4), ("test", 4)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
+    np.savez(archive, **arrays)
+    summary = ingest_sources(ws, [archive])
+    manifest = load_manifest(ws.manifest_path).set_index("source_ref")
+    assert summary.ingested == 18
+    row = manifest.loc[f"{ws.relative(archive)}#val/3"]
+    assert (row["split"], row["label"], row["format"]) == ("val", "pneumonia", "npz")
+    stored = ws.resolve(row["source_path"])
+    assert stored.is_relative_to(ws.store_dir)
+    np.testing.assert_array_equal(read_image(stored), arrays["val_images"][3])
+    assert ingest_sources(ws, [archive]).already_present == 18
+
+
+def test_rgb_npz_with_flat_labels_and_named_classes(make_workspace, tmp_path):
+    ws = make_workspace({"base": {"class_names": ["benign", "malignant", "other"]},
+                         "data": {"min_side": 16}}, with_data=False)
+    archive = tmp_path / "derma.npz"
+    rng = np.random.default_rng(1)
+    np.savez(archive, train_images=rng.integers(0, 255, (6, 28, 28, 3), dtype=np.uint8),
+             train_labels=np.array([0, 1, 2, 0, 1, 2]),
+             test_images=rng.integers(0, 255, (3, 28, 28, 3), dtype=np.uint8),
+             test_labels=np.array([2, 1, 0]))
+    ingest_sources(ws, [archive], npz_class_names=["benign", "malignant", "other"])
+    manifest = load_manifest(ws.manifest_path)
+    assert set(manifest["channels"]) == {3}
+    assert manifest["label"].value_counts().to_dict() == {"benign": 3, "malignant": 3,
+                                                          "other": 3}
+
+
+def test_dicom_is_deidentified_before_anything_is_written(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    src = tmp_path / "dicoms"
+    name_folder = src / "pneumonia" / "DOE_JANE"
+    name_folder.mkdir(parents=True)
+    write_dicom(name_folder / "chest.dcm")
+    (src / "normal").mkdir()
+    write_dicom(src / "normal" / "IM0001", phi={"PatientID": "MRN-2", "PatientName": "ROE^RICHARD"})
+    summary = ingest_sources(ws, [src])
+    assert summary.ingested == 2
+    manifest = load_manifest(ws.manifest_path).set_index("label")
+    row = manifest.loc["pneumonia"]
+    assert row["format"] == "dicom" and row["bit_depth"] == 12
+    assert row["patient_id"] == pseudonymise(PHI_VALUES["PatientID"], KEY)
+    assert "DOE" not in row["source_ref"].upper()  # the patient's name in the path is scrubbed
+    stored = ws.resolve(row["source_path"])
+    assert stored.is_relative_to(ws.store_dir) and stored.suffix == ".dcm"
+    assert row["meta_modality"] == "DX"
+    # the de-identified copy decodes to the same pixels as the original
+    np.testing.assert_array_equal(read_image(stored), read_image(name_folder / "chest.dcm"))
+    written = b"".join(p.read_bytes() for p in ws.root.joinpath("data").rglob("*") if
+                       p.is_file() and "raw" not in p.parts)
+    for value in [*PHI_VALUES.values(), "MRN-2", "ROE^RICHARD"]:
+        assert value.encode() not in written, value
+
+
+def test_dicom_labels_can_come_from_a_list_keyed_by_sop_instance_uid(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    tree = tmp_path / "tree" / "study1"
+    tree.mkdir(parents=True)
+    uids = {}
+    for i in range(4):
+        uid = f"1.2.826.0.1.3680043.8.498.1.{i + 1}"
+        write_dicom(tree / f"{i}.dcm", sop_instance_uid=uid,
+                    phi={"PatientID": f"MRN-{i}"}, bits_stored=8 + i * 2)
+        uids[uid] = ["normal", "pneumonia"][i % 2]
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"sop_instance_uid": list(uids), "label": list(uids.values())}).to_csv(
+        labels, index=False)
+    summary = ingest_sources(ws, [tmp_path / "tree"], labels=labels)
+    manifest = load_manifest(ws.manifest_path)
+    assert summary.ingested == 4
+    assert sorted(manifest["label"]) == ["normal", "normal", "pneumonia", "pneumonia"]
+    assert not set(uids) & set(" ".join(manifest.astype(str).to_numpy().ravel()).split())
+
+
+def test_burned_in_annotation_is_quarantined_by_reference_only(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    src = _two_class_source(tmp_path / "src", 3)
+    write_dicom(src / "pneumonia" / "burned.dcm", burned_in="DOE JANE")
+    summary = ingest_sources(ws, [src])
+    [entry] = summary.quarantined
+    assert entry["reason"].startswith("DICOM BurnedInAnnotation is YES")
+    assert entry["quarantined_as"] is None  # a file with identifiers is never copied
+    assert [p.name for p in ws.quarantine_dir.iterdir()] == ["quarantine.jsonl"]
+
+
+def test_dicom_without_a_key_fails_before_writing(make_workspace, tmp_path, monkeypatch):
+    ws = make_workspace(with_data=False)
+    src = _two_class_source(tmp_path / "src", 2)
+    write_dicom(src / "normal" / "scan.dcm")
+    monkeypatch.delenv("MEDIMG_PSEUDONYM_KEY")
+    with pytest.raises(PseudonymKeyMissing, match="MEDIMG_PSEUDONYM_KEY"):
+        ingest_sources(ws, [src])
+    assert not ws.manifest_path.exists() and not ws.store_dir.exists()
+
+
+def test_patient_ids_without_a_key_fail_with_the_fix(make_workspace, monkeypatch):
+    ws = make_workspace()
+    monkeypatch.delenv("MEDIMG_PSEUDONYM_KEY")
+    with pytest.raises(PseudonymKeyMissing, match="MEDIMG_PSEUDONYM_KEY"):
+        ingest_sources(ws, [ws.raw_dir])
 
 
 @pytest.mark.parametrize("layout,message", [
     ({}, "no class folders"),
-    ({"normal": 2}, "only one class folder"),
     ({"normal": 1, "cats": 1}, "not classes"),
 ])
 def test_bad_sources_fail_with_a_reason(make_workspace, tmp_path, layout, message):
@@ -113,14 +368,22 @@ def test_bad_sources_fail_with_a_reason(make_workspace, tmp_path, layout, messag
         ingest_sources(ws, [src])
 
 
+def test_label_list_without_a_label_column_names_what_it_needs(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    table = tmp_path / "list.csv"
+    table.write_text("path,score\na.png,1\n")
+    with pytest.raises(DataError, match="needs a path column .* and a label column"):
+        ingest_sources(ws, [table])
+
+
 def test_image_rewritten_in_place_keeps_its_split(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
     src = _two_class_source(tmp_path / "src", 4)
     ingest_sources(ws, [src])
-    before = load_manifest(ws.manifest_path).set_index("source_path")
+    before = load_manifest(ws.manifest_path).set_index("source_ref")
     _png(src / "normal" / "n0.png", 500)  # new bytes, same file
     summary = ingest_sources(ws, [src])
-    after = load_manifest(ws.manifest_path).set_index("source_path")
+    after = load_manifest(ws.manifest_path).set_index("source_ref")
     assert summary.ingested == 1 and len(after) == len(before)
     key = ws.relative(src / "normal" / "n0.png")
     assert after.loc[key, "image_id"] != before.loc[key, "image_id"]

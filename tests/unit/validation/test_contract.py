@@ -1,18 +1,25 @@
-"""The manifest contract, run through real Great Expectations on small in-memory manifests."""
+"""The manifest contract, run through real Great Expectations on small in-memory manifests.
+
+GX is slow to start, so each crafted manifest is validated once per module and several tests read
+the same report.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from medimg.config import ValidationConfig
-from medimg.validation.contract import REQUIRED_COLUMNS, ValidationReport, validate_manifest
+from medimg.config import CHECK_LEVELS, ValidationConfig
+from medimg.data.manifest import COLUMNS
+from medimg.validation.contract import CheckResult, ValidationReport, validate_manifest
 
 CLASSES = ["normal", "pneumonia"]
 SPLITS = ("train", "val", "test")
@@ -32,9 +39,9 @@ def _audit(event: str, args: tuple[object, ...]) -> None:
 sys.addaudithook(_audit)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def no_network() -> Iterator[None]:
-    """Fail any test during which GX tried to reach the network."""
+    """Fail the module if GX tried to reach the network in any of its (shared) runs."""
     global _watching
     _seen.clear()
     _watching = True
@@ -45,229 +52,506 @@ def no_network() -> Iterator[None]:
     assert _seen == [], f"network access attempted: {_seen}"
 
 
-def _image_id(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+# --- Manifests ---
 
 
-def _manifest(per_class: int = 3) -> pd.DataFrame:
-    """2 classes x 3 splits x ``per_class`` rows, one patient per image."""
-    rows = []
-    for split in SPLITS:
-        for label in CLASSES:
-            for i in range(per_class):
-                key = f"{split}-{label}-{i}"
-                rows.append(
-                    {
-                        "image_id": _image_id(key),
-                        "source_path": f"raw/{label}/{key}.png",
-                        "label": label,
-                        "patient_id": f"patient-{key}",
-                        "split": split,
-                        "width": 256,
-                        "height": 224,
-                        "channels": 1,
-                    }
-                )
-    return pd.DataFrame(rows)
+def _id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _validate(
-    tmp_path: Path,
-    manifest: pd.DataFrame,
-    config: ValidationConfig | None = None,
-    docs: bool = False,
-) -> ValidationReport:
-    return validate_manifest(
-        manifest,
-        CLASSES,
-        config or ValidationConfig(),
-        report_path=tmp_path / "reports" / "validation.json",
-        data_docs_dir=tmp_path / "reports" / "data_docs" if docs else None,
-    )
+def _phash(key: str, flip: int = 0) -> str:
+    """A 64-bit hash as 16 hex digits; ``flip`` XORs bits into it (bin(flip).count('1') apart)."""
+    return f"{int(_id(key)[:16], 16) ^ flip:016x}"
 
 
-def _failed(report: ValidationReport) -> set[str]:
-    return {c.name for c in report.failed}
+def _row(key: str, split: str, label: str, **changes: Any) -> dict[str, Any]:
+    """A valid manifest row for a made-up image named ``key``."""
+    row = {
+        "image_id": _id(key),
+        "source_ref": f"{label}/{key}.png",
+        "source_path": f"data/raw/{label}/{key}.png",
+        "format": "png",
+        "label": label,
+        "label_source": "folder",
+        "label_by": "source",
+        "label_at": "2024-05-01T12:00:00+00:00",
+        "patient_id": f"p-{key}",
+        "patient_source": "source",
+        "split": split,
+        "split_source": "assigned",
+        "width": 256,
+        "height": 224,
+        "channels": 1,
+        "bit_depth": 8,
+        "intensity_min": 0,
+        "intensity_max": 255,
+        "intensity_mean": 120.0,
+        "intensity_std": 40.0,
+        "saturated_fraction": 0.01,
+        "blank_fraction": 0.02,
+        "phash": _phash(key),
+    }
+    return {**row, **changes}
 
 
-def _check(report: ValidationReport, name: str) -> str:
-    return next(c.details for c in report.checks if c.name == name)
-
-
-def test_clean_manifest_passes_and_writes_report_and_data_docs(tmp_path: Path) -> None:
-    manifest = _manifest().assign(mean_intensity=0.5)  # extra columns are tolerated
-
-    report = _validate(tmp_path, manifest, docs=True)
-
-    assert report.success, [(c.name, c.details) for c in report.failed]
-    assert report.failed == []
-    assert report.n_rows == 18
-    names = [c.name for c in report.checks]
-    assert len(names) == len(set(names))
-    assert {"label_in_class_set", "patient_in_one_split", "class_counts_per_split"} <= set(names)
-    assert all(c.expectation.startswith("expect_") for c in report.checks)
-
-    written = json.loads((tmp_path / "reports" / "validation.json").read_text())
-    assert written == report.to_dict()
-    assert written["success"] is True and written["failed"] == []
-
-    index = tmp_path / "reports" / "data_docs" / "index.html"
-    html = index.read_text()
-    assert "medimg_manifest" in html
-    assert "medimg_patient_splits" in html
-    page = next((index.parent / "validations" / "medimg_manifest").rglob("*.html")).read_text()
-    assert "expect_column_values_to_be_in_set" in page or "values must belong to this set" in page
-
-
-def _unknown_label(df: pd.DataFrame) -> pd.DataFrame:
-    df.loc[0, "label"] = "cat"
-    return df
-
-
-def _null_label(df: pd.DataFrame) -> pd.DataFrame:
-    df.loc[4, "label"] = None
-    return df
-
-
-def _class_missing_from_val(df: pd.DataFrame) -> pd.DataFrame:
-    return df[~((df["split"] == "val") & (df["label"] == "pneumonia"))].reset_index(drop=True)
-
-
-def _test_split_empty(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["split"] != "test"].reset_index(drop=True)
-
-
-def _narrow_image(df: pd.DataFrame) -> pd.DataFrame:
-    df.loc[2, "width"] = 16
-    return df
-
-
-def _four_channels(df: pd.DataFrame) -> pd.DataFrame:
-    df.loc[3, "channels"] = 4
-    return df
-
-
-def _image_in_two_splits(df: pd.DataFrame) -> pd.DataFrame:
-    val_row = df.index[df["split"] == "val"][0]
-    df.loc[val_row, "image_id"] = _image_id("train-normal-0")
-    return df
-
-
-def _patient_in_two_splits(df: pd.DataFrame) -> pd.DataFrame:
-    test_row = df.index[df["split"] == "test"][0]
-    df.loc[test_row, "patient_id"] = "patient-train-pneumonia-1"
-    return df
-
-
-@pytest.mark.parametrize(
-    ("mutate", "expected_failed", "named"),
-    [
-        (_unknown_label, {"label_in_class_set"}, "'cat'"),
-        (_null_label, {"label_not_null"}, "[4]"),
-        (_class_missing_from_val, {"class_counts_per_split"}, "val/pneumonia=0"),
-        (_test_split_empty, {"splits_non_empty", "class_counts_per_split"}, "test"),
-        (_narrow_image, {"width_in_bounds"}, "[16]"),
-        (_four_channels, {"channels_allowed"}, "[4]"),
-        (_image_in_two_splits, {"image_id_in_one_split"}, _image_id("train-normal-0")),
-        (_patient_in_two_splits, {"patient_in_one_split"}, "patient-train-pneumonia-1"),
-    ],
-    ids=[
-        "unknown_label",
-        "null_label",
-        "class_missing_from_split",
-        "split_empty",
-        "width_out_of_bounds",
-        "bad_channels",
-        "image_in_two_splits",
-        "patient_in_two_splits",
-    ],
-)
-def test_each_violation_fails_only_its_check_and_names_the_offender(
-    tmp_path: Path,
-    mutate: Callable[[pd.DataFrame], pd.DataFrame],
-    expected_failed: set[str],
-    named: str,
-) -> None:
-    report = _validate(tmp_path, mutate(_manifest()))
-
-    assert not report.success
-    assert _failed(report) == expected_failed
-    for name in expected_failed:
-        assert named in _check(report, name), _check(report, name)
-    written = json.loads((tmp_path / "reports" / "validation.json").read_text())
-    assert written["success"] is False
-    assert set(written["failed"]) == expected_failed
-
-
-def test_split_details_name_every_split_of_the_leaked_id(tmp_path: Path) -> None:
-    report = _validate(tmp_path, _image_in_two_splits(_manifest()))
-
-    check = next(c for c in report.checks if c.name == "image_id_in_one_split")
-    assert check.expectation == "expect_column_values_to_be_unique"
-    assert check.observed == {
-        "offender_count": 1,
-        "offenders": {_image_id("train-normal-0"): ["train", "val"]},
+def _rows(per_class: int = 3) -> dict[str, dict[str, Any]]:
+    """2 classes x 3 splits x ``per_class`` images, keyed ``split-label-i``, one patient each."""
+    return {
+        f"{split}-{label}-{i}": _row(f"{split}-{label}-{i}", split, label)
+        for split in SPLITS
+        for label in CLASSES
+        for i in range(per_class)
     }
 
 
-def test_class_minimum_comes_from_the_validation_config(tmp_path: Path) -> None:
-    report = _validate(tmp_path, _manifest(), ValidationConfig(min_images_per_class_per_split=4))
-
-    assert _failed(report) == {"class_counts_per_split"}
-    details = _check(report, "class_counts_per_split")
-    assert "fewer than 4 images" in details
-    assert "train/normal=3" in details and "test/pneumonia=3" in details
+def _frame(rows: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> pd.DataFrame:
+    """A manifest with the dtypes ``load_manifest`` gives."""
+    return pd.DataFrame(list(rows), columns=list(COLUMNS)).astype(COLUMNS)
 
 
-def test_image_side_bounds_come_from_the_validation_config(tmp_path: Path) -> None:
-    report = _validate(tmp_path, _manifest(), ValidationConfig(min_side=32, max_side=240))
+@dataclass(frozen=True)
+class Run:
+    report: ValidationReport
+    written: dict[str, Any]
+    report_path: Path
+    docs: Path
 
-    assert _failed(report) == {"width_in_bounds"}
-    assert "[256]" in _check(report, "width_in_bounds")
+
+def _run(
+    root: Path,
+    manifest: pd.DataFrame,
+    config: ValidationConfig | None = None,
+    docs: bool = False,
+    **kwargs: Any,
+) -> Run:
+    report_path = root / "reports" / "validation.json"
+    docs_dir = root / "reports" / "data_docs"
+    report = validate_manifest(
+        manifest,
+        CLASSES,
+        config or ValidationConfig(),
+        report_path,
+        docs_dir if docs else None,
+        **kwargs,
+    )
+    return Run(report, json.loads(report_path.read_text()), report_path, docs_dir)
+
+
+def _check(report: ValidationReport, name: str) -> CheckResult:
+    return next(c for c in report.checks if c.name == name)
+
+
+def _failed(report: ValidationReport) -> set[str]:
+    return {c.name for c in report.checks if not c.success}
+
+
+# --- A clean manifest: every check passes. ---
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    manifest = _frame(_rows().values()).assign(meta_site="a")  # extra columns are tolerated
+    return _run(tmp_path_factory.mktemp("clean"), manifest, docs=True, quarantined=0)
+
+
+def test_clean_manifest_passes_every_check_in_check_levels_order(clean: Run) -> None:
+    report = clean.report
+
+    assert report.success, [(c.name, c.details) for c in report.checks if not c.success]
+    assert [c.name for c in report.checks] == list(CHECK_LEVELS)
+    assert [c.level for c in report.checks] == list(CHECK_LEVELS.values())
+    assert report.failed_critical == [] and report.warnings == [] and report.failed == []
+    assert report.n_rows == 18
+    assert all(c.expectation.startswith("expect_") for c in report.checks)
+    assert all(c.offending_ids == [] for c in report.checks)
+    assert (
+        "every split has images: train=6, val=6, test=6"
+        in _check(report, "splits_non_empty").details
+    )
+
+
+def test_clean_report_json_matches_the_report(clean: Run) -> None:
+    written = clean.written
+
+    assert written == clean.report.to_dict()
+    assert written["success"] is True and written["failed"] == [] and written["warnings"] == []
+    first = written["checks"][0]
+    assert set(first) == {
+        "name",
+        "expectation",
+        "level",
+        "success",
+        "observed",
+        "details",
+        "offending_ids",
+    }
+
+
+def test_clean_run_writes_data_docs_for_every_frame(clean: Run) -> None:
+    index = clean.docs / "index.html"
+    html = index.read_text()
+
+    for frame in ("manifest", "null_counts", "class_shares", "near_duplicates", "quarantine"):
+        assert f"medimg_{frame}" in html
+    page = next((clean.docs / "validations" / "medimg_near_duplicates").rglob("*.html"))
+    assert "distance" in page.read_text()
+    # Built in a staging folder and moved: no staging folder or link into one remains.
+    assert sorted(p.name for p in clean.docs.parent.iterdir()) == ["data_docs", "validation.json"]
+    assert ".data_docs." not in html
+
+
+# --- A manifest that breaks every check but the first three, each through its own images. ---
+
+
+def _broken_manifest() -> pd.DataFrame:
+    rows = _rows()
+    rows["train-normal-0"]["label"] = "cat"
+    rows["train-normal-1"]["source_ref"] = None
+    rows["val-normal-0"]["split"] = "holdout"
+    rows["val-normal-1"]["width"] = 16
+    rows["val-normal-2"]["height"] = 9000
+    rows["test-normal-0"]["channels"] = 4
+    rows["test-normal-1"]["bit_depth"] = 7
+    rows["test-normal-2"]["intensity_std"] = 1.0
+    rows["train-pneumonia-0"]["blank_fraction"] = 0.9
+    rows["train-pneumonia-1"]["saturated_fraction"] = 0.6
+    # The same content in train and test (ingest keeps both rows so the contract can list them).
+    dup = {**rows["train-pneumonia-2"], "split": "test", "patient_id": "p-dup", "source_ref": "x"}
+    # 3 bits from train-normal-2, in test; 1 bit from test-pneumonia-2, in the same split.
+    rows["test-pneumonia-0"]["phash"] = _phash("train-normal-2", flip=0b111)
+    rows["test-pneumonia-1"]["phash"] = _phash("test-pneumonia-2", flip=0b1)
+    rows["val-pneumonia-0"]["patient_id"] = "p-train-pneumonia-0"
+    rows["val-pneumonia-1"]["patient_source"] = "image"
+    rows["val-pneumonia-1"]["patient_id"] = "img-" + _id("val-pneumonia-1")[:16]
+    return _frame([*rows.values(), dup])
+
+
+BROKEN_CONFIG = ValidationConfig(min_images_per_class_per_split=3, min_class_fraction=0.45)
+WARNINGS = {
+    "class_balance",
+    "intensity_sane",
+    "saturation_in_bounds",
+    "no_near_duplicate_within_split",
+    "patient_ids_present",
+}
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _run(
+        tmp_path_factory.mktemp("broken"),
+        _broken_manifest(),
+        BROKEN_CONFIG,
+        docs=True,
+        near_duplicate_distance=4,
+        quarantined=5,
+    )
+
+
+def test_broken_manifest_fails_each_check_it_breaks(broken: Run) -> None:
+    report = broken.report
+
+    assert not report.success
+    passed = {"columns_present", "manifest_not_empty", "splits_non_empty"}
+    assert _failed(report) == set(CHECK_LEVELS) - passed
+    assert {c.name for c in report.warnings} == WARNINGS
+    assert {c.name for c in report.failed_critical} == set(CHECK_LEVELS) - passed - WARNINGS
+    assert report.failed == report.failed_critical
+    assert [c.name for c in report.failed_critical][:2] == [
+        "required_values_present",
+        "label_in_class_set",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "offenders", "named"),
+    [
+        ("required_values_present", ["train-normal-1"], "source_ref (1 image)"),
+        ("label_in_class_set", ["train-normal-0"], "'cat'"),
+        ("split_in_allowed_set", ["val-normal-0"], "'holdout'"),
+        ("width_in_bounds", ["val-normal-1"], "[16]"),
+        ("height_in_bounds", ["val-normal-2"], "[9000]"),
+        ("channels_allowed", ["test-normal-0"], "[4]"),
+        ("bit_depth_allowed", ["test-normal-1"], "[7]"),
+        ("intensity_sane", ["train-pneumonia-0", "test-normal-2"], "blank 0.9"),
+        ("saturation_in_bounds", ["train-pneumonia-1"], "[0.6]"),
+        ("no_exact_duplicate_across_splits", ["train-pneumonia-2"], "is in more than one split: "),
+        ("patient_ids_present", ["val-pneumonia-1"], "1 image has no patient id"),
+    ],
+)
+def test_each_failed_check_names_its_offending_images(
+    broken: Run, name: str, offenders: list[str], named: str
+) -> None:
+    check = _check(broken.report, name)
+
+    assert not check.success
+    assert check.offending_ids == [_id(k) for k in offenders]
+    assert named in check.details, check.details
+    assert _id(offenders[0])[:12] in check.details
+
+
+def test_class_rules_name_the_short_classes(broken: Run) -> None:
+    counts = _check(broken.report, "class_counts_per_split")
+    balance = _check(broken.report, "class_balance")
+
+    assert "fewer than 3 images: train/normal=2, val/normal=2" in counts.details
+    assert balance.observed["below_minimum"] == ["normal"]
+    assert balance.observed["counts"] == {"normal": 8, "pneumonia": 10}
+    assert "normal 42.1% (8 images)" in balance.details
+
+
+def test_exact_duplicate_lists_the_image_and_its_splits(broken: Run) -> None:
+    check = _check(broken.report, "no_exact_duplicate_across_splits")
+
+    assert check.level == "critical"
+    assert check.observed == {
+        "offender_count": 1,
+        "offenders": {_id("train-pneumonia-2"): ["train", "test"]},
+    }
+
+
+def test_near_duplicates_are_listed_as_pairs_with_their_distance(broken: Run) -> None:
+    across = _check(broken.report, "no_near_duplicate_across_splits")
+    within = _check(broken.report, "no_near_duplicate_within_split")
+
+    assert across.level == "critical" and not across.success
+    assert across.observed["pairs"] == [
+        {
+            "image_a": _id("train-normal-2"),
+            "split_a": "train",
+            "image_b": _id("test-pneumonia-0"),
+            "split_b": "test",
+            "distance": 3,
+        }
+    ]
+    assert across.offending_ids == [_id("train-normal-2"), _id("test-pneumonia-0")]
+    assert "distance 3" in across.details and "(train) ~" in across.details
+    # The exact duplicate (same image id, distance 0) is the exact check's, not listed here.
+    assert within.level == "warning" and not within.success
+    a, b = sorted([_id("test-pneumonia-1"), _id("test-pneumonia-2")])
+    assert within.observed["pairs"] == [
+        {"image_a": a, "split_a": "test", "image_b": b, "split_b": "test", "distance": 1}
+    ]
+
+
+def test_patient_in_two_splits_is_named(broken: Run) -> None:
+    check = _check(broken.report, "patient_in_one_split")
+
+    assert check.offending_ids == ["p-train-pneumonia-0"]
+    assert check.observed["offenders"] == {"p-train-pneumonia-0": ["train", "val"]}
+
+
+def test_own_patient_warning_explains_what_cannot_be_checked(broken: Run) -> None:
+    check = _check(broken.report, "patient_ids_present")
+
+    assert check.level == "warning"
+    assert check.observed["own_patient_count"] == 1
+    assert (
+        "each counts as its own patient, so patient-level leakage cannot be checked for them"
+        in check.details
+    )
+
+
+def test_quarantine_rate_counts_quarantined_against_all_files(broken: Run) -> None:
+    check = _check(broken.report, "quarantine_rate")
+
+    assert not check.success and check.level == "critical"
+    assert check.observed == {
+        "quarantined": 5,
+        "manifest_rows": 19,
+        "fraction": round(5 / 24, 6),
+        "max_fraction": 0.05,
+    }
+    assert "5 of 24 files quarantined" in check.details
+
+
+def test_broken_report_json_gives_each_failure_its_observed_value_and_ids(broken: Run) -> None:
+    written = broken.written
+
+    assert written == broken.report.to_dict()
+    assert written["success"] is False
+    assert set(written["warnings"]) == WARNINGS
+    assert set(written["failed"]) == {c.name for c in broken.report.failed_critical}
+    by_name = {c["name"]: c for c in written["checks"]}
+    near = by_name["no_near_duplicate_across_splits"]
+    assert near["success"] is False and near["observed"]["pair_count"] == 1
+    assert near["offending_ids"] == [_id("train-normal-2"), _id("test-pneumonia-0")]
+    assert by_name["patient_in_one_split"]["offending_ids"] == ["p-train-pneumonia-0"]
+
+
+def test_broken_data_docs_show_the_offending_pair(broken: Run) -> None:
+    page = next((broken.docs / "validations" / "medimg_near_duplicates").rglob("*.html"))
+
+    assert _id("test-pneumonia-0") in page.read_text()
+
+
+# --- Levels: warnings leave the contract passing; params.yaml can change a level. ---
+
+
+def _warnings_only_manifest() -> pd.DataFrame:
+    rows = _rows()
+    rows["val-normal-1"]["phash"] = _phash("val-normal-0", flip=0b1011)  # 3 bits, same split
+    rows["test-normal-0"]["patient_source"] = "image"
+    return _frame(rows.values())
+
+
+@pytest.fixture(scope="module")
+def warned(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _run(tmp_path_factory.mktemp("warned"), _warnings_only_manifest())
+
+
+def test_warning_failures_leave_the_contract_passing(warned: Run) -> None:
+    report = warned.report
+
+    assert report.success
+    assert report.failed_critical == []
+    assert [c.name for c in report.warnings] == [
+        "no_near_duplicate_within_split",
+        "patient_ids_present",
+    ]
+    assert warned.written["success"] is True
+    assert warned.written["failed"] == []
+    assert warned.written["warnings"] == ["no_near_duplicate_within_split", "patient_ids_present"]
+
+
+def test_a_level_override_makes_a_warning_fail_the_contract(tmp_path: Path) -> None:
+    config = ValidationConfig(levels={"no_near_duplicate_within_split": "critical"})
+
+    run = _run(tmp_path, _warnings_only_manifest(), config)
+
+    assert not run.report.success
+    assert [c.name for c in run.report.failed_critical] == ["no_near_duplicate_within_split"]
+    assert run.written["failed"] == ["no_near_duplicate_within_split"]
+    assert run.written["warnings"] == ["patient_ids_present"]
+
+
+def test_thresholds_come_from_the_config_and_arguments(tmp_path: Path) -> None:
+    config = ValidationConfig(max_own_patient_fraction=0.1)
+
+    run = _run(tmp_path, _warnings_only_manifest(), config, near_duplicate_distance=2)
+
+    assert _failed(run.report) == set()
+    assert "at most 10.0% allowed" in _check(run.report, "patient_ids_present").details
+    assert "pHash distance <= 2" in _check(run.report, "no_near_duplicate_within_split").details
+
+
+# --- Degenerate manifests fail their checks with a reason, never crash. ---
 
 
 def test_empty_manifest_fails_without_crashing(tmp_path: Path) -> None:
-    report = _validate(tmp_path, _manifest().iloc[0:0])
+    run = _run(tmp_path, _frame([]))
 
-    assert not report.success
-    assert report.n_rows == 0
-    assert _failed(report) == {"manifest_not_empty", "splits_non_empty", "class_counts_per_split"}
-    assert "train" in _check(report, "splits_non_empty")
-
-
-def test_manifest_without_columns_fails_every_column_check(tmp_path: Path) -> None:
-    report = _validate(tmp_path, pd.DataFrame(), docs=True)
-
-    assert not report.success
-    assert "columns_present" in _failed(report)
-    assert "label_in_class_set" in _failed(report)
-    assert "'label'" in _check(report, "columns_present")
-    assert "does not exist" in _check(report, "width_in_bounds")
-    assert (tmp_path / "reports" / "data_docs" / "index.html").is_file()
-
-
-def test_checks_keep_one_order_whatever_fails(tmp_path: Path) -> None:
-    clean = _validate(tmp_path, _manifest())
-    broken = _validate(tmp_path, _patient_in_two_splits(_narrow_image(_manifest())))
-
-    assert [c.name for c in clean.checks] == [c.name for c in broken.checks]
-    assert [c.name for c in broken.failed] == ["width_in_bounds", "patient_in_one_split"]
-    assert [c["name"] for c in broken.to_dict()["checks"]][:2] == [
-        "columns_present",
+    assert not run.report.success
+    assert run.report.n_rows == 0
+    assert _failed(run.report) == {
         "manifest_not_empty",
-    ]
-    assert {f"{col}_not_null" for col in REQUIRED_COLUMNS} <= {c.name for c in clean.checks}
+        "splits_non_empty",
+        "class_counts_per_split",
+        "class_balance",
+    }
+    assert "['train', 'val', 'test']" in _check(run.report, "splits_non_empty").details
 
 
-def test_rebuilt_data_docs_hold_only_the_latest_run(tmp_path: Path) -> None:
-    _validate(tmp_path, _manifest(), docs=True)
-    _validate(tmp_path, _unknown_label(_manifest()), docs=True)
+def test_missing_columns_fail_the_checks_that_need_them(tmp_path: Path) -> None:
+    manifest = _frame(_rows().values()).drop(columns=["phash", "width"])
 
-    runs = list(
-        (tmp_path / "reports" / "data_docs" / "validations" / "medimg_manifest").rglob("*.html")
-    )
-    assert len(runs) == 1
-    assert "cat" in runs[0].read_text()
+    run = _run(tmp_path, manifest, docs=True)
+
+    assert _failed(run.report) == {
+        "columns_present",
+        "required_values_present",
+        "width_in_bounds",
+        "no_near_duplicate_across_splits",
+        "no_near_duplicate_within_split",
+    }
+    assert _check(run.report, "columns_present").observed == {"missing": ["phash", "width"]}
+    near = _check(run.report, "no_near_duplicate_across_splits")
+    assert near.details.startswith("could not run: manifest lacks column(s) ['phash']")
+    assert "['width']" in _check(run.report, "width_in_bounds").details
+    assert (run.docs / "index.html").is_file()
+
+
+def test_a_frame_with_no_columns_is_reported_not_raised(tmp_path: Path) -> None:
+    run = _run(tmp_path, pd.DataFrame())
+
+    assert not run.report.success
+    assert "columns_present" in {c.name for c in run.report.failed_critical}
+    assert len(run.written["checks"]) == len(CHECK_LEVELS)
+
+
+def test_malformed_phash_fails_the_near_duplicate_checks_with_the_reason(tmp_path: Path) -> None:
+    rows = _rows()
+    rows["train-normal-0"]["phash"] = "not-a-hash"
+
+    run = _run(tmp_path, _frame(rows.values()))
+
+    assert _failed(run.report) == {
+        "no_near_duplicate_across_splits",
+        "no_near_duplicate_within_split",
+    }
+    details = _check(run.report, "no_near_duplicate_across_splits").details
+    assert _id("train-normal-0")[:12] in details and "not-a-hash" in details
+
+
+# --- Writing: staged, then swapped in. ---
+
+
+def test_a_crash_part_way_leaves_the_previous_report_intact(tmp_path: Path) -> None:
+    report_path = tmp_path / "reports" / "validation.json"
+    report_path.parent.mkdir()
+    report_path.write_text('{"previous": true}\n')
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+
+    # The Data Docs cannot be staged under a file: the run fails after GX ran, before the swap.
+    with pytest.raises(OSError):
+        validate_manifest(
+            _frame(_rows().values()),
+            CLASSES,
+            ValidationConfig(),
+            report_path,
+            blocker / "data_docs",
+        )
+
+    assert report_path.read_text() == '{"previous": true}\n'
+    assert [p.name for p in report_path.parent.iterdir()] == ["validation.json"]
+
+
+def test_a_new_run_replaces_the_previous_data_docs_entirely(clean: Run, tmp_path: Path) -> None:
+    docs = tmp_path / "reports" / "data_docs"
+    docs.mkdir(parents=True)
+    (docs / "index.html").write_text("old site")
+    (docs / "stale.html").write_text("old page")
+
+    run = _run(tmp_path, _frame(_rows().values()), docs=True)
+
+    assert run.report.success
+    assert "medimg_manifest" in (docs / "index.html").read_text()
+    assert not (docs / "stale.html").exists()
+    assert sorted(p.name for p in docs.parent.iterdir()) == ["data_docs", "validation.json"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"class_names": []}, r"base\.class_names"),
+        ({"near_duplicate_distance": 65}, r"data\.near_duplicate_distance"),
+        ({"quarantined": -1}, "count of files"),
+    ],
+)
+def test_rejects_bad_arguments_before_running(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    args: dict[str, Any] = {
+        "manifest": _frame([]),
+        "class_names": CLASSES,
+        "validation": ValidationConfig(),
+        "report_path": tmp_path / "v.json",
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match=message):
+        validate_manifest(**args)
+    assert not (tmp_path / "v.json").exists()
 
 
 def test_refuses_to_overwrite_a_folder_that_is_not_data_docs(tmp_path: Path) -> None:
@@ -276,10 +560,5 @@ def test_refuses_to_overwrite_a_folder_that_is_not_data_docs(tmp_path: Path) -> 
     (docs / "notes.txt").write_text("mine")
 
     with pytest.raises(ValueError, match="holds no Data Docs"):
-        _validate(tmp_path, _manifest(), docs=True)
+        _run(tmp_path, _frame(_rows().values()), docs=True)
     assert (docs / "notes.txt").read_text() == "mine"
-
-
-def test_rejects_empty_class_names(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"base\.class_names"):
-        validate_manifest(_manifest(), [], ValidationConfig(), tmp_path / "v.json")

@@ -1,0 +1,882 @@
+"""De-identification of DICOM datasets, before anything derived from them leaves ingest.
+
+Follows DICOM PS3.15 Annex E: the Basic Application Level Confidentiality Profile (Table E.1-1)
+with the Retain Longitudinal Temporal Information with Modified Dates Option, so dates are
+shifted by a per-patient offset instead of removed; times and the birth date are emptied.
+Patient ids become keyed pseudonyms (HMAC-SHA256) and instance UIDs are remapped with the same
+key, so one patient's images, studies and series stay together across files and ingests.
+
+Table E.1-1 cannot anticipate every file, so after it a generic pass cleans whatever is left:
+private elements, person names, dates, instance UIDs, overlays, curves and free text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import pydicom
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+from medimg.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+KEY_ENV = "MEDIMG_PSEUDONYM_KEY"
+MIN_KEY_LENGTH = 16
+_KEY_HOWTO = (
+    f'create one with `export {KEY_ENV}=$(python -c "import secrets; '
+    f'print(secrets.token_hex(32))")` and keep it the same for every ingest of this workspace '
+    "(pseudonyms, and so the splits, depend on it)"
+)
+
+# Shifts are always into the past and never zero, so a shifted date is never the real one.
+_MAX_SHIFT_DAYS = 3650
+# The date-shift HMAC is domain-separated from the pseudonym HMAC: otherwise anyone holding a
+# pseudonym (it is in the manifest) could compute the offset and undo the shift.
+_DATE_SHIFT_DOMAIN = b"medimg/date-shift/v1\x00"
+# UIDs under this root are defined by the standard (SOP classes, transfer syntaxes, coding
+# schemes, well-known frames of reference) and cannot identify anyone.
+_STANDARD_UID_ROOT = "1.2.840.10008."
+
+# --- PS3.15 Table E.1-1, Basic Profile column -------------------------------------------------
+# Action codes: D dummy value, Z zero length (or dummy), X remove, K keep, U remap UID
+# consistently. Combined codes depend on the IOD's attribute type, which a generic tool cannot
+# know; they are resolved in _RESOLVED below.
+# Dates, date-times and times are deliberately absent: under the Modified Dates option (its
+# column reads "C") the generic pass shifts every DA, and the date of every DT, by the patient's
+# offset. Times (TM, and the time of a DT) are emptied: the table allows it for them all (Z or
+# X), a classifier has no use for the time of day, and an exact time can single out a study in
+# a hospital's logs. The birth date and time and the last menstrual date are listed because
+# they are removed, not shifted.
+_BASIC_PROFILE: dict[str, str] = {
+    # Patient
+    "PatientName": "Z",  # replaced by the pseudonym, an allowed dummy (see _OVERRIDES)
+    "PatientID": "Z",  # replaced by the pseudonym (see _OVERRIDES)
+    "IssuerOfPatientID": "X",
+    "PatientBirthDate": "Z",
+    "PatientBirthTime": "X",
+    "PatientSex": "Z",
+    "PatientInsurancePlanCodeSequence": "X",
+    "PatientPrimaryLanguageCodeSequence": "X",
+    "PatientPrimaryLanguageModifierCodeSequence": "X",
+    "OtherPatientIDs": "X",
+    "OtherPatientNames": "X",
+    "OtherPatientIDsSequence": "X",
+    "PatientBirthName": "X",
+    "PatientAge": "X",
+    "PatientSize": "X",
+    "PatientWeight": "X",
+    "PatientAddress": "X",
+    "InsurancePlanIdentification": "X",
+    "PatientMotherBirthName": "X",
+    "MilitaryRank": "X",
+    "BranchOfService": "X",
+    "MedicalRecordLocator": "X",
+    "ReferencedPatientPhotoSequence": "X",
+    "MedicalAlerts": "X",
+    "Allergies": "X",
+    "CountryOfResidence": "X",
+    "RegionOfResidence": "X",
+    "PatientTelephoneNumbers": "X",
+    "PatientTelecomInformation": "X",
+    "EthnicGroup": "X",
+    "Occupation": "X",
+    "SmokingStatus": "X",
+    "AdditionalPatientHistory": "X",
+    "PregnancyStatus": "X",
+    "LastMenstrualDate": "X",
+    "PatientReligiousPreference": "X",
+    "PatientSexNeutered": "X/Z",
+    "ResponsiblePerson": "X",
+    "ResponsibleOrganization": "X",
+    "PatientComments": "X",
+    "ReferencedPatientSequence": "X",
+    "ReferencedPatientAliasSequence": "X",
+    "PatientState": "X",
+    "PatientTransportArrangements": "X",
+    "SpecialNeeds": "X",
+    # Visit and admission
+    "AdmissionID": "X",
+    "IssuerOfAdmissionID": "X",
+    "AdmittingDiagnosesDescription": "X",
+    "AdmittingDiagnosesCodeSequence": "X",
+    "DischargeDiagnosisDescription": "X",
+    "ServiceEpisodeID": "X",
+    "IssuerOfServiceEpisodeID": "X",
+    "ServiceEpisodeDescription": "X",
+    "CurrentPatientLocation": "X",
+    "PatientInstitutionResidence": "X",
+    "ScheduledPatientInstitutionResidence": "X",
+    "VisitComments": "X",
+    # Study, request and procedure steps
+    "AccessionNumber": "Z",
+    "StudyID": "Z",
+    "StudyIDIssuer": "X",
+    "StudyDescription": "X",
+    "StudyComments": "X",
+    "SeriesDescription": "X",
+    "ReasonForStudy": "X",
+    "RequestingPhysician": "X",
+    "RequestingService": "X",
+    "RequestedProcedureDescription": "X/Z",
+    "RequestedContrastAgent": "X",
+    "RequestedProcedureID": "X",
+    "RequestedProcedureLocation": "X",
+    "RequestedProcedureComments": "X",
+    "RequestAttributesSequence": "X",
+    "ReasonForTheImagingServiceRequest": "X",
+    "ImagingServiceRequestComments": "X",
+    "PlacerOrderNumberImagingServiceRequest": "Z",
+    "FillerOrderNumberImagingServiceRequest": "Z",
+    "OrderEnteredBy": "X",
+    "OrderEntererLocation": "X",
+    "OrderCallbackPhoneNumber": "X",
+    "ConfidentialityConstraintOnPatientDataDescription": "X",
+    "NamesOfIntendedRecipientsOfResults": "X",
+    "IntendedRecipientsOfResultsIdentificationSequence": "X",
+    "ScheduledStudyLocation": "X",
+    "ScheduledStudyLocationAETitle": "X",
+    "ScheduledStationAETitle": "X",
+    "ScheduledPerformingPhysicianName": "X",
+    "ScheduledPerformingPhysicianIdentificationSequence": "X",
+    "ScheduledProcedureStepDescription": "X",
+    "ScheduledProcedureStepID": "X",
+    "ScheduledStationName": "X",
+    "ScheduledProcedureStepLocation": "X",
+    "ScheduledStationNameCodeSequence": "X",
+    "ScheduledStationGeographicLocationCodeSequence": "X",
+    "ScheduledHumanPerformersSequence": "X",
+    "PreMedication": "X",
+    "PerformedStationAETitle": "X",
+    "PerformedStationName": "X",
+    "PerformedLocation": "X",
+    "PerformedProcedureStepID": "X",
+    "PerformedProcedureStepDescription": "X",
+    "PerformedStationNameCodeSequence": "X",
+    "PerformedStationGeographicLocationCodeSequence": "X",
+    "CommentsOnThePerformedProcedureStep": "X",
+    "ActualHumanPerformersSequence": "X",
+    "HumanPerformerOrganization": "X",
+    "HumanPerformerName": "X",
+    "ReferencedStudySequence": "X/Z",
+    "ReferencedPerformedProcedureStepSequence": "X/Z/D",
+    "AcquisitionContextSequence": "X",
+    "TimezoneOffsetFromUTC": "X",
+    # Institution, people and equipment
+    "InstitutionName": "X/Z/D",
+    "InstitutionAddress": "X",
+    "InstitutionCodeSequence": "X/Z/D",
+    "InstitutionalDepartmentName": "X",
+    "InstitutionalDepartmentTypeCodeSequence": "X",
+    "ReferringPhysicianName": "Z",
+    "ReferringPhysicianAddress": "X",
+    "ReferringPhysicianTelephoneNumbers": "X",
+    "ReferringPhysicianIdentificationSequence": "X",
+    "ConsultingPhysicianName": "X",
+    "ConsultingPhysicianIdentificationSequence": "X",
+    "PhysiciansOfRecord": "X",
+    "PhysiciansOfRecordIdentificationSequence": "X",
+    "PerformingPhysicianName": "X",
+    "PerformingPhysicianIdentificationSequence": "X",
+    "NameOfPhysiciansReadingStudy": "X",
+    "PhysiciansReadingStudyIdentificationSequence": "X",
+    "OperatorsName": "X/Z/D",
+    "OperatorIdentificationSequence": "X/D",
+    "PersonName": "D",
+    "PersonAddress": "X",
+    "PersonTelephoneNumbers": "X",
+    "PersonIdentificationCodeSequence": "D",
+    "StationName": "X/Z/D",
+    "DeviceSerialNumber": "X/Z/D",
+    "DeviceDescription": "X",
+    "DetectorID": "X/D",
+    "PlateID": "X",
+    "CassetteID": "X",
+    "GantryID": "X",
+    "GeneratorID": "X",
+    "ModifyingDeviceID": "X",
+    "ModifyingDeviceManufacturer": "X",
+    "ModifiedImageDescription": "X",
+    "ProtocolName": "X/D",
+    "AcquisitionDeviceProcessingDescription": "X/D",
+    "AcquisitionComments": "X",
+    "AcquisitionProtocolDescription": "X",
+    "ContributionDescription": "X",
+    "ContrastBolusAgent": "Z/D",
+    # Image and content comments
+    "IdentifyingComments": "X",
+    "ImageComments": "X",
+    "FrameComments": "X",
+    "ImagePresentationComments": "X",
+    "DerivationDescription": "X",
+    "IconImageSequence": "X",
+    "TextString": "X",
+    "TextComments": "X",
+    "Arbitrary": "X",
+    "ContentCreatorName": "Z",
+    "ContentCreatorIdentificationCodeSequence": "X",
+    "GraphicAnnotationSequence": "D",
+    "ContentSequence": "X",
+    "VerifyingObserverName": "D",
+    "VerifyingObserverSequence": "D",
+    "VerifyingObserverIdentificationCodeSequence": "Z",
+    "VerifyingOrganization": "X",
+    "AuthorObserverSequence": "X",
+    "ParticipantSequence": "X",
+    "CustodialOrganizationSequence": "X",
+    "ReviewerName": "X/Z",
+    "TopicTitle": "X",
+    "TopicSubject": "X",
+    "TopicAuthor": "X",
+    "TopicKeywords": "X",
+    # Interpretation and results (retired)
+    "ResultsIDIssuer": "X",
+    "InterpretationRecorder": "X",
+    "InterpretationTranscriber": "X",
+    "InterpretationText": "X",
+    "InterpretationAuthor": "X",
+    "InterpretationApproverSequence": "X",
+    "PhysicianApprovingInterpretation": "X",
+    "InterpretationDiagnosisDescription": "X",
+    "ResultsDistributionListSequence": "X",
+    "DistributionName": "X",
+    "DistributionAddress": "X",
+    "InterpretationIDIssuer": "X",
+    "Impressions": "X",
+    "ResultsComments": "X",
+    # Signatures and audit trails: they reference or carry the original values
+    "DigitalSignatureUID": "X",
+    "DigitalSignaturesSequence": "X",
+    "ReferencedDigitalSignatureSequence": "X",
+    "ReferencedSOPInstanceMACSequence": "X",
+    "MAC": "X",
+    "ModifiedAttributesSequence": "X",
+    "OriginalAttributesSequence": "X",
+    "DataSetTrailingPadding": "X",
+    # Identifying UIDs
+    "StudyInstanceUID": "U",
+    "SeriesInstanceUID": "U",
+    "SOPInstanceUID": "U",
+    "FrameOfReferenceUID": "U",
+    "SynchronizationFrameOfReferenceUID": "U",
+    "ReferencedFrameOfReferenceUID": "U",
+    "RelatedFrameOfReferenceUID": "U",
+    "SourceFrameOfReferenceUID": "U",
+    "ReferencedSOPInstanceUID": "U",
+    "ReferencedSOPInstanceUIDInFile": "U",
+    "IrradiationEventUID": "U",
+    "InstanceCreatorUID": "U",
+    "AcquisitionUID": "U",
+    "PyramidUID": "U",
+    "FailedSOPInstanceUIDList": "U",
+    "ContextGroupExtensionCreatorUID": "U",
+    "TransactionUID": "U",
+    "CreatorVersionUID": "U",
+    "DeviceUID": "U",
+    "ConcatenationUID": "U",
+    "DimensionOrganizationUID": "U",
+    "PaletteColorLookupTableUID": "U",
+    "LargePaletteColorLookupTableUID": "U",
+    "DoseReferenceUID": "U",
+    "FiducialUID": "U",
+    "StorageMediaFileSetUID": "U",
+    "TemplateExtensionOrganizationUID": "U",
+    "TemplateExtensionCreatorUID": "U",
+    "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID": "U",
+    "UID": "U",
+    "TrackingUID": "U",
+    "TrackingID": "X",
+    # Sequences that only reference other instances: kept, with their UIDs remapped
+    "ReferencedImageSequence": "X/Z/U*",
+    "SourceImageSequence": "X/Z/U*",
+}
+
+# Combined codes, resolved without knowing the IOD. Zero length is valid for Type 2 and Type 3
+# attributes, so it is the safe choice where the table allows it; the X/D attributes are Type 3
+# in the image IODs, so they are removed; U* keeps a reference sequence and remaps its UIDs.
+_RESOLVED: dict[str, str] = {
+    "Z/D": "Z",
+    "X/Z": "Z",
+    "X/D": "X",
+    "X/Z/D": "Z",
+    "X/Z/U*": "U*",
+}
+
+# PatientID: "P" replaces it with its pseudonym, a consistent dummy that keeps one patient's
+# images together for patient-level splits. PatientName is emptied wherever it occurs and the
+# top-level one is set to the same pseudonym at the end.
+_OVERRIDES: dict[str, str] = {"PatientID": "P"}
+
+# The Retain Patient Characteristics Option keeps these (its Table E.1-1 column reads "K").
+_PATIENT_CHARACTERISTICS = ("PatientSex", "PatientAge", "PatientSize", "PatientWeight")
+
+# Values worth reporting in DeidResult.identifiers, so the caller can scrub them from paths.
+# Every person name, remapped UID and original date is reported as well.
+_IDENTIFYING = frozenset(
+    {
+        "PatientID",
+        "OtherPatientIDs",
+        "IssuerOfPatientID",
+        "PatientBirthDate",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "MedicalRecordLocator",
+        "AccessionNumber",
+        "StudyID",
+        "StudyIDIssuer",
+        "AdmissionID",
+        "IssuerOfAdmissionID",
+        "ServiceEpisodeID",
+        "PlacerOrderNumberImagingServiceRequest",
+        "FillerOrderNumberImagingServiceRequest",
+        "RequestedProcedureID",
+        "ScheduledProcedureStepID",
+        "PerformedProcedureStepID",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianTelephoneNumbers",
+        "PersonAddress",
+        "PersonTelephoneNumbers",
+        "ResponsibleOrganization",
+        "StationName",
+        "ScheduledStationName",
+        "PerformedStationName",
+        "DeviceSerialNumber",
+        "DetectorID",
+        "PlateID",
+        "CassetteID",
+        "GantryID",
+        "GeneratorID",
+        "TrackingID",
+    }
+)
+
+# --- generic pass -----------------------------------------------------------------------------
+# UIDs that name a kind of thing (class, syntax, scheme), not an instance, so they are kept.
+_KEEP_UIDS = frozenset(
+    {
+        "SOPClassUID",
+        "MediaStorageSOPClassUID",
+        "TransferSyntaxUID",
+        "ImplementationClassUID",
+        "ReferencedSOPClassUID",
+        "ReferencedSOPClassUIDInFile",
+        "ReferencedTransferSyntaxUIDInFile",
+        "RelatedGeneralSOPClassUID",
+        "OriginalSpecializedSOPClassUID",
+        "SOPClassesInStudy",
+        "CodingSchemeUID",
+        "ContextUID",
+        "MappingResourceUID",
+        "ManufacturerDeviceClassUID",
+    }
+)
+# Free text that describes the acquisition or a code, never the patient. Everything else in a
+# text VR is removed, which mirrors the profile's "clean" conservatively.
+_KEEP_TEXT = frozenset(
+    {
+        "Manufacturer",
+        "ManufacturerModelName",
+        "RescaleType",
+        "WindowCenterWidthExplanation",
+        "LUTExplanation",
+        "ModalityLUTType",
+        "ConvolutionKernel",
+        "SequenceName",
+        "ImagedNucleus",
+        "FilterType",
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "MappingResourceName",
+    }
+)
+# Versions of coding resources, not events in a patient's care.
+_UNSHIFTED_DATES = frozenset({"ContextGroupVersion", "ContextGroupLocalVersion"})
+_TEXT_VRS = frozenset({"AE", "AS", "LO", "LT", "SH", "ST", "UC", "UR", "UT"})
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+# Image pixel, LUT and palette data (0028,xxxx) and pixel data (7FE0,xxxx) are the image.
+_BINARY_GROUPS = frozenset({0x0028, 0x7FE0})
+# Groups removed whole: command (0000), curves (50xx), overlays (60xx, which can carry burned-in
+# text), digital signatures (FFFA) and trailing padding (FFFC).
+_REMOVED_GROUP_PREFIXES = (0x5000, 0x6000)
+_REMOVED_GROUPS = frozenset({0x0000, 0xFFFA, 0xFFFC})
+_FILE_META_KEEP = frozenset(
+    {
+        "FileMetaInformationGroupLength",
+        "FileMetaInformationVersion",
+        "MediaStorageSOPClassUID",
+        "MediaStorageSOPInstanceUID",
+        "TransferSyntaxUID",
+        "ImplementationClassUID",
+        "ImplementationVersionName",
+    }
+)
+# Name components after the middle name are prefixes and suffixes ("DR", "JR"), not identifying.
+_NAME_COMPONENTS_REPORTED = 3
+_MIN_SCRUB_LENGTH = 3
+
+
+def _resolve_table(retain_patient_characteristics: bool) -> dict[int, str]:
+    table: dict[int, str] = {}
+    for keyword, code in _BASIC_PROFILE.items():
+        tag = tag_for_keyword(keyword)
+        if tag is None:  # a keyword this pydicom does not know; the generic pass still applies
+            continue
+        action = _OVERRIDES.get(keyword, _RESOLVED.get(code, code))
+        if retain_patient_characteristics and keyword in _PATIENT_CHARACTERISTICS:
+            action = "K"
+        table[tag] = action
+    return table
+
+
+_TABLE = _resolve_table(retain_patient_characteristics=False)
+_TABLE_RETAINING = _resolve_table(retain_patient_characteristics=True)
+
+
+class PseudonymKeyMissing(DataError):
+    """No usable pseudonymisation key in ``MEDIMG_PSEUDONYM_KEY`` (unset, empty or too short)."""
+
+
+@dataclass
+class DeidResult:
+    """A de-identified dataset and what the caller needs to know about the original.
+
+    ``identifiers`` holds original identifying values: never log or store them.
+    """
+
+    dataset: Dataset = field(repr=False)
+    patient_pseudonym: str | None
+    identifiers: frozenset[str] = field(repr=False)
+    burned_in_annotation: bool
+    metadata: dict[str, str]
+
+
+@dataclass
+class _Context:
+    key: bytes
+    table: dict[int, str]
+    day_offset: int
+    identifiers: set[str] = field(default_factory=set)
+
+
+def pseudonym_key(
+    *, required: bool, reason: str = "DICOM files carry patient ids and names"
+) -> bytes | None:
+    """Read the pseudonymisation key from ``MEDIMG_PSEUDONYM_KEY``.
+
+    Args:
+        required: raise when the variable is unset or empty, instead of returning None.
+        reason: what needs the key, for the start of the error message.
+
+    Returns:
+        The key as UTF-8 bytes, or None when it is absent and not required.
+
+    Raises:
+        PseudonymKeyMissing: the key is required but absent, or set but shorter than 16 characters.
+    """
+    value = os.environ.get(KEY_ENV, "").strip()
+    if not value:
+        if required:
+            raise PseudonymKeyMissing(
+                f"{reason}, so ingest needs a pseudonymisation key in {KEY_ENV}: {_KEY_HOWTO}"
+            )
+        return None
+    if len(value) < MIN_KEY_LENGTH:
+        # The key's length and value stay out of the message: it is a secret.
+        raise PseudonymKeyMissing(
+            f"{KEY_ENV} is shorter than {MIN_KEY_LENGTH} characters, too short to keep "
+            f"pseudonyms from being guessed; {_KEY_HOWTO}"
+        )
+    return value.encode("utf-8")
+
+
+def pseudonymise(original: str, key: bytes) -> str:
+    """Keyed, deterministic pseudonym: ``"p-"`` and 16 hex characters of HMAC-SHA256."""
+    _check_key(key)
+    digest = hmac.new(key, original.strip().encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"p-{digest[:16]}"
+
+
+def deidentify(
+    ds: Dataset, key: bytes, *, retain_patient_characteristics: bool = False
+) -> DeidResult:
+    """De-identify ``ds`` in place per PS3.15 Annex E (Basic Profile, Modified Dates Option).
+
+    Pixel data and the image pixel attributes are untouched; burned-in text in the pixels is not
+    removed, only reported through ``burned_in_annotation``.
+
+    Args:
+        ds: the dataset, with its ``file_meta`` if it has one.
+        key: the pseudonymisation key (see :func:`pseudonym_key`).
+        retain_patient_characteristics: keep sex, age, size and weight (Retain Patient
+            Characteristics Option) and report sex and age in ``metadata``.
+
+    Returns:
+        The result, whose ``dataset`` is ``ds`` itself.
+    """
+    _check_key(key)
+    burned_in = _text(ds.get("BurnedInAnnotation")).upper() == "YES"
+    metadata = _slicing_metadata(ds, retain_patient_characteristics)
+    patient_id = _text(ds.get("PatientID"))
+    pseudonym = pseudonymise(patient_id, key) if patient_id else None
+    # Without a patient id the offset follows whatever still groups the images best.
+    anchor = patient_id or _text(ds.get("PatientName")) or _text(ds.get("StudyInstanceUID"))
+    ctx = _Context(
+        key=key,
+        table=_TABLE_RETAINING if retain_patient_characteristics else _TABLE,
+        day_offset=_day_offset(anchor, key),
+    )
+
+    if getattr(ds, "preamble", None):
+        # The 128-byte preamble is free for applications (dual-format TIFF headers, or
+        # anything else), so it can carry text of its own.
+        ds.preamble = b"\x00" * 128
+    _clean_dataset(ds, ctx)
+    _clean_file_meta(ds, ctx)
+    _mark_deidentified(ds, pseudonym, retain_patient_characteristics)
+    logger.debug("de-identified a dataset; %d identifying values removed", len(ctx.identifiers))
+    return DeidResult(
+        dataset=ds,
+        patient_pseudonym=pseudonym,
+        identifiers=frozenset(ctx.identifiers),
+        burned_in_annotation=burned_in,
+        metadata=metadata,
+    )
+
+
+def scrub_text(text: str, identifiers: Iterable[str], key: bytes) -> str:
+    """Replace each identifier (3 characters or more) in ``text`` with its pseudonym.
+
+    Matching is case-insensitive and longest first, in one pass, so a pseudonym is never
+    scrubbed again. Person-name components must be passed separately ("DOE", "JANE") to catch
+    paths like ``DOE_JANE/...``; :attr:`DeidResult.identifiers` already holds them.
+    """
+    canonical: dict[str, str] = {}
+    for identifier in sorted({i.strip() for i in identifiers}):
+        if len(identifier) >= _MIN_SCRUB_LENGTH:
+            canonical.setdefault(identifier.lower(), identifier)
+    if not canonical or not text:
+        return text
+    ordered = sorted(canonical.values(), key=lambda s: (-len(s), s))
+    pattern = re.compile("|".join(re.escape(s) for s in ordered), re.IGNORECASE)
+
+    def replace(match: re.Match[str]) -> str:
+        found = match.group(0)
+        return pseudonymise(canonical.get(found.lower(), found), key)
+
+    return pattern.sub(replace, text)
+
+
+# --- internals --------------------------------------------------------------------------------
+
+
+def _check_key(key: bytes) -> None:
+    if not isinstance(key, bytes) or not key:
+        raise ValueError(f"the pseudonym key must be non-empty bytes; set {KEY_ENV}")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def _values(elem: DataElement) -> list[str]:
+    value = elem.value
+    if value is None or isinstance(value, bytes | bytearray):
+        return []
+    # Only multi-valued containers are iterated: a PersonName iterates over its characters.
+    items = value if isinstance(value, MultiValue | list | tuple) else [value]
+    return [text for text in (_text(v) for v in items) if text]
+
+
+def _day_offset(anchor: str, key: bytes) -> int:
+    digest = hmac.new(key, _DATE_SHIFT_DOMAIN + anchor.encode("utf-8"), hashlib.sha256).digest()
+    return -(1 + int.from_bytes(digest[:8], "big") % _MAX_SHIFT_DAYS)
+
+
+def _remap_uid(uid: str, key: bytes) -> str:
+    digest = hmac.new(key, uid.strip().rstrip("\x00").encode("ascii", "replace"), hashlib.sha256)
+    # 2.25 is the root for UUID-derived UIDs; 128 bits give at most 44 characters.
+    return f"2.25.{int.from_bytes(digest.digest()[:16], 'big')}"
+
+
+def _slicing_metadata(ds: Dataset, retain_patient_characteristics: bool) -> dict[str, str]:
+    wanted = {
+        "modality": "Modality",
+        "view_position": "ViewPosition",
+        "body_part": "BodyPartExamined",
+        "photometric": "PhotometricInterpretation",
+    }
+    if retain_patient_characteristics:
+        wanted |= {"patient_sex": "PatientSex", "patient_age": "PatientAge"}
+    metadata = {}
+    for name, keyword in wanted.items():
+        value = _text(ds.get(keyword))
+        if value:
+            metadata[name] = value
+    return metadata
+
+
+def _elements(ds: Dataset) -> Iterator[tuple[int, DataElement | None]]:
+    """Each element of ``ds`` (not recursive), None for one whose value cannot be decoded."""
+    for tag in list(ds.keys()):
+        try:
+            yield tag, ds[tag]
+        except Exception:  # pydicom raises many types for malformed values
+            yield tag, None
+
+
+def _clean_dataset(ds: Dataset, ctx: _Context) -> None:
+    # Private elements go first, by tag, so that none is ever decoded (what
+    # Dataset.remove_private_tags does, without its failing on an undecodable value).
+    tags = list(ds.keys())
+    for tag in tags:
+        if Tag(tag).is_private:
+            del ds[tag]
+    for tag, elem in _elements(ds):
+        if elem is None:
+            # A value we cannot read is a value we cannot vouch for.
+            logger.debug("removed undecodable element %s", Tag(tag))
+            del ds[tag]
+            continue
+        group = elem.tag.group
+        if (
+            elem.tag.element == 0  # group lengths: obsolete and wrong once values change
+            or group in _REMOVED_GROUPS
+            or (group & 0xFF00) in _REMOVED_GROUP_PREFIXES
+        ):
+            _remove(ds, elem, ctx)
+            continue
+        action = ctx.table.get(elem.tag)
+        if action is None:
+            _clean_generic(ds, elem, ctx)
+        else:
+            _apply(ds, elem, action, ctx)
+
+
+def _apply(ds: Dataset, elem: DataElement, action: str, ctx: _Context) -> None:
+    if action == "X":
+        _remove(ds, elem, ctx)
+    elif action == "Z":
+        _empty(elem, ctx)
+    elif action == "D":
+        _dummy(ds, elem, ctx)
+    elif action == "U":
+        if elem.VR == "UI":
+            _remap(elem, ctx)
+        else:
+            _remove(ds, elem, ctx)
+    elif action == "P":
+        _collect(elem, ctx)
+        values = _values(elem)
+        elem.value = pseudonymise(values[0], ctx.key) if values else ""
+    elif action == "K":
+        if elem.VR == "SQ":
+            _clean_items(elem, ctx)
+    else:  # "U*": a reference sequence, cleaned like any other
+        _clean_generic(ds, elem, ctx)
+
+
+def _clean_generic(ds: Dataset, elem: DataElement, ctx: _Context) -> None:
+    vr = str(elem.VR)
+    vrs = set(vr.split(" or "))  # ambiguous VRs such as "OB or OW", "US or SS"
+    keyword = keyword_for_tag(elem.tag)
+    if vr == "SQ":
+        _clean_items(elem, ctx)
+    elif vr == "PN":
+        _empty(elem, ctx)
+    elif vr in ("DA", "DT"):
+        if keyword not in _UNSHIFTED_DATES:
+            _shift(ds, elem, ctx)
+    elif vr == "TM":
+        _empty(elem, ctx)
+    elif vr == "UI":
+        if keyword not in _KEEP_UIDS:
+            _remap(elem, ctx)
+    elif vr in _TEXT_VRS:
+        if keyword not in _KEEP_TEXT:
+            _remove(ds, elem, ctx)
+    elif vrs & _BINARY_VRS and (elem.tag.group not in _BINARY_GROUPS or "UN" in vrs):
+        _remove(ds, elem, ctx)
+    # CS, AT and the numeric VRs are kept: coded or measured values, not free text.
+
+
+def _clean_items(elem: DataElement, ctx: _Context) -> None:
+    for item in elem.value or []:
+        _clean_dataset(item, ctx)
+
+
+def _remove(ds: Dataset, elem: DataElement, ctx: _Context) -> None:
+    _collect(elem, ctx)
+    del ds[elem.tag]
+
+
+def _empty(elem: DataElement, ctx: _Context) -> None:
+    _collect(elem, ctx)
+    if elem.VR == "SQ":
+        elem.value = Sequence()
+    elif elem.VR in _TEXT_VRS or elem.VR in ("PN", "CS", "DA", "DT", "TM", "UI", "IS", "DS"):
+        elem.value = ""
+    else:
+        elem.value = None
+
+
+def _dummy(ds: Dataset, elem: DataElement, ctx: _Context) -> None:
+    vr = elem.VR
+    if vr == "SQ":
+        # Dummy items would need dummy contents; an empty sequence carries nothing.
+        _empty(elem, ctx)
+    elif vr == "UI":
+        _remap(elem, ctx)
+    elif vr in ("DA", "DT"):
+        _shift(ds, elem, ctx)
+    else:
+        _collect(elem, ctx)
+        dummies = {"PN": "ANONYMOUS", "TM": "000000", "IS": "0", "DS": "0", "AS": "000Y"}
+        if vr in dummies:
+            elem.value = dummies[vr]
+        elif vr in _TEXT_VRS or vr == "CS":
+            elem.value = "ANONYMIZED"
+        else:
+            del ds[elem.tag]
+
+
+def _remap(elem: DataElement, ctx: _Context) -> None:
+    _collect(elem, ctx)
+    new = [
+        uid if uid.startswith(_STANDARD_UID_ROOT) else _remap_uid(uid, ctx.key)
+        for uid in _values(elem)
+    ]
+    elem.value = new[0] if len(new) == 1 else (new or "")
+
+
+def _shift(ds: Dataset, elem: DataElement, ctx: _Context) -> None:
+    _collect(elem, ctx)
+    originals = _values(elem)
+    if not originals:
+        return
+    shifted = [_shift_value(v, str(elem.VR), ctx.day_offset) for v in originals]
+    if any(s is None for s in shifted):
+        logger.debug("removed %s: date cannot be parsed for shifting", elem.tag)
+        del ds[elem.tag]
+        return
+    elem.value = shifted[0] if len(shifted) == 1 else shifted
+
+
+_DA = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")  # the dotted form is ACR-NEMA's
+_DT = re.compile(r"(\d{4})(\d{2})(\d{2})\d{0,6}(?:\.\d{1,6})?(?:[+-]\d{4})?")
+
+
+def _shift_value(value: str, vr: str, days: int) -> str | None:
+    match = (_DA if vr == "DA" else _DT).fullmatch(value.strip())
+    if match is None:  # ranges, partial dates (year only) and garbage cannot be shifted exactly
+        return None
+    try:
+        shifted = date(int(match[1]), int(match[2]), int(match[3])) + timedelta(days=days)
+    except (ValueError, OverflowError):
+        return None
+    # A DT keeps only its date: its time goes like every TM, its UTC offset like Timezone
+    # Offset From UTC.
+    return f"{shifted.year:04d}{shifted.month:02d}{shifted.day:02d}"
+
+
+def _collect(elem: DataElement, ctx: _Context) -> None:
+    """Record the original identifying values in ``elem`` (recursively) for path scrubbing."""
+    vr = elem.VR
+    if vr == "SQ":
+        for item in elem.value or []:
+            for _, sub in _elements(item):
+                if sub is not None:
+                    _collect(sub, ctx)
+        return
+    values = _values(elem)
+    if vr == "PN":
+        for value in values:
+            ctx.identifiers.update(_name_parts(value))
+    elif vr == "UI":
+        ctx.identifiers.update(v for v in values if not v.startswith(_STANDARD_UID_ROOT))
+    elif vr in ("DA", "DT"):
+        ctx.identifiers.update(values)
+        ctx.identifiers.update(v[:8] for v in values if len(v) > 8)
+    elif keyword_for_tag(elem.tag) in _IDENTIFYING:
+        ctx.identifiers.update(values)
+
+
+def _name_parts(name: str) -> set[str]:
+    """A person name, each of its representations and its name components and words."""
+    parts = {name}
+    for group in name.split("="):  # alphabetic=ideographic=phonetic
+        parts.add(group)
+        for component in group.split("^")[:_NAME_COMPONENTS_REPORTED]:
+            parts.add(component)
+            parts.update(component.split())
+    return {p.strip() for p in parts if p.strip()}
+
+
+def _clean_file_meta(ds: Dataset, ctx: _Context) -> None:
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return
+    for tag, elem in _elements(meta):
+        if elem is None or keyword_for_tag(tag) not in _FILE_META_KEEP:
+            # AE titles and presentation addresses name the sending site.
+            if elem is not None:
+                _collect(elem, ctx)
+            del meta[tag]
+    if "MediaStorageSOPInstanceUID" in meta:
+        if "SOPInstanceUID" in ds:
+            _collect(meta["MediaStorageSOPInstanceUID"], ctx)
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        else:
+            _remap(meta["MediaStorageSOPInstanceUID"], ctx)
+    # The file is now written by pydicom, whatever wrote the original.
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"PYDICOM {pydicom.__version__}"[:16]
+
+
+def _mark_deidentified(ds: Dataset, pseudonym: str | None, retained: bool) -> None:
+    ds.PatientName = pseudonym or ""
+    ds.PatientID = pseudonym or ""
+    ds.PatientIdentityRemoved = "YES"
+    methods = [
+        "DICOM PS3.15 Basic Application Level Confidentiality Profile",
+        "Retain Longitudinal Temporal Information Modified Dates",
+    ]
+    codes = [
+        ("113100", "Basic Application Confidentiality Profile"),
+        ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    ]
+    if retained:
+        methods.append("Retain Patient Characteristics")
+        codes.append(("113108", "Retain Patient Characteristics Option"))
+    ds.DeidentificationMethod = methods
+    items = []
+    for value, meaning in codes:
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = Sequence(items)
+    ds.LongitudinalTemporalInformationModified = "MODIFIED"

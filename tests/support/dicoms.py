@@ -1,0 +1,353 @@
+"""A DICOM Part-10 writer for tests: real files with realistic (made-up) patient data.
+
+Every file carries the identifiers a de-identifier has to find: names, IDs, dates and times,
+addresses, UIDs, a private tag block and a sequence with a person name inside. The default
+values live in :data:`PHI_VALUES` so a test can scan any output (files, logs, manifests) for
+them. The same arguments give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    UID,
+    ComputedRadiographyImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    RLELossless,
+    generate_uid,
+)
+
+Photometric = Literal["MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL"]
+
+# Made-up but realistic identifiers, each distinctive enough to grep for in any output.
+PHI_VALUES: dict[str, str] = {
+    "PatientName": "DOE^JANE^Q",
+    "PatientID": "MRN-4471-0099",
+    "OtherPatientIDs": "MRN-OLD-31337-B",
+    "PatientBirthDate": "19610704",
+    "PatientAddress": "12 Quarry Lane^Springfield^IL^62704",
+    "PatientTelephoneNumbers": "555-0142-7788",
+    "InstitutionName": "St Elsewhere General Hospital",
+    "InstitutionAddress": "1 Hospital Plaza^Boston^MA^02115",
+    "ReferringPhysicianName": "HOUSE^GREGORY^M",
+    "PerformingPhysicianName": "QUINCY^MARGARET^J",
+    "OperatorsName": "RADTECH^OLIVER^K",
+    "RequestingPhysician": "KILDARE^JAMES^T",
+    "AccessionNumber": "ACC-88812-ZZ",
+    "StudyDate": "20230314",
+    "SeriesDate": "20230315",
+    "AcquisitionDate": "20230316",
+    "ContentDate": "20230317",
+    "StudyTime": "101530.123",
+    "SeriesTime": "101612.5",
+    "AcquisitionTime": "101645.25",
+    "ContentTime": "101702.75",
+    "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.44710099.1.1",
+    "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.44710099.1.2",
+    "StudyID": "STUDY-5532-Q",
+    "DeviceSerialNumber": "SN-XR-000981-K",
+    "StationName": "XRAY-ROOM-7B",
+    "RequestedProcedureID": "RP-2023-5521",
+    "ScheduledProcedureStepID": "SPS-2023-7781",
+    "PrivateIdentifier": "PRIV-ID-7731-XQ",
+}
+
+PRIVATE_GROUP = 0x0009
+PRIVATE_CREATOR = "ACME MEDIMG 1.0"
+
+# Elements written at the top level of the dataset, in PHI_VALUES order.
+_TOP_LEVEL_PHI = (
+    "PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "PatientAddress",
+    "PatientTelephoneNumbers", "InstitutionName", "InstitutionAddress", "ReferringPhysicianName",
+    "PerformingPhysicianName", "OperatorsName", "AccessionNumber", "StudyDate", "SeriesDate",
+    "AcquisitionDate", "ContentDate", "StudyTime", "SeriesTime", "AcquisitionTime", "ContentTime",
+    "StudyInstanceUID", "SeriesInstanceUID", "StudyID", "DeviceSerialNumber", "StationName",
+)  # fmt: skip
+_SOP_CLASSES = {"DX": DigitalXRayImageStorageForPresentation, "CR": ComputedRadiographyImageStorage}
+_NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+WRITABLE_TRANSFER_SYNTAXES = (*_NATIVE, RLELossless, JPEGBaseline8Bit, JPEG2000Lossless)
+_UID_PREFIX = "1.2.826.0.1.3680043.8.498."
+
+
+def default_pixels(
+    rows: int = 64,
+    columns: int = 48,
+    *,
+    frames: int = 1,
+    bits_stored: int = 12,
+    signed: bool = False,
+    samples_per_pixel: int = 1,
+) -> np.ndarray:
+    """The stored values :func:`write_dicom` uses when given none.
+
+    A diagonal ramp over the full stored range with a bright square that moves from frame to
+    frame, so frames differ and a transposed or flipped decode shows.
+
+    Returns:
+        (rows, columns), (frames, rows, columns) or with a trailing axis of 3 for colour;
+        dtype uint8/int8 for ``bits_stored <= 8``, else uint16/int16.
+    """
+    lo, hi = _stored_range(bits_stored, signed)
+    y, x = np.mgrid[0:rows, 0:columns]
+    ramp = (y / max(rows - 1, 1) * 0.7 + x / max(columns - 1, 1) * 0.3) * 0.8
+    stack = []
+    for k in range(frames):
+        frame = ramp.copy()
+        top = (4 + 6 * k) % max(rows - 8, 1)
+        frame[top : top + 8, 4:12] = 1.0
+        stack.append(lo + np.round(frame * (hi - lo)))
+    out = np.stack(stack).astype(_dtype(bits_stored, signed))
+    if samples_per_pixel == 3:
+        # Three different channels, so a channel swap shows
+        out = np.stack([out, out[:, ::-1, :] if rows > 1 else out, np.flip(out, 2)], axis=-1)
+    return out if frames > 1 else out[0]
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray | None = None,
+    *,
+    phi: Mapping[str, str] | None = None,
+    modality: Literal["DX", "CR"] = "DX",
+    photometric: Photometric = "MONOCHROME2",
+    bits_stored: int = 12,
+    signed: bool = False,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window: tuple[float, float] | None = None,
+    voi_lut: np.ndarray | None = None,
+    frames: int = 1,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    burned_in: str | None = None,
+    private_tags: bool = True,
+    samples_per_pixel: int = 1,
+    sop_instance_uid: str | None = None,
+    pixel_data: bool = True,
+    preamble: bool = True,
+) -> Path:
+    """Write a DICOM Part-10 file with realistic PHI and the given pixels.
+
+    Args:
+        path: Destination file; its folder must exist. Any suffix (or none) is fine.
+        pixels: Stored values, (rows, columns) or (frames, rows, columns), with a trailing axis
+            of 3 for colour. ``None`` uses :func:`default_pixels`.
+        phi: Overrides for :data:`PHI_VALUES`, by key.
+        modality: ``"DX"`` or ``"CR"``; sets the SOP class.
+        photometric: ``MONOCHROME1``/``MONOCHROME2`` for one sample, ``RGB``/``YBR_FULL`` for
+            three; for ``YBR_FULL`` give RGB pixels and they are converted before storing.
+        bits_stored: Bits Stored; 8 bits or fewer are allocated 8, more are allocated 16.
+        signed: Pixel Representation 1 (two's complement).
+        slope: Rescale Slope; written with the intercept when either is not the identity.
+        intercept: Rescale Intercept.
+        window: ``(center, width)`` written as the only Window Center/Width.
+        voi_lut: A 1-D table written as the only VOI LUT Sequence item, first value mapped 0.
+        frames: Number of frames when ``pixels`` is ``None``.
+        transfer_syntax: One of :data:`WRITABLE_TRANSFER_SYNTAXES`. JPEG Baseline needs 8-bit
+            unsigned data; JPEG 2000 Lossless is encoded by Pillow.
+        burned_in: Text drawn into every frame at the top left (Burned In Annotation YES).
+        private_tags: Add a private block holding :data:`PHI_VALUES` ``["PrivateIdentifier"]``.
+        samples_per_pixel: 1 for greyscale, 3 for colour when ``pixels`` is ``None``.
+        sop_instance_uid: Defaults to a UID derived from the PHI and the pixels.
+        pixel_data: ``False`` writes the header only, without Pixel Data.
+        preamble: ``False`` writes no 128-byte preamble and no ``DICM`` prefix (non-conformant
+            files that some exporters still make).
+
+    Returns:
+        ``path``.
+    """
+    values = {**PHI_VALUES, **(phi or {})}
+    if samples_per_pixel == 1 and photometric in ("RGB", "YBR_FULL"):
+        samples_per_pixel = 3
+    if pixels is None:
+        pixels = default_pixels(
+            frames=frames,
+            bits_stored=bits_stored,
+            signed=signed,
+            samples_per_pixel=samples_per_pixel,
+        )
+    pixels = _check_pixels(np.asarray(pixels), bits_stored, signed, samples_per_pixel)
+    n_frames = pixels.shape[0] if pixels.ndim == (3 if samples_per_pixel == 1 else 4) else 1
+    if burned_in:
+        pixels = _burn_in(pixels, burned_in, bits_stored, signed, n_frames)
+
+    sop_class = _SOP_CLASSES[modality]
+    if sop_instance_uid is None:
+        digest = hashlib.sha256(repr(sorted(values.items())).encode() + pixels.tobytes())
+        sop_instance_uid = generate_uid(_UID_PREFIX, entropy_srcs=[digest.hexdigest()])
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.Modality = modality
+    ds.Manufacturer = "ACME Imaging"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.PatientSex = "F"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.BurnedInAnnotation = "YES" if burned_in else "NO"
+    for keyword in _TOP_LEVEL_PHI:
+        setattr(ds, keyword, values[keyword])
+    request = Dataset()
+    request.RequestedProcedureID = values["RequestedProcedureID"]
+    request.ScheduledProcedureStepID = values["ScheduledProcedureStepID"]
+    request.RequestingPhysician = values["RequestingPhysician"]
+    ds.RequestAttributesSequence = Sequence([request])
+    if private_tags:
+        block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+        block.add_new(0x10, "LO", values["PrivateIdentifier"])
+        block.add_new(0x11, "DS", "42.5")  # a non-identifying private value beside it
+
+    if slope != 1.0 or intercept != 0.0:
+        ds.RescaleSlope = _ds_text(slope)
+        ds.RescaleIntercept = _ds_text(intercept)
+        ds.RescaleType = "US"
+    if window is not None:
+        ds.WindowCenter = _ds_text(window[0])
+        ds.WindowWidth = _ds_text(window[1])
+    if voi_lut is not None:
+        ds.VOILUTSequence = Sequence([_voi_item(np.asarray(voi_lut))])
+
+    if pixel_data:
+        _set_pixels(ds, pixels, photometric, bits_stored, transfer_syntax)
+    else:
+        ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
+
+    if preamble:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.file_meta.FileMetaInformationVersion = b"\x00\x01"
+        ds.preamble = None
+        ds.save_as(path, enforce_file_format=False, implicit_vr=False, little_endian=True)
+    return Path(path)
+
+
+def _set_pixels(
+    ds: Dataset, pixels: np.ndarray, photometric: str, bits_stored: int, syntax: str
+) -> None:
+    stored = pixels
+    if photometric == "YBR_FULL":
+        from pydicom.pixels import convert_color_space
+
+        stored = convert_color_space(pixels, "RGB", "YBR_FULL").astype(pixels.dtype)
+    ds.set_pixel_data(stored, photometric, bits_stored, generate_instance_uid=False)
+    syntax = UID(syntax)
+    if syntax in _NATIVE:
+        ds.file_meta.TransferSyntaxUID = syntax
+    elif syntax == RLELossless:
+        ds.compress(RLELossless, generate_instance_uid=False)
+    elif syntax in (JPEGBaseline8Bit, JPEG2000Lossless):
+        _encapsulate_with_pillow(ds, pixels, syntax, bits_stored)
+    else:
+        raise ValueError(
+            f"write_dicom cannot encode {syntax.name}; use one of "
+            f"{[uid.name for uid in WRITABLE_TRANSFER_SYNTAXES]}"
+        )
+
+
+def _encapsulate_with_pillow(ds: Dataset, pixels: np.ndarray, syntax: UID, bits: int) -> None:
+    frames = pixels if "NumberOfFrames" in ds else pixels[None]
+    colour = frames.ndim == 4
+    if syntax == JPEGBaseline8Bit and (frames.dtype != np.uint8 or bits != 8):
+        raise ValueError("JPEG Baseline needs 8-bit unsigned pixels; set bits_stored=8")
+    if syntax == JPEG2000Lossless and frames.dtype.kind == "i":
+        raise ValueError("JPEG 2000 via Pillow needs unsigned pixels; set signed=False")
+    fragments = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        if frame.dtype == np.uint16:
+            height, width = frame.shape
+            image = Image.frombytes("I;16", (width, height), frame.astype("<u2").tobytes())
+        else:
+            image = Image.fromarray(frame)
+        if syntax == JPEGBaseline8Bit:
+            # 4:2:2 chroma subsampling matches YBR_FULL_422
+            image.save(buffer, format="JPEG", quality=95, subsampling=1)
+        else:
+            image.save(buffer, format="JPEG2000", irreversible=False, no_jp2=True)
+        fragments.append(buffer.getvalue())
+    ds.PixelData = encapsulate(fragments)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = syntax
+    if syntax == JPEGBaseline8Bit:
+        ds.LossyImageCompression = "01"
+        if colour:
+            ds.PhotometricInterpretation = "YBR_FULL_422"
+    elif colour:
+        ds.PhotometricInterpretation = "RGB"
+
+
+def _check_pixels(pixels: np.ndarray, bits: int, signed: bool, samples: int) -> np.ndarray:
+    if not 1 <= bits <= 16:
+        raise ValueError(f"bits_stored {bits} must be 1..16")
+    lo, hi = _stored_range(bits, signed)
+    if pixels.size and (pixels.min() < lo or pixels.max() > hi):
+        raise ValueError(
+            f"pixel values {pixels.min()}..{pixels.max()} do not fit bits_stored={bits} "
+            f"signed={signed} ({lo}..{hi})"
+        )
+    if samples == 3 and (pixels.ndim not in (3, 4) or pixels.shape[-1] != 3):
+        raise ValueError(f"colour pixels must end in an axis of 3, got shape {pixels.shape}")
+    if samples == 1 and pixels.ndim not in (2, 3):
+        raise ValueError(f"greyscale pixels must be (rows, columns) or (frames, rows, columns), "
+                         f"got shape {pixels.shape}")  # fmt: skip
+    return pixels.astype(_dtype(bits, signed))
+
+
+def _burn_in(pixels: np.ndarray, text: str, bits: int, signed: bool, n_frames: int) -> np.ndarray:
+    _, hi = _stored_range(bits, signed)
+    frames = pixels if n_frames > 1 else pixels[None]
+    # OpenCV draws text on 8-bit images only, so draw a mask and paint through it.
+    mask = np.zeros(frames.shape[1:3], dtype=np.uint8)
+    cv2.putText(mask, text, (2, 12), cv2.FONT_HERSHEY_PLAIN, 0.8, 255, 1, cv2.LINE_8)
+    out = frames.copy()
+    out[:, mask > 0] = hi
+    return out if n_frames > 1 else out[0]
+
+
+def _voi_item(table: np.ndarray) -> Dataset:
+    item = Dataset()
+    bits = 8 if table.max() < 256 else 16
+    item.LUTDescriptor = [len(table) % 65536, 0, bits]
+    item.LUTData = [int(v) for v in table]
+    item["LUTData"].VR = "US"
+    return item
+
+
+def _stored_range(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+def _dtype(bits: int, signed: bool) -> type[np.integer]:
+    if bits <= 8:
+        return np.int8 if signed else np.uint8
+    return np.int16 if signed else np.uint16
+
+
+def _ds_text(value: float) -> str:
+    # DS is at most 16 characters; repr keeps exact values such as 0.5 or -1024
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text[:16]

@@ -1,0 +1,397 @@
+from __future__ import annotations
+
+import io
+import logging
+import re
+from datetime import date
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    UID,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    RLELossless,
+)
+
+from medimg.data import deid
+from medimg.data.deid import (
+    KEY_ENV,
+    PseudonymKeyMissing,
+    deidentify,
+    pseudonym_key,
+    pseudonymise,
+    scrub_text,
+)
+from medimg.errors import DataError
+
+KEY = b"unit-test-key-0123456789abcdef"
+OTHER_KEY = b"another-key-fedcba9876543210"
+ROOT = "1.2.826.0.1.3680043.8.498.7731."
+
+# Distinctive made-up PHI: letters outside the hex alphabet so no pseudonym or new UID can
+# contain one of them by chance.
+PHI = {
+    "PatientName": "ZQFAMILY^QXGIVEN^WQMIDDLE",
+    "PatientID": "MRN-ZX-774411",
+    "OtherPatientIDs": "OLDMRN-QQ-1234",
+    "PatientBirthDate": "19580923",
+    "PatientAddress": "77 Wisteria Lanez^Fairviewq",
+    "InstitutionName": "Mercy Zyx Hospital",
+    "ReferringPhysicianName": "REFDOCZ^ALBERTQ",
+    "PerformingPhysicianName": "PERFDOCZ^BEATRIXQ",
+    "OperatorsName": "OPERATORZ^CYRILQ",
+    "AccessionNumber": "ACCZ-99812",
+    "StationName": "STATIONZ-XR4",
+    "DeviceSerialNumber": "SERIALZ-55102",
+    "StudyID": "STUDYZ-4410",
+    "StudyDescription": "CHEST FOR ZQFAMILY",
+    "StudyTime": "093012.5",
+}
+DATES = {"StudyDate": "20210317", "SeriesDate": "20210318", "ContentDate": "20210320"}
+ACQUISITION_DATETIME = "20210319101500.5+0100"
+UIDS = {
+    "StudyInstanceUID": ROOT + "1",
+    "SeriesInstanceUID": ROOT + "2",
+    "SOPInstanceUID": ROOT + "3",
+    "FrameOfReferenceUID": ROOT + "4",
+}
+REFERENCED_PATIENT_UID = ROOT + "5"
+REFERENCED_IMAGE_UID = ROOT + "6"
+NESTED = {
+    "RequestedProcedureID": "REQZ-PROC-881",
+    "ScheduledProcedureStepID": "SPSZ-STEP-442",
+    "RequestingPhysician": "REQDOCZ^GRETAQ",
+    "EvaluatorName": "EVALZ^DORAQ",
+    "PrivateCreator": "ACME HOSPZ",
+    "PrivateIdentifier": "PRIVZ-ID-0042",
+    "OverlayDescription": "OVERLAYZ QNOTE",
+    "OverlayComments": "OVERLAYZ COMMENT QXGIVEN",
+    "Preamble": "PREAMBLEZ ZQFAMILY",
+    "SourceApplicationEntityTitle": "ZQPACS",
+}
+
+
+def _pixels() -> np.ndarray:
+    # A ramp: 12-bit values whose high bytes are all < 0x10, so no text appears in the pixels.
+    return (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 3) % 4096
+
+
+def _phi_dataset(**overrides: str) -> Dataset:
+    """An in-memory DX image carrying PHI at the top level, in sequences and in private tags."""
+    values = {**PHI, **DATES, **UIDS, **overrides}
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.file_meta.MediaStorageSOPInstanceUID = values["SOPInstanceUID"]
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.SourceApplicationEntityTitle = NESTED["SourceApplicationEntityTitle"]
+    ds.preamble = NESTED["Preamble"].encode().ljust(128, b"\x00")
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.Modality = "DX"
+    ds.ViewPosition = "PA"
+    ds.BodyPartExamined = "CHEST"
+    ds.Manufacturer = "ACME Imaging"
+    ds.PatientSex = "F"
+    ds.PatientAge = "062Y"
+    ds.PatientWeight = "71.5"
+    ds.BurnedInAnnotation = "NO"
+    ds.AcquisitionDateTime = ACQUISITION_DATETIME
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+
+    request = Dataset()
+    for keyword in ("RequestedProcedureID", "ScheduledProcedureStepID", "RequestingPhysician"):
+        setattr(request, keyword, NESTED[keyword])
+    ds.RequestAttributesSequence = Sequence([request])
+    patient_ref = Dataset()
+    patient_ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.1.1"
+    patient_ref.ReferencedSOPInstanceUID = REFERENCED_PATIENT_UID
+    ds.ReferencedPatientSequence = Sequence([patient_ref])
+    image_ref = Dataset()
+    image_ref.ReferencedSOPClassUID = DigitalXRayImageStorageForPresentation
+    image_ref.ReferencedSOPInstanceUID = REFERENCED_IMAGE_UID
+    ds.ReferencedImageSequence = Sequence([image_ref])
+    # A person name the table does not list, two sequences deep, beside codes worth keeping.
+    modifier = Dataset()
+    modifier.CodeValue = "R-102CD"
+    modifier.CodingSchemeDesignator = "SRT"
+    modifier.CodeMeaning = "Erect"
+    modifier.EvaluatorName = NESTED["EvaluatorName"]
+    view = Dataset()
+    view.CodeValue = "R-10214"
+    view.CodingSchemeDesignator = "SRT"
+    view.CodeMeaning = "postero-anterior"
+    view.ViewModifierCodeSequence = Sequence([modifier])
+    ds.ViewCodeSequence = Sequence([view])
+
+    block = ds.private_block(0x0009, NESTED["PrivateCreator"], create=True)
+    block.add_new(0x10, "LO", NESTED["PrivateIdentifier"])
+    ds.add_new(0x60000010, "US", 32)  # Overlay Rows
+    ds.add_new(0x60000011, "US", 32)  # Overlay Columns
+    ds.add_new(0x60000022, "LO", NESTED["OverlayDescription"])
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60000050, "SS", [1, 1])
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    ds.add_new(0x60003000, "OW", bytes(128))
+    ds.add_new(0x60004000, "LT", NESTED["OverlayComments"])
+
+    ds.set_pixel_data(_pixels(), "MONOCHROME2", 12, generate_instance_uid=False)
+    ds.WindowCenter = "2048"
+    ds.WindowWidth = "4096"
+    ds.RescaleSlope = "1"
+    ds.RescaleIntercept = "0"
+    return ds
+
+
+def _saved(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _name_parts(name: str) -> list[str]:
+    return [name, *name.split("^")]
+
+
+def _all_originals() -> list[str]:
+    values = [*DATES.values(), *UIDS.values(), REFERENCED_PATIENT_UID, REFERENCED_IMAGE_UID]
+    values += [ACQUISITION_DATETIME, ACQUISITION_DATETIME[:8], ACQUISITION_DATETIME[8:14]]
+    for source in (PHI, NESTED):
+        for value in source.values():
+            values += _name_parts(value) if "^" in value else [value]
+    return values
+
+
+def _days(original: str, shifted: str) -> int:
+    def parse(text: str) -> date:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+
+    return (parse(shifted) - parse(original)).days
+
+
+def test_no_original_identifier_survives_in_the_saved_file():
+    ds = _phi_dataset()
+    result = deidentify(ds, KEY)
+    saved = _saved(result.dataset).decode("latin-1").lower()
+    for value in _all_originals():
+        assert value.lower() not in saved, value
+    # and the caller is told about the identifying ones, to scrub them from paths
+    for value in [PHI["PatientID"], PHI["AccessionNumber"], "ZQFAMILY", "QXGIVEN", "WQMIDDLE",
+                  PHI["PatientBirthDate"], UIDS["SOPInstanceUID"], DATES["StudyDate"],
+                  NESTED["RequestedProcedureID"], "EVALZ", PHI["InstitutionName"]]:  # fmt: skip
+        assert value in result.identifiers, value
+
+
+def test_saved_file_reads_back_with_its_pixels_and_image_attributes_untouched():
+    ds = _phi_dataset()
+    pixel_bytes = ds.PixelData
+    before = {k: ds[k].value for k in ("Rows", "Columns", "BitsAllocated", "BitsStored",
+                                       "HighBit", "PixelRepresentation", "SamplesPerPixel",
+                                       "PhotometricInterpretation", "WindowCenter",
+                                       "WindowWidth", "RescaleSlope", "RescaleIntercept",
+                                       "BurnedInAnnotation", "Modality", "ImageType")}  # fmt: skip
+    deidentify(ds, KEY)
+    assert ds.PixelData == pixel_bytes
+    reread = pydicom.dcmread(io.BytesIO(_saved(ds)))
+    np.testing.assert_array_equal(reread.pixel_array, _pixels())
+    assert {k: reread[k].value for k in before} == before
+    assert reread.SOPClassUID == DigitalXRayImageStorageForPresentation
+    # codes that describe the image survive the clean-up of the sequence around them
+    assert reread.ViewCodeSequence[0].CodeMeaning == "postero-anterior"
+    assert reread.ViewCodeSequence[0].ViewModifierCodeSequence[0].CodeValue == "R-102CD"
+
+
+def test_compressed_pixel_data_survives_deidentification():
+    ds = _phi_dataset()
+    ds.compress(RLELossless, generate_instance_uid=False)
+    encapsulated = ds.PixelData
+    deidentify(ds, KEY)
+    reread = pydicom.dcmread(io.BytesIO(_saved(ds)))
+    assert reread.file_meta.TransferSyntaxUID == RLELossless
+    assert reread.PixelData == encapsulated
+    np.testing.assert_array_equal(reread.pixel_array, _pixels())
+
+
+def test_private_tags_overlays_and_nested_person_names_are_gone():
+    ds = deidentify(_phi_dataset(), KEY).dataset
+    elements = list(ds.iterall())
+    assert not [e for e in elements if e.tag.is_private]
+    assert not [e for e in elements if e.tag.group & 0xFF00 == 0x6000]
+    assert not [e for e in elements if e.VR == "PN" and e.value and e.tag != 0x00100010]
+    for keyword in ("RequestAttributesSequence", "ReferencedPatientSequence", "OtherPatientIDs",
+                    "PatientAddress", "StudyDescription", "PerformingPhysicianName"):  # fmt: skip
+        assert keyword not in ds, keyword
+    assert ds.file_meta.get("SourceApplicationEntityTitle") is None
+    # the reference sequence stays, pointing at the remapped instance
+    reference = ds.ReferencedImageSequence[0]
+    assert reference.ReferencedSOPInstanceUID == deid._remap_uid(REFERENCED_IMAGE_UID, KEY)
+    assert reference.ReferencedSOPClassUID == DigitalXRayImageStorageForPresentation
+    # Type 2 attributes are kept, empty, so the file still conforms
+    assert ds.AccessionNumber == "" and ds.ReferringPhysicianName == ""
+    assert ds.PatientBirthDate == "" and ds.StudyTime == ""
+
+
+def test_dates_shift_by_one_offset_per_patient_and_differently_between_patients():
+    first = deidentify(_phi_dataset(), KEY).dataset
+    offsets = {_days(DATES[k], first[k].value) for k in DATES}
+    offsets.add(_days(ACQUISITION_DATETIME, first.AcquisitionDateTime))
+    assert len(offsets) == 1
+    offset = offsets.pop()
+    assert -3650 <= offset <= -1
+    assert first.AcquisitionDateTime == first.AcquisitionDateTime[:8]  # the time is dropped
+    # a later study of the same patient keeps the interval between the two
+    later = deidentify(_phi_dataset(StudyDate="20220101", SOPInstanceUID=ROOT + "9"), KEY)
+    assert _days("20220101", later.dataset.StudyDate) == offset
+    other = deidentify(_phi_dataset(PatientID="MRN-ZX-000002"), KEY).dataset
+    assert _days(DATES["StudyDate"], other.StudyDate) != offset
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")  # the point of the test
+def test_unparsable_dates_are_removed_rather_than_kept():
+    ds = deidentify(_phi_dataset(SeriesDate="2021", ContentDate="20211399"), KEY).dataset
+    assert "SeriesDate" not in ds and "ContentDate" not in ds
+    assert "StudyDate" in ds
+
+
+def test_uids_are_remapped_consistently_validly_and_per_key():
+    first = deidentify(_phi_dataset(), KEY).dataset
+    same_study = deidentify(_phi_dataset(SOPInstanceUID=ROOT + "8"), KEY).dataset
+    other_key = deidentify(_phi_dataset(), OTHER_KEY).dataset
+    assert first.StudyInstanceUID == same_study.StudyInstanceUID
+    assert first.SeriesInstanceUID == same_study.SeriesInstanceUID
+    assert first.SOPInstanceUID != same_study.SOPInstanceUID
+    assert first.StudyInstanceUID != other_key.StudyInstanceUID
+    assert first.file_meta.MediaStorageSOPInstanceUID == first.SOPInstanceUID
+    for keyword in UIDS:
+        new = str(first[keyword].value)
+        assert new != UIDS[keyword] and new.startswith("2.25.")
+        assert len(new) <= 64 and UID(new).is_valid
+        assert re.fullmatch(r"(0|[1-9]\d*)(\.(0|[1-9]\d*))+", new)
+    assert first.SOPClassUID == DigitalXRayImageStorageForPresentation
+
+
+def test_pseudonyms_are_deterministic_keyed_and_replace_the_patient_id():
+    pseudonym = pseudonymise(PHI["PatientID"], KEY)
+    assert re.fullmatch(r"p-[0-9a-f]{16}", pseudonym)
+    assert pseudonymise(f"  {PHI['PatientID']} ", KEY) == pseudonym
+    assert pseudonymise(PHI["PatientID"], OTHER_KEY) != pseudonym
+    result = deidentify(_phi_dataset(), KEY)
+    assert result.patient_pseudonym == pseudonym
+    assert result.dataset.PatientID == pseudonym == str(result.dataset.PatientName)
+
+
+def test_a_dataset_without_patient_id_gets_no_pseudonym():
+    ds = _phi_dataset()
+    del ds.PatientID
+    result = deidentify(ds, KEY)
+    assert result.patient_pseudonym is None
+    assert result.dataset.PatientID == "" and str(result.dataset.PatientName) == ""
+
+
+def test_deidentification_is_recorded_in_the_dataset():
+    ds = deidentify(_phi_dataset(), KEY).dataset
+    assert ds.PatientIdentityRemoved == "YES"
+    assert "PS3.15" in ds.DeidentificationMethod[0]
+    codes = {(i.CodeValue, i.CodingSchemeDesignator) for i in ds.DeidentificationMethodCodeSequence}
+    assert codes == {("113100", "DCM"), ("113107", "DCM")}
+    assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+
+
+def test_patient_characteristics_are_removed_unless_retained():
+    removed = deidentify(_phi_dataset(), KEY)
+    assert removed.dataset.PatientSex == ""
+    assert "PatientAge" not in removed.dataset and "PatientWeight" not in removed.dataset
+    assert removed.metadata == {
+        "modality": "DX",
+        "view_position": "PA",
+        "body_part": "CHEST",
+        "photometric": "MONOCHROME2",
+    }
+    kept = deidentify(_phi_dataset(), KEY, retain_patient_characteristics=True)
+    assert kept.dataset.PatientSex == "F" and kept.dataset.PatientAge == "062Y"
+    assert kept.dataset.PatientWeight == 71.5
+    assert kept.metadata["patient_sex"] == "F" and kept.metadata["patient_age"] == "062Y"
+    codes = {i.CodeValue for i in kept.dataset.DeidentificationMethodCodeSequence}
+    assert "113108" in codes
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("YES", True), ("NO", False), (None, False)])
+def test_burned_in_annotation_is_reported_and_kept(flag, expected):
+    ds = _phi_dataset()
+    if flag is None:
+        del ds.BurnedInAnnotation
+    else:
+        ds.BurnedInAnnotation = flag
+    result = deidentify(ds, KEY)
+    assert result.burned_in_annotation is expected
+    assert result.dataset.get("BurnedInAnnotation") == flag
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+def test_nothing_identifying_reaches_the_logs_or_the_result_repr(caplog):
+    ds = _phi_dataset(SeriesDate="2021")  # an unparsable date takes the logging branch
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="medimg")
+    result = deidentify(ds, KEY)
+    shown = (caplog.text + repr(result)).lower()
+    for value in _all_originals():
+        assert value.lower() not in shown, value
+
+
+def test_missing_key_names_the_variable_and_how_to_make_one(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    assert pseudonym_key(required=False) is None
+    with pytest.raises(PseudonymKeyMissing) as excinfo:
+        pseudonym_key(required=True, reason="DICOM files carry patient ids")
+    message = str(excinfo.value)
+    assert isinstance(excinfo.value, DataError)
+    assert "\n" not in message
+    assert message.startswith("DICOM files carry patient ids")
+    assert KEY_ENV in message and "secrets.token_hex(32)" in message
+    assert "every ingest" in message
+    monkeypatch.setenv(KEY_ENV, "   ")
+    with pytest.raises(PseudonymKeyMissing):
+        pseudonym_key(required=True)
+
+
+def test_short_key_is_rejected_without_echoing_it(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "short-k3y")
+    with pytest.raises(PseudonymKeyMissing) as excinfo:
+        pseudonym_key(required=False)
+    message = str(excinfo.value)
+    assert "16 characters" in message and KEY_ENV in message
+    assert "short-k3y" not in message and "\n" not in message
+    monkeypatch.setenv(KEY_ENV, "0123456789abcdef")
+    assert pseudonym_key(required=True) == b"0123456789abcdef"
+
+
+def test_scrub_text_replaces_name_components_and_ids_case_insensitively():
+    ds = _phi_dataset(PatientName="DOE^JANE", PatientID="MRN123")
+    identifiers = deidentify(ds, KEY).identifiers
+    assert {"DOE^JANE", "DOE", "JANE", "MRN123"} <= identifiers
+    path = "incoming/Doe_Jane/mrn123/DOE-jane-chest.dcm"
+    scrubbed = scrub_text(path, identifiers, KEY)
+    assert not re.search("doe|jane|mrn123", scrubbed, re.IGNORECASE)
+    doe, jane, mrn = (pseudonymise(v, KEY) for v in ("DOE", "JANE", "MRN123"))
+    assert scrubbed == f"incoming/{doe}_{jane}/{mrn}/{doe}-{jane}-chest.dcm"
+
+
+def test_scrub_text_prefers_longer_identifiers_and_skips_short_ones():
+    scrubbed = scrub_text("MRN1234/MRN123/JO/x.dcm", {"MRN123", "MRN1234", "JO", ""}, KEY)
+    expected = f"{pseudonymise('MRN1234', KEY)}/{pseudonymise('MRN123', KEY)}/JO/x.dcm"
+    assert scrubbed == expected
+    assert scrub_text("nothing here", [], KEY) == "nothing here"
+
+
+def test_every_table_keyword_is_known_to_pydicom():
+    keywords = [*deid._BASIC_PROFILE, *deid._KEEP_UIDS, *deid._KEEP_TEXT, *deid._IDENTIFYING]
+    assert [k for k in keywords if tag_for_keyword(k) is None] == []
+    assert set(deid._BASIC_PROFILE.values()) <= {"D", "Z", "X", "K", "U", *deid._RESOLVED}

@@ -1,0 +1,122 @@
+"""The validate stage over a workspace: quarantine count, levels, and the report it leaves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from medimg.config import Config, parse_config
+from medimg.data.manifest import write_manifest
+from medimg.errors import ValidationFailed
+from medimg.validation.stage import count_quarantined, validate_workspace
+from medimg.workspace import Workspace
+
+SPLITS = ("train", "val", "test")
+CLASSES = ("normal", "pneumonia")
+
+
+def _row(key: str, split: str, label: str) -> dict[str, Any]:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return {
+        "image_id": digest,
+        "source_ref": f"{label}/{key}.png",
+        "source_path": f"data/raw/{label}/{key}.png",
+        "format": "png",
+        "label": label,
+        "label_source": "folder",
+        "label_by": "source",
+        "label_at": "2024-05-01T12:00:00+00:00",
+        "patient_id": f"p-{key}",
+        "patient_source": "source",
+        "split": split,
+        "split_source": "assigned",
+        "width": 256,
+        "height": 224,
+        "channels": 1,
+        "bit_depth": 8,
+        "intensity_min": 0,
+        "intensity_max": 255,
+        "intensity_mean": 120.0,
+        "intensity_std": 40.0,
+        "saturated_fraction": 0.01,
+        "blank_fraction": 0.02,
+        "phash": digest[:16],
+    }
+
+
+def _workspace(tmp_path: Path, quarantine_lines: list[str] | None = None) -> Workspace:
+    """A workspace with a clean 18-image manifest and, if given, a quarantine log."""
+    ws = Workspace(tmp_path)
+    rows = [
+        _row(f"{split}-{label}-{i}", split, label)
+        for split in SPLITS
+        for label in CLASSES
+        for i in range(3)
+    ]
+    write_manifest(pd.DataFrame(rows), ws.manifest_path)
+    if quarantine_lines is not None:
+        ws.quarantine_dir.mkdir(parents=True)
+        (ws.quarantine_dir / "quarantine.jsonl").write_text("".join(quarantine_lines))
+    return ws
+
+
+def _entry(name: str) -> str:
+    return json.dumps({"source_path": f"raw/{name}", "reason": "truncated or corrupt"}) + "\n"
+
+
+def test_counts_one_quarantined_file_per_log_line(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    assert count_quarantined(ws) == 0
+
+    ws.quarantine_dir.mkdir(parents=True)
+    (ws.quarantine_dir / "quarantine.jsonl").write_text(_entry("a.png") + "\n" + _entry("b.png"))
+    assert count_quarantined(ws) == 2
+
+
+def test_a_critical_failure_raises_after_writing_the_report(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path, [_entry(f"{i}.png") for i in range(5)])
+
+    with pytest.raises(ValidationFailed) as raised:
+        validate_workspace(ws, Config())
+
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "quarantine_rate" in message and "reports/validation.json" in message
+    written = json.loads(ws.validation_report_path.read_text())
+    assert written["success"] is False and written["failed"] == ["quarantine_rate"]
+    check = next(c for c in written["checks"] if c["name"] == "quarantine_rate")
+    assert check["observed"]["quarantined"] == 5 and check["observed"]["manifest_rows"] == 18
+    assert (ws.data_docs_dir / "index.html").is_file()
+
+
+def test_warnings_are_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ws = _workspace(tmp_path)
+    manifest = pd.read_parquet(ws.manifest_path)
+    manifest.loc[0, "patient_source"] = "image"
+    # Two train images 2 bits apart: near-duplicates at the default bound of 4, not at 1.
+    manifest.loc[1, "phash"] = f"{int(manifest.loc[2, 'phash'], 16) ^ 0b11:016x}"
+    write_manifest(manifest, ws.manifest_path)
+    config = parse_config({"data": {"near_duplicate_distance": 1}})
+
+    with caplog.at_level(logging.WARNING, logger="medimg"):
+        report = validate_workspace(ws, config)
+
+    assert report.success
+    assert [c.name for c in report.warnings] == ["patient_ids_present"]
+    assert any("patient_ids_present" in r.getMessage() for r in caplog.records)
+    assert json.loads(ws.validation_report_path.read_text())["warnings"] == ["patient_ids_present"]
+
+
+def test_without_raising_a_failed_contract_is_returned(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path, [_entry(f"{i}.png") for i in range(5)])
+
+    report = validate_workspace(ws, Config(), raise_on_failure=False)
+
+    assert not report.success
+    assert [c.name for c in report.failed_critical] == ["quarantine_rate"]
