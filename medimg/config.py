@@ -51,7 +51,8 @@ class DataConfig(_Section):
     min_side: PositiveInt = 32
     max_pixels: PositiveInt = 178_956_970
     min_std: Annotated[float, Field(ge=0.0)] = 1.0
-    near_duplicate_distance: Annotated[int, Field(ge=0, le=32)] = 4
+    near_duplicate_distance: Annotated[int, Field(ge=0, le=32)] = 6
+    near_duplicate_thumbnail_distance: Annotated[float, Field(ge=0.0, le=2.0)] = 0.08
     dedupe_across_splits: bool = False
     dicom_frame: Literal["first", "middle"] = "middle"
     allow_burned_in_annotation: bool = False

@@ -20,6 +20,7 @@ copies (below 0.07) from distinct films (0.086 and up) with a wide margin.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Sequence
 
@@ -36,10 +37,11 @@ HASH_BLOCK = 8  # 8 x 8 coefficients = 64 bits
 # median then leaves out the DC term as imagehash does. Hashes are comparable only when made with
 # the same offset, so changing it means rehashing every stored image.
 PHASH_OFFSET = 5
-# Default bound for near duplicates by hash alone (data.near_duplicate_distance): it caught every
-# resized (3/4, 1/2) JPEG-75 copy of 256-512 px phantoms and 99.6% of those of 128 px ones. When
-# matches are confirmed with thumbnail_distance, 6 catches them all.
-NEAR_DUPLICATE_DISTANCE = 4
+# Default hash bound for near-duplicate candidates (data.near_duplicate_distance). By hash alone, 4
+# caught every resized (3/4, 1/2) JPEG-75 copy of 256-512 px phantoms and 99.6% of those of 128 px
+# ones, but also a few distinct films; 6, confirmed with thumbnail_distance, caught them all and
+# nothing else.
+NEAR_DUPLICATE_DISTANCE = 6
 THUMBNAIL_SIZE = 16
 # Largest thumbnail_distance of a near copy: measured near copies (resized, JPEG 50-75, blurred,
 # gamma 0.8) reached 0.068; different films of one patient started at 0.086, of different
@@ -77,14 +79,66 @@ def thumbnail(pixels: np.ndarray) -> np.ndarray:
     Returns:
         float32 array of shape (256,); all zeros for a constant image.
     """
+    return _normalised(_thumbnail_pixels(pixels))
+
+
+def _thumbnail_pixels(pixels: np.ndarray) -> np.ndarray:
     small = cv2.resize(
         _grey(pixels), (THUMBNAIL_SIZE, THUMBNAIL_SIZE), interpolation=cv2.INTER_AREA
     )
-    values = small.ravel().astype(np.float64)
+    # Rounded to bytes, so the thumbnail stored in the manifest is exactly the one compared.
+    return np.clip(np.round(small), 0, 255).astype(np.uint8).ravel()
+
+
+def _normalised(small: np.ndarray) -> np.ndarray:
+    values = small.astype(np.float64)
     values -= values.mean()
     std = values.std()
     # Brightness and contrast are normalised away: a re-windowed copy is still a copy.
     return (values / std if std > 1e-6 else values).astype(np.float32)
+
+
+def thumbnail_code(pixels: np.ndarray) -> str:
+    """The 16 x 16 thumbnail as text for the manifest: 256 bytes, base64 (344 characters)."""
+    return base64.b64encode(_thumbnail_pixels(pixels).tobytes()).decode("ascii")
+
+
+def parse_thumbnail(code: str) -> np.ndarray:
+    """A stored :func:`thumbnail_code` as the array :func:`thumbnail` returns."""
+    raw = np.frombuffer(base64.b64decode(code, validate=True), dtype=np.uint8)
+    if raw.size != THUMBNAIL_SIZE * THUMBNAIL_SIZE:
+        raise ValueError(f"thumbnail of {raw.size} bytes; expected {THUMBNAIL_SIZE ** 2}")
+    return _normalised(raw)
+
+
+def near_duplicates(
+    phashes: Sequence[str],
+    thumbnails: Sequence[str] | None,
+    max_distance: int,
+    max_thumbnail_distance: float = NEAR_COPY_THUMBNAIL_DISTANCE,
+) -> list[tuple[int, int, int]]:
+    """Near-duplicate pairs: hashes within ``max_distance`` bits, confirmed by thumbnails.
+
+    The hash finds candidates fast; the thumbnail check drops the distinct films that a 64-bit
+    hash cannot tell apart. Without thumbnails, the hash alone decides.
+
+    Returns:
+        ``(i, j, hash distance)`` with ``i < j``, as :func:`near_duplicate_pairs`.
+    """
+    pairs = near_duplicate_pairs([parse_phash(h) for h in phashes], max_distance)
+    if thumbnails is None or not pairs:
+        return pairs
+    cache: dict[int, np.ndarray] = {}
+
+    def thumb(k: int) -> np.ndarray:
+        if k not in cache:
+            cache[k] = parse_thumbnail(thumbnails[k])
+        return cache[k]
+
+    return [
+        (i, j, d) for i, j, d in pairs
+        if thumbnail_distance(thumb(i), thumb(j)) <= max_thumbnail_distance
+    ]
 
 
 def thumbnail_distance(a: np.ndarray, b: np.ndarray) -> float:

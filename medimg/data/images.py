@@ -34,6 +34,10 @@ DicomFrame = Literal["first", "middle"]
 # Pillow format name -> our name. Other formats Pillow can open (GIF, EPS, ICO, ...) are refused:
 # they are not medical image formats and some of them run external programs to decode.
 _PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "BMP": "bmp", "TIFF": "tiff"}
+_PHOTOMETRICS = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422",
+     "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK", "YBR_PARTIAL_422"}
+)  # fmt: skip
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 # ITU-R 601 luma, as Pillow's convert("L")
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -96,6 +100,9 @@ def decode(
     data: bytes, *, dicom_frame: DicomFrame = "middle", max_pixels: int | None = None
 ) -> DecodedImage:
     """Decode PNG, JPEG, BMP, TIFF or DICOM bytes.
+
+    DICOM is recognised by its preamble, or by a file meta group at the very start when an
+    exporter left the preamble out; the file name plays no part.
 
     Args:
         data: The encoded file.
@@ -364,12 +371,14 @@ def decode_dicom_dataset(
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
     source_std8 = _std(stored) * 255 / (2**bits - 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    # Only a known value may reach a message: any other header text could be patient data.
+    shown = photometric if photometric in _PHOTOMETRICS else "(unrecognised)"
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     try:
         if samples == 1 and photometric == "PALETTE COLOR":
             pixels = _dicom_palette(stored, ds)
         elif samples == 1:
-            pixels = _dicom_grey(stored, ds, photometric)
+            pixels = _dicom_grey(stored, ds, photometric, shown)
         else:
             # pixel_array has already turned YBR_FULL and YBR_FULL_422 into RGB.
             pixels = stored if stored.dtype == np.uint8 else _to_uint8(stored)
@@ -377,25 +386,25 @@ def decode_dicom_dataset(
         raise
     except Exception as exc:
         raise UndecodableImage(
-            f"DICOM pixel values cannot be transformed ({photometric}): {_short(exc)}"
+            f"DICOM pixel values cannot be transformed ({shown}): {_short(exc)}"
         ) from None
     if pixels.ndim == 3 and pixels.shape[2] != 3:
         raise UndecodableImage(f"DICOM with {pixels.shape[2]} samples per pixel is not supported")
     return DecodedImage(np.ascontiguousarray(pixels), bits, "dicom", source_std8)
 
 
-def _dicom_grey(stored: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+def _dicom_grey(stored: np.ndarray, ds: Dataset, photometric: str, shown: str) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut
 
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise UndecodableImage(
-            f"DICOM photometric interpretation {photometric} with one sample is not supported"
+            f"DICOM photometric interpretation {shown} with one sample is not supported"
         )
     values = apply_modality_lut(stored, ds)
     pixels = None
     if _has_voi(ds):
         try:
-            pixels = _apply_voi(values, ds, apply_voi_lut)
+            pixels = _apply_voi(values, ds)
         except (ValueError, NotImplementedError, IndexError, TypeError) as exc:
             # A broken window must not lose the image; the full range is still meaningful.
             logger.warning("ignoring an unusable DICOM VOI transform (%s)", type(exc).__name__)
@@ -412,8 +421,10 @@ def _has_voi(ds: Dataset) -> bool:
     )
 
 
-def _apply_voi(values: np.ndarray, ds: Dataset, apply_voi_lut) -> np.ndarray:
+def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray:
     """The first VOI LUT or window, mapped onto 0-255 by its own output range."""
+    from pydicom.pixels import apply_voi_lut
+
     # pydicom's helpers coerce a few attributes of the dataset they are given; work on a copy.
     ds = _voi_copy(ds)
     if ds.get("VOILUTSequence"):

@@ -37,7 +37,7 @@ import pandas as pd
 
 from medimg.config import Config
 from medimg.data import deid
-from medimg.data.hashing import near_duplicate_pairs, parse_phash, phash, phash_hex
+from medimg.data.hashing import near_duplicates, phash, phash_hex, thumbnail_code
 from medimg.data.images import (
     DecodedImage,
     UndecodableImage,
@@ -187,6 +187,7 @@ def analyse(path: Path | None, array: np.ndarray | None, options: _Options) -> _
         "bit_depth": decoded.bit_depth,
         **image_stats(decoded.pixels),
         "phash": phash_hex(phash(decoded.pixels)),
+        "thumbnail": thumbnail_code(decoded.pixels),
     }
     return result
 
@@ -503,7 +504,8 @@ def _decide_rows(
             fmt, metadata, dicom_patient = analysis.fmt, dict(analysis.metadata), analysis.patient
         else:  # the same content is already in the manifest under another reference
             existing = by_image[entry.image_id]
-            values = {k: existing[k] for k in (*_geometry(), *_STATS_COLUMNS, "phash")}
+            values = {k: existing[k] for k in (*_geometry(), *_STATS_COLUMNS, "phash",
+                                               "thumbnail")}
             fmt, metadata, dicom_patient = existing["format"], {}, None
         if item.patient:
             assert key is not None
@@ -690,8 +692,9 @@ def _dedupe(
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Drop the less locked copy of every cross-split pair (exact or near); test is kept."""
     frame = manifest.reset_index(drop=True)
-    hashes = [parse_phash(h) for h in frame["phash"]]
-    pairs = near_duplicate_pairs(hashes, config.data.near_duplicate_distance)
+    pairs = near_duplicates(list(frame["phash"]), list(frame["thumbnail"]),
+                            config.data.near_duplicate_distance,
+                            config.data.near_duplicate_thumbnail_distance)
     drop: set[int] = set()
     for i, j, distance in pairs:
         a, b = frame.iloc[i], frame.iloc[j]

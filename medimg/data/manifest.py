@@ -35,8 +35,10 @@ COLUMNS = {
     "intensity_std": "float64",
     "saturated_fraction": "float64",
     "blank_fraction": "float64",
-    # perceptual hash: 64-bit, as 16 hex digits
+    # near-duplicate search: 64-bit perceptual hash (16 hex digits), confirmed by a 16 x 16
+    # thumbnail (base64)
     "phash": "string",
+    "thumbnail": "string",
 }
 META_PREFIX = "meta_"
 """Any other column a source brings (sex, age, site, view...) is kept as ``meta_<name>``."""

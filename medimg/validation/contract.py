@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from medimg.config import CHECK_LEVELS, ValidationConfig
-from medimg.data.hashing import near_duplicate_pairs, parse_phash
+from medimg.data.hashing import (
+    near_duplicate_pairs,
+    parse_phash,
+    parse_thumbnail,
+    thumbnail_distance,
+)
 from medimg.data.manifest import COLUMNS
 from medimg.workspace import SPLITS
 
@@ -160,7 +165,8 @@ def validate_manifest(
     report_path: Path,
     data_docs_dir: Path | None = None,
     *,
-    near_duplicate_distance: int = 4,
+    near_duplicate_distance: int = 6,
+    near_duplicate_thumbnail_distance: float | None = 0.08,
     quarantined: int = 0,
 ) -> ValidationReport:
     """Check a manifest against the data contract with Great Expectations.
@@ -180,7 +186,10 @@ def validate_manifest(
         data_docs_dir: Where to write the GX Data Docs site (``index.html``); ``None`` skips it.
             An existing Data Docs site there is replaced.
         near_duplicate_distance: Images whose pHashes differ in at most this many bits are
-            near-duplicates (``data.near_duplicate_distance``).
+            near-duplicate candidates (``data.near_duplicate_distance``).
+        near_duplicate_thumbnail_distance: A candidate pair is a near-duplicate when its
+            thumbnails differ by at most this (``data.near_duplicate_thumbnail_distance``);
+            ``None`` lets the hash alone decide.
         quarantined: How many files ingest quarantined, for ``quarantine_rate``.
 
     Returns:
@@ -214,7 +223,8 @@ def validate_manifest(
 
     gx = _import_gx()
     frames, unavailable = _derive_frames(
-        manifest, class_names, validation, near_duplicate_distance, quarantined
+        manifest, class_names, validation, near_duplicate_distance, quarantined,
+        near_duplicate_thumbnail_distance,
     )
     checks = _define_checks(gx, manifest, class_names, validation, frames, near_duplicate_distance)
     context = _ephemeral_context(gx)
@@ -271,6 +281,7 @@ def _derive_frames(
     cfg: ValidationConfig,
     max_distance: int,
     quarantined: int,
+    max_thumbnail_distance: float | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The manifest plus each derived frame, and why any frame could not be derived.
 
@@ -285,7 +296,8 @@ def _derive_frames(
         "class_shares": lambda: _class_shares(manifest, class_names),
         "image_intensity": lambda: _image_intensity(manifest, cfg),
         "image_splits": lambda: _distinct_pairs(manifest, "image_id"),
-        "near_duplicates": lambda: _near_duplicates(manifest, max_distance),
+        "near_duplicates": lambda: _near_duplicates(manifest, max_distance,
+                                                    max_thumbnail_distance),
         "patient_splits": lambda: _distinct_pairs(manifest, "patient_id"),
         "quarantine": lambda: _quarantine(len(manifest), quarantined),
     }
@@ -360,13 +372,18 @@ def _distinct_pairs(manifest: pd.DataFrame, key: str) -> pd.DataFrame:
     return pairs.astype(str).sort_values([key, "split"]).reset_index(drop=True)
 
 
-def _near_duplicates(manifest: pd.DataFrame, max_distance: int) -> pd.DataFrame:
-    """One row per pair of different images whose pHashes are at most ``max_distance`` apart.
+def _near_duplicates(
+    manifest: pd.DataFrame, max_distance: int, max_thumbnail_distance: float | None = None
+) -> pd.DataFrame:
+    """One row per pair of different images whose pHashes are at most ``max_distance`` apart
+    and, when the manifest has thumbnails, whose thumbnails confirm it.
 
     Rows with the same image id are left out: identical content is the exact-duplicate check's.
     ``splits`` says whether the two images are in the same split or in different ones.
     """
-    rows = manifest[["image_id", "split", "phash"]].dropna().reset_index(drop=True)
+    kept = manifest[["image_id", "split", "phash"]].dropna()
+    rows_index = kept.index
+    rows = kept.reset_index(drop=True)
     hashes, bad = [], []
     for image_id, text in zip(rows["image_id"], rows["phash"], strict=True):
         try:
@@ -381,7 +398,11 @@ def _near_duplicates(manifest: pd.DataFrame, max_distance: int) -> pd.DataFrame:
     ids = rows["image_id"].astype(str).to_list()
     splits = rows["split"].astype(str).to_list()
     records = []
-    for i, j, distance in near_duplicate_pairs(hashes, max_distance):
+    pairs = near_duplicate_pairs(hashes, max_distance)
+    if max_thumbnail_distance is not None and "thumbnail" in manifest.columns:
+        pairs = _confirmed(pairs, manifest.loc[rows_index, "thumbnail"].tolist(),
+                           max_thumbnail_distance)
+    for i, j, distance in pairs:
         if ids[i] == ids[j]:
             continue
         a, b = sorted([i, j], key=lambda k: (_split_order(splits[k]), ids[k]))
@@ -393,6 +414,26 @@ def _near_duplicates(manifest: pd.DataFrame, max_distance: int) -> pd.DataFrame:
     )
     frame["splits"] = frame.pop("same_split").map({True: "same", False: "different"})
     return frame.astype({"distance": "int64", "splits": "object"})
+
+
+def _confirmed(
+    pairs: list[tuple[int, int, int]], thumbnails: list[Any], bound: float
+) -> list[tuple[int, int, int]]:
+    """Candidate pairs whose thumbnails are close; a missing thumbnail keeps the candidate."""
+    cache: dict[int, Any] = {}
+
+    def thumb(k: int) -> Any:
+        if k not in cache:
+            code = thumbnails[k]
+            cache[k] = None if code is None or pd.isna(code) else parse_thumbnail(str(code))
+        return cache[k]
+
+    kept = []
+    for i, j, distance in pairs:
+        a, b = thumb(i), thumb(j)
+        if a is None or b is None or thumbnail_distance(a, b) <= bound:
+            kept.append((i, j, distance))
+    return kept
 
 
 def _quarantine(manifest_rows: int, quarantined: int) -> pd.DataFrame:
@@ -974,7 +1015,7 @@ def _summarise_one_split(key: str, noun: str) -> Summarise:
 
 
 def _summarise_near_duplicates(where: str, max_distance: int) -> Summarise:
-    rule = f"pHash distance <= {max_distance}"
+    rule = f"pHash distance <= {max_distance}, confirmed by thumbnails"
 
     def summarise(result: dict[str, Any]) -> Summary:
         pairs = [

@@ -42,6 +42,7 @@ def validate_workspace(
         ws.validation_report_path,
         ws.data_docs_dir,
         near_duplicate_distance=config.data.near_duplicate_distance,
+        near_duplicate_thumbnail_distance=config.data.near_duplicate_thumbnail_distance,
         quarantined=count_quarantined(ws),
     )
     if raise_on_failure and not report.success:

@@ -6,6 +6,7 @@ the same report.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sys
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -64,6 +66,12 @@ def _phash(key: str, flip: int = 0) -> str:
     return f"{int(_id(key)[:16], 16) ^ flip:016x}"
 
 
+def _thumb(key: str) -> str:
+    """A 16 x 16 thumbnail (base64) of made-up pixels fixed by ``key``."""
+    pixels = np.random.default_rng(int(_id(key)[:8], 16)).integers(0, 255, 256, dtype=np.uint8)
+    return base64.b64encode(pixels.tobytes()).decode()
+
+
 def _row(key: str, split: str, label: str, **changes: Any) -> dict[str, Any]:
     """A valid manifest row for a made-up image named ``key``."""
     row = {
@@ -90,6 +98,7 @@ def _row(key: str, split: str, label: str, **changes: Any) -> dict[str, Any]:
         "saturated_fraction": 0.01,
         "blank_fraction": 0.02,
         "phash": _phash(key),
+        "thumbnail": _thumb(key),
     }
     return {**row, **changes}
 
@@ -219,7 +228,11 @@ def _broken_manifest() -> pd.DataFrame:
     dup = {**rows["train-pneumonia-2"], "split": "test", "patient_id": "p-dup", "source_ref": "x"}
     # 3 bits from train-normal-2, in test; 1 bit from test-pneumonia-2, in the same split.
     rows["test-pneumonia-0"]["phash"] = _phash("train-normal-2", flip=0b111)
+    rows["test-pneumonia-0"]["thumbnail"] = _thumb("train-normal-2")
     rows["test-pneumonia-1"]["phash"] = _phash("test-pneumonia-2", flip=0b1)
+    rows["test-pneumonia-1"]["thumbnail"] = _thumb("test-pneumonia-2")
+    # Hashes 1 bit apart across splits, but thumbnails that differ: distinct films, not flagged.
+    rows["val-normal-2"]["phash"] = _phash("train-pneumonia-1", flip=0b1)
     rows["val-pneumonia-0"]["patient_id"] = "p-train-pneumonia-0"
     rows["val-pneumonia-1"]["patient_source"] = "image"
     rows["val-pneumonia-1"]["patient_id"] = "img-" + _id("val-pneumonia-1")[:16]
@@ -391,6 +404,7 @@ def test_broken_data_docs_show_the_offending_pair(broken: Run) -> None:
 def _warnings_only_manifest() -> pd.DataFrame:
     rows = _rows()
     rows["val-normal-1"]["phash"] = _phash("val-normal-0", flip=0b1011)  # 3 bits, same split
+    rows["val-normal-1"]["thumbnail"] = _thumb("val-normal-0")
     rows["test-normal-0"]["patient_source"] = "image"
     return _frame(rows.values())
 

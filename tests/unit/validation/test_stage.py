@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ def _row(key: str, split: str, label: str) -> dict[str, Any]:
         "saturated_fraction": 0.01,
         "blank_fraction": 0.02,
         "phash": digest[:16],
+        "thumbnail": base64.b64encode(bytes.fromhex(digest) * 8).decode(),
     }
 
 
@@ -99,8 +101,10 @@ def test_warnings_are_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptur
     ws = _workspace(tmp_path)
     manifest = pd.read_parquet(ws.manifest_path)
     manifest.loc[0, "patient_source"] = "image"
-    # Two train images 2 bits apart: near-duplicates at the default bound of 4, not at 1.
+    # Two train images 2 bits apart with the same thumbnail: near-duplicates at the default
+    # bound, not at 1.
     manifest.loc[1, "phash"] = f"{int(manifest.loc[2, 'phash'], 16) ^ 0b11:016x}"
+    manifest.loc[1, "thumbnail"] = manifest.loc[2, "thumbnail"]
     write_manifest(manifest, ws.manifest_path)
     config = parse_config({"data": {"near_duplicate_distance": 1}})
 
