@@ -14,10 +14,13 @@ from medimg.data.hashing import (
     NEAR_DUPLICATE_DISTANCE,
     hamming,
     near_duplicate_pairs,
+    near_duplicates,
     parse_phash,
+    parse_thumbnail,
     phash,
     phash_hex,
     thumbnail,
+    thumbnail_code,
     thumbnail_distance,
 )
 from medimg.data.images import decode_image, read_image
@@ -210,3 +213,22 @@ def test_ten_thousand_hashes_are_searched_in_bounded_chunks():
     assert all(hamming(int(hashes[i]), int(hashes[j])) == d for i, j, d in pairs)
     planted = sum(1 for k in range(0, 9_999, 9) if hamming(int(hashes[k]), int(hashes[k + 1])) <= 4)
     assert sum(1 for i, j, _ in pairs if j == i + 1 and i % 9 == 0) == planted
+
+
+def test_stored_thumbnails_confirm_copies_and_drop_hash_collisions(phantoms):
+    images, patients = phantoms
+    copies = [_near_copy(images[k], 192) for k in range(4)]
+    pixels = [*images, *copies]
+    hashes = [phash_hex(phash(p)) for p in pixels]
+    codes = [thumbnail_code(p) for p in pixels]
+    np.testing.assert_allclose(parse_thumbnail(codes[0]), thumbnail(images[0]), atol=1e-6)
+    # a loose hash bound lets distinct films through; the thumbnails keep only the copies
+    loose = near_duplicate_pairs([parse_phash(h) for h in hashes], 16)
+    confirmed = near_duplicates(hashes, codes, 16)
+    n = len(images)
+    assert {(k, n + k) for k in range(4)} <= {(i, j) for i, j, _ in confirmed}
+    assert len(loose) > len(confirmed)
+    # whatever else is confirmed is a pair of films of one patient, never of two patients
+    patient_of = [*patients, *patients[:4]]
+    assert all(patient_of[i] == patient_of[j] for i, j, _ in confirmed)
+    assert near_duplicates(hashes, None, 16) == loose
