@@ -31,7 +31,7 @@ def _identified_dicom_source(raw: Path, phantoms: Path) -> set[str]:
     """Phantoms rewritten as identified DICOM under ``raw``; returns every original identifier."""
     patients = pd.read_csv(phantoms / "patients.csv")
     identifiers = {v for k, v in PHI_VALUES.items() if not k.endswith("Time")}
-    for n, (patient, group) in enumerate(patients.groupby("patient_id")):
+    for n, (_patient, group) in enumerate(patients.groupby("patient_id")):
         phi = {
             "PatientName": f"SURNAME{n:03d}^GIVEN{n:03d}",
             "PatientID": f"MRN-{n:05d}-ZQ",
@@ -84,7 +84,7 @@ def test_no_original_identifier_appears_in_anything_the_pipeline_writes(
     texts[ws.manifest_path] += " ".join(manifest.astype(str).to_numpy().ravel()).casefold()
     with sqlite3.connect(ws.mlflow_db) as db:
         for (table,) in db.execute("select name from sqlite_master where type='table'"):
-            rows = db.execute(f"select * from {table}").fetchall()  # noqa: S608 - own table names
+            rows = db.execute(f"select * from {table}").fetchall()
             texts[ws.mlflow_db] += " ".join(map(str, rows)).casefold()
     logs = "\n".join(r.getMessage() for r in caplog.records).casefold()
 
