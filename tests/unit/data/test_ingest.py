@@ -18,6 +18,7 @@ from medimg.data.ingest import ingest_sources
 from medimg.data.manifest import COLUMNS, load_manifest
 from medimg.data.phantoms import generate_phantoms
 from medimg.errors import DataError
+from medimg.validation.stage import validate_workspace
 
 KEY = os.environ["MEDIMG_PSEUDONYM_KEY"].encode()
 
@@ -199,6 +200,12 @@ def test_cross_split_duplicates_are_kept_for_the_contract_then_deduped(
     t0 = manifest[manifest["image_id"] == manifest.loc[
         manifest["source_ref"].str.endswith("t0.png"), "image_id"].iloc[0]]
     assert len(t0) == 2 and "test" in set(t0["split"]) and t0["split"].nunique() == 2
+    # the contract fails on both, naming the pairs
+    report = validate_workspace(ws, raise_on_failure=False)
+    failed = {c.name: c for c in report.failed_critical}
+    assert {"no_exact_duplicate_across_splits", "no_near_duplicate_across_splits"} <= set(failed)
+    t1_id = manifest.loc[manifest["source_ref"].str.endswith("t1.png"), "image_id"].iloc[0]
+    assert t1_id in failed["no_near_duplicate_across_splits"].offending_ids
 
     deduped = ingest_sources(ws, [src], dedupe=True)
     after = load_manifest(ws.manifest_path)
@@ -389,3 +396,19 @@ def test_image_rewritten_in_place_keeps_its_split(make_workspace, tmp_path):
     assert after.loc[key, "image_id"] != before.loc[key, "image_id"]
     assert after.loc[key, "split"] == before.loc[key, "split"]
     assert after.loc[key, "patient_id"] == before.loc[key, "patient_id"]
+
+
+def test_dicom_labels_can_come_from_a_list_keyed_by_path(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    tree = tmp_path / "tree"
+    (tree / "series1").mkdir(parents=True)
+    for i in range(2):
+        write_dicom(tree / "series1" / f"IM{i}", phi={"PatientID": f"MRN-{i}"},
+                    bits_stored=10 + i * 4)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\nseries1/IM0,normal\nseries1/IM1,pneumonia\n")
+    summary = ingest_sources(ws, [tree], labels=labels)
+    manifest = load_manifest(ws.manifest_path).sort_values("bit_depth")
+    assert summary.ingested == 2
+    assert list(manifest["label"]) == ["normal", "pneumonia"]
+    assert list(manifest["label_source"]) == ["csv:labels.csv"] * 2
