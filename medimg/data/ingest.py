@@ -65,7 +65,11 @@ QUARANTINE_LOG = "quarantine.jsonl"
 _STAT_CACHE = ".ingest_cache.json"
 _POOL_MIN_ITEMS = 64
 _STATS_COLUMNS = (
-    "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "saturated_fraction",
+    "intensity_min",
+    "intensity_max",
+    "intensity_mean",
+    "intensity_std",
+    "saturated_fraction",
     "blank_fraction",
 )
 
@@ -158,8 +162,9 @@ def analyse(path: Path | None, array: np.ndarray | None, options: _Options) -> _
     try:
         if array is not None:
             decoded = decode_array(array)
-            result = _Analysis(fmt="npz", store_bytes=_png_bytes(decoded.pixels),
-                               store_suffix=".png")
+            result = _Analysis(
+                fmt="npz", store_bytes=_png_bytes(decoded.pixels), store_suffix=".png"
+            )
         else:
             assert path is not None
             data = path.read_bytes()
@@ -228,8 +233,9 @@ def _analyse_dicom(data: bytes, options: _Options) -> tuple[_Analysis, DecodedIm
         )
         return analysis, None
     try:
-        decoded = decode_dicom_dataset(ds, dicom_frame=options.dicom_frame,
-                                       max_pixels=options.max_pixels)
+        decoded = decode_dicom_dataset(
+            ds, dicom_frame=options.dicom_frame, max_pixels=options.max_pixels
+        )
     except UndecodableImage as exc:
         analysis.reject = str(exc)
         return analysis, None
@@ -242,13 +248,14 @@ def _analyse_dicom(data: bytes, options: _Options) -> tuple[_Analysis, DecodedIm
 
 def _unusable(decoded: DecodedImage, options: _Options) -> str | None:
     if min(decoded.width, decoded.height) < options.min_side:
-        return (f"too small: {decoded.width}x{decoded.height}, data.min_side is "
-                f"{options.min_side}")
+        return f"too small: {decoded.width}x{decoded.height}, data.min_side is {options.min_side}"
     if decoded.width * decoded.height > options.max_pixels:
         return f"too many pixels: {decoded.width}x{decoded.height}"
     if decoded.source_std8 < options.min_std:
-        return (f"blank: near-constant image (std {decoded.source_std8:.2f} on a 0-255 scale, "
-                f"data.min_std is {options.min_std})")
+        return (
+            f"blank: near-constant image (std {decoded.source_std8:.2f} on a 0-255 scale, "
+            f"data.min_std is {options.min_std})"
+        )
     return None
 
 
@@ -334,8 +341,11 @@ def ingest_sources(
     # The key is needed only for what is new: re-ingesting known files works without it.
     key = deid.pseudonym_key(
         required=any(f.kind == "dicom" or f.item.patient for f in accepted),
-        reason=("DICOM files carry patient identifiers" if any(f.kind == "dicom" for f in
-                accepted) else "the source gives patient ids"),
+        reason=(
+            "DICOM files carry patient identifiers"
+            if any(f.kind == "dicom" for f in accepted)
+            else "the source gives patient ids"
+        ),
     )
     options = _Options(
         dicom_frame=config.data.dicom_frame,
@@ -345,8 +355,9 @@ def ingest_sources(
         key=key,
         allow_burned_in=config.data.allow_burned_in_annotation,
     )
-    for entry, analysis in zip(todo, _run_analyses(todo, options, config.data.workers, progress),
-                               strict=True):
+    for entry, analysis in zip(
+        todo, _run_analyses(todo, options, config.data.workers, progress), strict=True
+    ):
         entry.analysis = analysis
 
     rows, rejected = _decide_rows(ws, accepted, seen_new, by_image, key, config, label_by)
@@ -392,8 +403,14 @@ def _find(
     found: list[_Found] = []
     for source in sources:
         source = Path(source).resolve()
-        for item in discover(source, fmt, config.base.class_names, labels=labels,
-                             npz_class_names=npz_class_names, label_by=label_by):
+        for item in discover(
+            source,
+            fmt,
+            config.base.class_names,
+            labels=labels,
+            npz_class_names=npz_class_names,
+            label_by=label_by,
+        ):
             entry = _Found(item=item, ref=_ref(ws, item))
             if item.array is not None:
                 entry.image_id = _array_id(item.array)
@@ -452,8 +469,12 @@ def _run_analyses(
         return results
     # Spawned, not forked: the parent may hold threads (Prefect, TensorFlow) a fork would copy.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context,
-                             initializer=_init_worker, initargs=(options,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, total),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(options,),
+    ) as pool:
         chunk = max(1, min(32, total // (workers * 8)))
         for analysis in pool.map(_analyse_task, tasks, chunksize=chunk):
             results.append(analysis)
@@ -491,21 +512,25 @@ def _decide_rows(
         if label is None and item.label_by_uid and analysis is not None and analysis.sop_uid:
             label = item.label_by_uid.get(analysis.sop_uid) or None
         if label is None:
-            rejected.append((entry, "unlabelled: no class folder or label list entry gives "
-                                    "its label"))
+            rejected.append(
+                (entry, "unlabelled: no class folder or label list entry gives its label")
+            )
             continue
         earlier = first_label.setdefault(entry.image_id, (label, entry.ref))
         if earlier[0] != label:
-            rejected.append((entry, f"label conflict: the same image is labelled "
-                                    f"{earlier[0]!r} at {earlier[1]}"))
+            rejected.append(
+                (
+                    entry,
+                    f"label conflict: the same image is labelled {earlier[0]!r} at {earlier[1]}",
+                )
+            )
             continue
         if analysis is not None:
             values = dict(analysis.values)
             fmt, metadata, dicom_patient = analysis.fmt, dict(analysis.metadata), analysis.patient
         else:  # the same content is already in the manifest under another reference
             existing = by_image[entry.image_id]
-            values = {k: existing[k] for k in (*_geometry(), *_STATS_COLUMNS, "phash",
-                                               "thumbnail")}
+            values = {k: existing[k] for k in (*_geometry(), *_STATS_COLUMNS, "phash", "thumbnail")}
             fmt, metadata, dicom_patient = existing["format"], {}, None
         if item.patient:
             assert key is not None
@@ -515,23 +540,25 @@ def _decide_rows(
         else:
             patient, patient_source = f"img-{entry.image_id[:16]}", "image"
         metadata.update(item.metadata)
-        rows.append({
-            "image_id": entry.image_id,
-            "source_ref": entry.ref,
-            "source_path": _readable_path(ws, entry, analysis, by_image),
-            "format": fmt,
-            "label": label,
-            "label_source": item.label_source,
-            "label_by": item.label_by or label_by,
-            "label_at": now,
-            "patient_id": patient,
-            "patient_source": patient_source,
-            "split": item.split,
-            "split_source": "predefined" if item.split else "assigned",
-            **values,
-            **{f"{META_PREFIX}{k}": str(v) for k, v in metadata.items()},
-            "_source_splits": item.source_splits,
-        })
+        rows.append(
+            {
+                "image_id": entry.image_id,
+                "source_ref": entry.ref,
+                "source_path": _readable_path(ws, entry, analysis, by_image),
+                "format": fmt,
+                "label": label,
+                "label_source": item.label_source,
+                "label_by": item.label_by or label_by,
+                "label_at": now,
+                "patient_id": patient,
+                "patient_source": patient_source,
+                "split": item.split,
+                "split_source": "predefined" if item.split else "assigned",
+                **values,
+                **{f"{META_PREFIX}{k}": str(v) for k, v in metadata.items()},
+                "_source_splits": item.source_splits,
+            }
+        )
     return rows, rejected
 
 
@@ -599,8 +626,11 @@ def _place(
     for row in rows:
         if row["split"] in splits_of[row["image_id"]]:
             summary.duplicates += 1
-            logger.info("%s is an exact duplicate of an image in %s; skipped", row["source_ref"],
-                        row["split"])
+            logger.info(
+                "%s is an exact duplicate of an image in %s; skipped",
+                row["source_ref"],
+                row["split"],
+            )
             continue
         splits_of[row["image_id"]].add(row["split"])
         kept.append(row)
@@ -637,8 +667,9 @@ def _carve_val(
         return
     profile = carve_val_from_train(fractions)
     patients = [
-        NewPatient(pid, min({r["label"] for r in group}, key=lambda x: (class_freq[x], x)),
-                   as_key(profile))
+        NewPatient(
+            pid, min({r["label"] for r in group}, key=lambda x: (class_freq[x], x)), as_key(profile)
+        )
         for pid, group in candidates.items()
     ]
     decided = assign_splits(patients, existing, seed)
@@ -652,14 +683,19 @@ def _rewritten_in_place(
     manifest: pd.DataFrame, rows: list[dict[str, Any]]
 ) -> dict[str, tuple[str, str]]:
     """References whose file changed since ingest: their new content keeps patient and split."""
-    current = {r: (p, s) for r, p, s in zip(manifest["source_ref"], manifest["patient_id"],
-                                            manifest["split"], strict=True)}
+    current = {
+        r: (p, s)
+        for r, p, s in zip(
+            manifest["source_ref"], manifest["patient_id"], manifest["split"], strict=True
+        )
+    }
     replaced = {}
     for row in rows:
         if row["source_ref"] in current:
             replaced[row["source_ref"]] = current[row["source_ref"]]
-            logger.warning("%s changed since it was ingested; its row is replaced",
-                           row["source_ref"])
+            logger.warning(
+                "%s changed since it was ingested; its row is replaced", row["source_ref"]
+            )
     return replaced
 
 
@@ -692,9 +728,12 @@ def _dedupe(
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Drop the less locked copy of every cross-split pair (exact or near); test is kept."""
     frame = manifest.reset_index(drop=True)
-    pairs = near_duplicates(list(frame["phash"]), list(frame["thumbnail"]),
-                            config.data.near_duplicate_distance,
-                            config.data.near_duplicate_thumbnail_distance)
+    pairs = near_duplicates(
+        list(frame["phash"]),
+        list(frame["thumbnail"]),
+        config.data.near_duplicate_distance,
+        config.data.near_duplicate_thumbnail_distance,
+    )
     drop: set[int] = set()
     for i, j, distance in pairs:
         a, b = frame.iloc[i], frame.iloc[j]
@@ -704,8 +743,10 @@ def _dedupe(
         drop.add(loser)
         row = frame.iloc[loser]
         kind = "exact" if row["image_id"] == keeper["image_id"] else f"near (distance {distance})"
-        reason = (f"{kind} duplicate of {keeper['source_ref']} in {keeper['split']}; dropped from "
-                  f"{row['split']} by dedupe")
+        reason = (
+            f"{kind} duplicate of {keeper['source_ref']} in {keeper['split']}; dropped from "
+            f"{row['split']} by dedupe"
+        )
         summary.removed_by_dedupe.append(quarantine.add_row(row, reason))
     if not drop:
         return manifest, new_rows
@@ -714,8 +755,9 @@ def _dedupe(
     # A new file dropped here was counted as ingested; it is quarantined instead.
     for row in new_rows:
         if row["source_ref"] in dropped_refs:
-            entry = next(e for e in summary.removed_by_dedupe if e["source_ref"] ==
-                         row["source_ref"])
+            entry = next(
+                e for e in summary.removed_by_dedupe if e["source_ref"] == row["source_ref"]
+            )
             summary.quarantined.append(entry)
     return frame.drop(index=sorted(drop)), kept_new
 
@@ -834,4 +876,3 @@ def _save_stat_cache(ws: Workspace, cache: dict[str, list[Any]]) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(json.dumps(cache))
     os.replace(tmp, target)
-

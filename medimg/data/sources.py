@@ -131,10 +131,10 @@ def _visible(path: Path) -> bool:
 def _files_under(folder: Path) -> list[Path]:
     """Every file below ``folder``, skipping hidden ones and macOS ``__MACOSX`` debris."""
     return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(
-            part.startswith((".", "__")) for part in p.relative_to(folder).parts
-        )
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith((".", "__")) for part in p.relative_to(folder).parts)
     )
 
 
@@ -209,8 +209,9 @@ def _folder_items(
             if dicom_only and path.suffix.lower() not in ("", ".dcm", ".dicom"):
                 # A DICOM tree may hold DICOMDIR, reports and the like; the preamble decides.
                 if not is_dicom(_head(path)):
-                    yield SourceItem(ref=str(path), path=path, label=None,
-                                     reject_reason="not a DICOM file")
+                    yield SourceItem(
+                        ref=str(path), path=path, label=None, reject_reason="not a DICOM file"
+                    )
                     continue
             yield SourceItem(
                 ref=str(path),
@@ -279,8 +280,9 @@ def _csv_items(table: Path, class_names: Sequence[str], label_by: str) -> Iterat
     meta_cols = [c for c in columns if c not in used]
     base = table.parent
     source_splits = frozenset(
-        SPLIT_ALIASES.get(r[split_col].casefold(), r[split_col]) for r in rows if split_col and
-        r[split_col]
+        SPLIT_ALIASES.get(r[split_col].casefold(), r[split_col])
+        for r in rows
+        if split_col and r[split_col]
     )
     for row in rows:
         relative = row[path_col]
@@ -377,8 +379,11 @@ def _dicom_items(
         )
     patient_col = _pick(columns, _PATIENT_COLUMNS)
     by_path = {r[path_col]: r for r in rows if path_col and r[path_col]}
-    by_uid = {r[uid_col]: _class_of(r[label_col], class_names) or "" for r in rows if
-              uid_col and r[uid_col]}
+    by_uid = {
+        r[uid_col]: _class_of(r[label_col], class_names) or ""
+        for r in rows
+        if uid_col and r[uid_col]
+    }
     root = source if source.is_dir() else source.parent
     files = _files_under(source) if source.is_dir() else [source]
     for path in files:
@@ -386,8 +391,9 @@ def _dicom_items(
             continue
         row = by_path.get(path.relative_to(root).as_posix())
         if row is None and path_col:
-            row = by_path.get(str(path.relative_to(labels.parent)) if
-                              path.is_relative_to(labels.parent) else "")
+            row = by_path.get(
+                str(path.relative_to(labels.parent)) if path.is_relative_to(labels.parent) else ""
+            )
         yield SourceItem(
             ref=str(path),
             path=path,

@@ -27,7 +27,9 @@ def split_score(patient_id: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def allocate(n_new: int, existing: Mapping[str, int], fractions: Mapping[str, float]) -> dict[str, int]:
+def allocate(
+    n_new: int, existing: Mapping[str, int], fractions: Mapping[str, float]
+) -> dict[str, int]:
     """How many of ``n_new`` patients each split takes so that every split nears its fraction.
 
     Existing counts are never reduced; the new patients fill the splits' deficits against the

@@ -23,8 +23,10 @@ from support.dicoms import PHI_VALUES, write_dicom
 from flows.training import training_pipeline
 from medimg.data.images import read_image
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness",
-                                                                 "clean_mlflow_env")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.usefixtures("prefect_harness", "clean_mlflow_env"),
+]
 
 
 def _identified_dicom_source(raw: Path, phantoms: Path) -> set[str]:
@@ -45,8 +47,9 @@ def _identified_dicom_source(raw: Path, phantoms: Path) -> set[str]:
             folder = raw / label / phi["PatientName"].replace("^", "_")
             folder.mkdir(parents=True, exist_ok=True)
             pixels = read_image(phantoms / relative)
-            target = write_dicom(folder / (Path(relative).stem + ".dcm"), pixels, phi=phi,
-                                 bits_stored=8)
+            target = write_dicom(
+                folder / (Path(relative).stem + ".dcm"), pixels, phi=phi, bits_stored=8
+            )
             identifiers.add(str(pydicom.dcmread(target).SOPInstanceUID))
             identifiers.add(folder.name)
     return identifiers
@@ -54,8 +57,9 @@ def _identified_dicom_source(raw: Path, phantoms: Path) -> set[str]:
 
 def _written_files(root: Path) -> list[Path]:
     skip = {root / "data" / "raw", root / ".git"}
-    return [p for p in root.rglob("*") if p.is_file() and not any(p.is_relative_to(s)
-                                                                     for s in skip)]
+    return [
+        p for p in root.rglob("*") if p.is_file() and not any(p.is_relative_to(s) for s in skip)
+    ]
 
 
 def test_no_original_identifier_appears_in_anything_the_pipeline_writes(

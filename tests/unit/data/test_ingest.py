@@ -57,8 +57,11 @@ def test_manifest_has_one_row_per_image_with_every_column(make_workspace, phanto
     assert row["image_id"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert row["label"] == source.parent.name
     assert (row["width"], row["height"], row["channels"], row["bit_depth"]) == (64, 64, 1, 8)
-    assert (row["format"], row["label_source"], row["split_source"]) == ("png", "folder",
-                                                                         "assigned")
+    assert (row["format"], row["label_source"], row["split_source"]) == (
+        "png",
+        "folder",
+        "assigned",
+    )
     pixels = read_image(source)
     assert row["intensity_max"] == pixels.max() and row["intensity_min"] == pixels.min()
     assert row["intensity_mean"] == pytest.approx(pixels.mean())
@@ -71,8 +74,11 @@ def test_manifest_has_one_row_per_image_with_every_column(make_workspace, phanto
     assert not set(patients["patient_id"]) & set(manifest["patient_id"])
     # all images of a patient share one split, and every split has both classes
     assert (manifest.groupby("patient_id")["split"].nunique() == 1).all()
-    assert manifest.groupby("split")["label"].nunique().to_dict() == {"train": 2, "val": 2,
-                                                                       "test": 2}
+    assert manifest.groupby("split")["label"].nunique().to_dict() == {
+        "train": 2,
+        "val": 2,
+        "test": 2,
+    }
     assert summary.balanced
 
 
@@ -193,12 +199,15 @@ def test_cross_split_duplicates_are_kept_for_the_contract_then_deduped(
     shutil.copyfile(src / "train" / "normal" / "t0.png", src / "test" / "normal" / "t0_copy.png")
     with Image.open(src / "train" / "normal" / "t1.png") as image:
         image.resize((96, 96), Image.Resampling.LANCZOS).save(
-            src / "test" / "normal" / "t1_small.jpg", quality=75)
+            src / "test" / "normal" / "t1_small.jpg", quality=75
+        )
     summary = ingest_sources(ws, [src])
     manifest = load_manifest(ws.manifest_path)
     assert summary.cross_split_duplicates == 1  # the exact copy: one image id in two splits
-    t0 = manifest[manifest["image_id"] == manifest.loc[
-        manifest["source_ref"].str.endswith("t0.png"), "image_id"].iloc[0]]
+    t0 = manifest[
+        manifest["image_id"]
+        == manifest.loc[manifest["source_ref"].str.endswith("t0.png"), "image_id"].iloc[0]
+    ]
     assert len(t0) == 2 and "test" in set(t0["split"]) and t0["split"].nunique() == 2
     # the contract fails on both, naming the pairs
     report = validate_workspace(ws, raise_on_failure=False)
@@ -229,11 +238,27 @@ def test_label_list_brings_patients_splits_and_metadata(make_workspace, tmp_path
     rows = []
     for i in range(8):
         _png(src / "images" / f"{i}.png", 40 + i)
-        rows.append({"Image": f"images/{i}.png", "Label": i % 2, "Patient ID": f"MRN{i // 2}",
-                     "Sex": "F" if i < 4 else "M", "Site": "north", "split": ""})
+        rows.append(
+            {
+                "Image": f"images/{i}.png",
+                "Label": i % 2,
+                "Patient ID": f"MRN{i // 2}",
+                "Sex": "F" if i < 4 else "M",
+                "Site": "north",
+                "split": "",
+            }
+        )
     rows[0]["split"] = "test"
-    rows.append({"Image": "images/gone.png", "Label": 1, "Patient ID": "MRN9", "Sex": "F",
-                 "Site": "south", "split": ""})
+    rows.append(
+        {
+            "Image": "images/gone.png",
+            "Label": 1,
+            "Patient ID": "MRN9",
+            "Sex": "F",
+            "Site": "south",
+            "split": "",
+        }
+    )
     pd.DataFrame(rows).to_csv(src / "labels.csv", index=False)
     summary = ingest_sources(ws, [src / "labels.csv"])
     manifest = load_manifest(ws.manifest_path).set_index("source_ref")
@@ -271,19 +296,23 @@ def test_medmnist_npz_is_ingested_per_split_with_copies_in_the_store(make_worksp
 
 
 def test_rgb_npz_with_flat_labels_and_named_classes(make_workspace, tmp_path):
-    ws = make_workspace({"base": {"class_names": ["benign", "malignant", "other"]},
-                         "data": {"min_side": 16}}, with_data=False)
+    ws = make_workspace(
+        {"base": {"class_names": ["benign", "malignant", "other"]}, "data": {"min_side": 16}},
+        with_data=False,
+    )
     archive = tmp_path / "derma.npz"
     rng = np.random.default_rng(1)
-    np.savez(archive, train_images=rng.integers(0, 255, (6, 28, 28, 3), dtype=np.uint8),
-             train_labels=np.array([0, 1, 2, 0, 1, 2]),
-             test_images=rng.integers(0, 255, (3, 28, 28, 3), dtype=np.uint8),
-             test_labels=np.array([2, 1, 0]))
+    np.savez(
+        archive,
+        train_images=rng.integers(0, 255, (6, 28, 28, 3), dtype=np.uint8),
+        train_labels=np.array([0, 1, 2, 0, 1, 2]),
+        test_images=rng.integers(0, 255, (3, 28, 28, 3), dtype=np.uint8),
+        test_labels=np.array([2, 1, 0]),
+    )
     ingest_sources(ws, [archive], npz_class_names=["benign", "malignant", "other"])
     manifest = load_manifest(ws.manifest_path)
     assert set(manifest["channels"]) == {3}
-    assert manifest["label"].value_counts().to_dict() == {"benign": 3, "malignant": 3,
-                                                          "other": 3}
+    assert manifest["label"].value_counts().to_dict() == {"benign": 3, "malignant": 3, "other": 3}
 
 
 def test_dicom_is_deidentified_before_anything_is_written(make_workspace, tmp_path):
@@ -306,8 +335,11 @@ def test_dicom_is_deidentified_before_anything_is_written(make_workspace, tmp_pa
     assert row["meta_modality"] == "DX"
     # the de-identified copy decodes to the same pixels as the original
     np.testing.assert_array_equal(read_image(stored), read_image(name_folder / "chest.dcm"))
-    written = b"".join(p.read_bytes() for p in ws.root.joinpath("data").rglob("*") if
-                       p.is_file() and "raw" not in p.parts)
+    written = b"".join(
+        p.read_bytes()
+        for p in ws.root.joinpath("data").rglob("*")
+        if p.is_file() and "raw" not in p.parts
+    )
     for value in [*PHI_VALUES.values(), "MRN-2", "ROE^RICHARD"]:
         assert value.encode() not in written, value
 
@@ -319,12 +351,17 @@ def test_dicom_labels_can_come_from_a_list_keyed_by_sop_instance_uid(make_worksp
     uids = {}
     for i in range(4):
         uid = f"1.2.826.0.1.3680043.8.498.1.{i + 1}"
-        write_dicom(tree / f"{i}.dcm", sop_instance_uid=uid,
-                    phi={"PatientID": f"MRN-{i}"}, bits_stored=8 + i * 2)
+        write_dicom(
+            tree / f"{i}.dcm",
+            sop_instance_uid=uid,
+            phi={"PatientID": f"MRN-{i}"},
+            bits_stored=8 + i * 2,
+        )
         uids[uid] = ["normal", "pneumonia"][i % 2]
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"sop_instance_uid": list(uids), "label": list(uids.values())}).to_csv(
-        labels, index=False)
+        labels, index=False
+    )
     summary = ingest_sources(ws, [tmp_path / "tree"], labels=labels)
     manifest = load_manifest(ws.manifest_path)
     assert summary.ingested == 4
@@ -360,10 +397,13 @@ def test_patient_ids_without_a_key_fail_with_the_fix(make_workspace, monkeypatch
         ingest_sources(ws, [ws.raw_dir])
 
 
-@pytest.mark.parametrize("layout,message", [
-    ({}, "no class folders"),
-    ({"normal": 1, "cats": 1}, "not classes"),
-])
+@pytest.mark.parametrize(
+    "layout,message",
+    [
+        ({}, "no class folders"),
+        ({"normal": 1, "cats": 1}, "not classes"),
+    ],
+)
 def test_bad_sources_fail_with_a_reason(make_workspace, tmp_path, layout, message):
     ws = make_workspace(with_data=False)
     src = tmp_path / "src"
@@ -403,8 +443,9 @@ def test_dicom_labels_can_come_from_a_list_keyed_by_path(make_workspace, tmp_pat
     tree = tmp_path / "tree"
     (tree / "series1").mkdir(parents=True)
     for i in range(2):
-        write_dicom(tree / "series1" / f"IM{i}", phi={"PatientID": f"MRN-{i}"},
-                    bits_stored=10 + i * 4)
+        write_dicom(
+            tree / "series1" / f"IM{i}", phi={"PatientID": f"MRN-{i}"}, bits_stored=10 + i * 4
+        )
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\nseries1/IM0,normal\nseries1/IM1,pneumonia\n")
     summary = ingest_sources(ws, [tree], labels=labels)

@@ -28,7 +28,10 @@ def test_allocate_shares_new_patients_by_largest_remainder():
 def test_allocate_tops_up_the_splits_that_are_short():
     # 30 patients in all: targets 21 / 4.5 / 4.5; test already has 6, so it takes none
     assert allocate(10, {"train": 14, "val": 0, "test": 6}, FRACTIONS) == {
-        "train": 6, "val": 4, "test": 0}
+        "train": 6,
+        "val": 4,
+        "test": 0,
+    }
 
 
 def test_every_label_stratum_gets_its_share_of_every_split():
@@ -38,7 +41,11 @@ def test_every_label_stratum_gets_its_share_of_every_split():
     assert per[("pneumonia", "train")] == 14
     assert per[("pneumonia", "val")] == 3
     assert per[("pneumonia", "test")] == 3
-    assert (per[("normal", "train")], per[("normal", "val")], per[("normal", "test")]) == (56, 12, 12)
+    assert (per[("normal", "train")], per[("normal", "val")], per[("normal", "test")]) == (
+        56,
+        12,
+        12,
+    )
 
 
 def test_assignment_does_not_depend_on_the_order_patients_are_found():
