@@ -48,6 +48,11 @@ class Workspace:
         return self.root / "data" / "quarantine"
 
     @property
+    def quarantine_log(self) -> Path:
+        """One JSON line per quarantined file, written by ingest, counted by validate."""
+        return self.quarantine_dir / "quarantine.jsonl"
+
+    @property
     def processed_dir(self) -> Path:
         return self.root / "data" / "processed"
 

@@ -113,14 +113,14 @@ def parse_thumbnail(code: str) -> np.ndarray:
 
 def near_duplicates(
     phashes: Sequence[str],
-    thumbnails: Sequence[str] | None,
+    thumbnails: Sequence[str | None] | None,
     max_distance: int,
     max_thumbnail_distance: float = NEAR_COPY_THUMBNAIL_DISTANCE,
 ) -> list[tuple[int, int, int]]:
     """Near-duplicate pairs: hashes within ``max_distance`` bits, confirmed by thumbnails.
 
     The hash finds candidates fast; the thumbnail check drops the distinct films that a 64-bit
-    hash cannot tell apart. Without thumbnails, the hash alone decides.
+    hash cannot tell apart. Without thumbnails (all, or one of a pair), the hash alone decides.
 
     Returns:
         ``(i, j, hash distance)`` with ``i < j``, as :func:`near_duplicate_pairs`.
@@ -128,17 +128,20 @@ def near_duplicates(
     pairs = near_duplicate_pairs([parse_phash(h) for h in phashes], max_distance)
     if thumbnails is None or not pairs:
         return pairs
-    cache: dict[int, np.ndarray] = {}
+    cache: dict[int, np.ndarray | None] = {}
 
-    def thumb(k: int) -> np.ndarray:
+    def thumb(k: int) -> np.ndarray | None:
         if k not in cache:
-            cache[k] = parse_thumbnail(thumbnails[k])
+            code = thumbnails[k]
+            cache[k] = parse_thumbnail(code) if isinstance(code, str) else None
         return cache[k]
 
-    return [
-        (i, j, d) for i, j, d in pairs
-        if thumbnail_distance(thumb(i), thumb(j)) <= max_thumbnail_distance
-    ]
+    kept = []
+    for i, j, d in pairs:
+        a, b = thumb(i), thumb(j)
+        if a is None or b is None or thumbnail_distance(a, b) <= max_thumbnail_distance:
+            kept.append((i, j, d))
+    return kept
 
 
 def thumbnail_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -61,7 +61,6 @@ from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-QUARANTINE_LOG = "quarantine.jsonl"
 _STAT_CACHE = ".ingest_cache.json"
 _POOL_MIN_ITEMS = 64
 _STATS_COLUMNS = (
@@ -792,7 +791,7 @@ class _QuarantineLog:
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
-        self.path = ws.quarantine_dir / QUARANTINE_LOG
+        self.path = ws.quarantine_log
         self.entries: dict[tuple[str | None, str], dict[str, Any]] = {}
         if self.path.is_file():
             for line in self.path.read_text().splitlines():

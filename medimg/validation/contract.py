@@ -29,12 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from medimg.config import CHECK_LEVELS, ValidationConfig
-from medimg.data.hashing import (
-    near_duplicate_pairs,
-    parse_phash,
-    parse_thumbnail,
-    thumbnail_distance,
-)
+from medimg.data.hashing import near_duplicates, parse_phash, phash_hex
 from medimg.data.manifest import COLUMNS
 from medimg.workspace import SPLITS
 
@@ -398,10 +393,12 @@ def _near_duplicates(
     ids = rows["image_id"].astype(str).to_list()
     splits = rows["split"].astype(str).to_list()
     records = []
-    pairs = near_duplicate_pairs(hashes, max_distance)
+    thumbnails = None
     if max_thumbnail_distance is not None and "thumbnail" in manifest.columns:
-        pairs = _confirmed(pairs, manifest.loc[rows_index, "thumbnail"].tolist(),
-                           max_thumbnail_distance)
+        thumbnails = [t if isinstance(t, str) else None
+                      for t in manifest.loc[rows_index, "thumbnail"].tolist()]
+    pairs = near_duplicates([phash_hex(h) for h in hashes], thumbnails, max_distance,
+                            max_thumbnail_distance or 0.0)
     for i, j, distance in pairs:
         if ids[i] == ids[j]:
             continue
@@ -414,26 +411,6 @@ def _near_duplicates(
     )
     frame["splits"] = frame.pop("same_split").map({True: "same", False: "different"})
     return frame.astype({"distance": "int64", "splits": "object"})
-
-
-def _confirmed(
-    pairs: list[tuple[int, int, int]], thumbnails: list[Any], bound: float
-) -> list[tuple[int, int, int]]:
-    """Candidate pairs whose thumbnails are close; a missing thumbnail keeps the candidate."""
-    cache: dict[int, Any] = {}
-
-    def thumb(k: int) -> Any:
-        if k not in cache:
-            code = thumbnails[k]
-            cache[k] = None if code is None or pd.isna(code) else parse_thumbnail(str(code))
-        return cache[k]
-
-    kept = []
-    for i, j, distance in pairs:
-        a, b = thumb(i), thumb(j)
-        if a is None or b is None or thumbnail_distance(a, b) <= bound:
-            kept.append((i, j, distance))
-    return kept
 
 
 def _quarantine(manifest_rows: int, quarantined: int) -> pd.DataFrame:

@@ -8,13 +8,10 @@ from medimg.errors import ValidationFailed
 from medimg.validation.contract import ValidationReport, validate_manifest
 from medimg.workspace import Workspace
 
-QUARANTINE_LOG = "quarantine.jsonl"
-"""Ingest's log in ``data/quarantine/``: one JSON line per quarantined file."""
-
 
 def count_quarantined(ws: Workspace) -> int:
     """How many files ingest has quarantined in this workspace; 0 when it has none."""
-    log = ws.quarantine_dir / QUARANTINE_LOG
+    log = ws.quarantine_log
     if not log.is_file():
         return 0
     with log.open() as lines:
