@@ -143,11 +143,39 @@ class AugmentConfig(_Section):
     fill_mode: Literal["nearest", "constant", "reflect", "wrap"] = "nearest"
 
 
+class FineTuneConfig(_Section):
+    frozen_epochs: Annotated[int, Field(ge=0)] = 3
+    learning_rate_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+
+
 class ModelConfig(_Section):
-    architecture: Literal["seed_cnn"] = "seed_cnn"
+    architecture: Literal["seed_cnn", "resnet50", "densenet121", "efficientnetb0"] = "seed_cnn"
     filters: list[PositiveInt] = [32, 64]
     dense_units: PositiveInt = 128
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    weights: str | None = None
+    fine_tune: FineTuneConfig = FineTuneConfig()
+
+    @field_validator("weights")
+    @classmethod
+    def _local_file_only(cls, weights: str | None) -> str | None:
+        if weights is None or weights.strip().lower() in ("", "none", "null"):
+            return None
+        if weights.strip().lower() == "imagenet" or "://" in weights:
+            raise ValueError(
+                "medimg downloads nothing at run time; save the weights to a local file (for "
+                "example keras.applications.ResNet50(weights='imagenet', include_top=False)"
+                ".save_weights('resnet50.weights.h5') on a machine that may download) and set "
+                "model.weights to its path"
+            )
+        return weights
+
+    @model_validator(mode="after")
+    def _weights_need_a_backbone(self) -> ModelConfig:
+        if self.weights and self.architecture == "seed_cnn":
+            raise ValueError("model.weights applies to the backbones (resnet50, densenet121, "
+                             "efficientnetb0), not to seed_cnn; set model.weights: null")
+        return self
 
 
 class TrainConfig(_Section):
@@ -156,6 +184,18 @@ class TrainConfig(_Section):
     learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0003
     shuffle_buffer: PositiveInt = 2048
     early_stopping_patience: Annotated[int, Field(ge=0)] = 6
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    focal_gamma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
+    class_weight: Literal["none", "balanced"] = "none"
+    lr_schedule: Literal["plateau", "cosine", "constant"] = "plateau"
+    lr_plateau_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    lr_plateau_patience: Annotated[int, Field(ge=0)] = 2
+    min_learning_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 1e-6
+    checkpoint: bool = True
+    resume: bool = True
+    mixed_precision: bool = False
+    jit_compile: Literal["auto"] | bool = "auto"
+    deterministic: bool = True
 
 
 class EvaluateConfig(_Section):

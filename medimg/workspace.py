@@ -61,6 +61,11 @@ class Workspace:
         return self.root / "models" / "classifier"
 
     @property
+    def checkpoint_dir(self) -> Path:
+        """Per-epoch training state, kept until a run finishes so a crashed run resumes."""
+        return self.root / "models" / "checkpoints" / "train"
+
+    @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
 

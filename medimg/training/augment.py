@@ -1,30 +1,133 @@
-"""The seed's augmentation as Keras preprocessing layers over whole batches."""
+"""The seed's augmentation as one affine warp per image, drawn and applied to whole batches.
+
+Rotation, shift, shear and zoom (and an optional horizontal flip) are composed into a single 3x3
+matrix per image, so each image is resampled once. Chaining ``RandomRotation``,
+``RandomTranslation``, ``RandomShear`` and ``RandomZoom`` resamples it four times, blurring it a
+little more each time and costing four warps.
+
+Conventions, shared by the NumPy reference and the in-graph version:
+
+- coordinates are pixels, ``x`` along the width and ``y`` along the height, about the image centre;
+- the image content is flipped, then zoomed by ``zx``/``zy``, sheared by ``x += s * y``, rotated
+  by ``theta`` degrees (counter-clockwise on screen) and shifted by ``tx``/``ty`` pixels;
+- the warp needs the inverse (output pixel -> input pixel), which is what :func:`affine_matrix`
+  returns and what ``ImageProjectiveTransformV3`` takes.
+
+``augment.shear`` is a shear intensity (the tangent of the shear angle), as in
+``keras.layers.RandomShear``; ``ImageDataGenerator``'s ``shear_range`` is an angle in degrees.
+"""
 
 from __future__ import annotations
 
-import keras
+import math
+
+import numpy as np
+import tensorflow as tf
 
 from medimg.config import AugmentConfig
 
 
-def build_augmenter(config: AugmentConfig, seed: int) -> keras.Sequential:
-    """Rotation, shift, shear and zoom (and an optional horizontal flip), for training only.
+def rotation_matrix(theta_degrees: float) -> np.ndarray:
+    """Content rotated counter-clockwise on screen (rows grow downwards)."""
+    t = math.radians(theta_degrees)
+    c, s = math.cos(t), math.sin(t)
+    return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
 
-    Each layer draws an independent transform per image of the batch.
+
+def shift_matrix(tx: float, ty: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
+
+
+def shear_matrix(s: float) -> np.ndarray:
+    return np.array([[1.0, s, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def zoom_matrix(zx: float, zy: float) -> np.ndarray:
+    return np.array([[zx, 0.0, 0.0], [0.0, zy, 0.0], [0.0, 0.0, 1.0]])
+
+
+def affine_matrix(
+    theta_degrees: float, tx: float, ty: float, shear: float, zx: float, zy: float,
+    height: int, width: int, flip: bool = False,
+) -> np.ndarray:
+    """The one output-to-input matrix for a whole augmentation, about the image centre.
+
+    Equals ``inv(C @ shift @ rotation @ shear @ zoom @ flip @ inv(C))``, built directly from the
+    inverses of the parts so no matrix is inverted numerically.
     """
-    fill = config.fill_mode
-    layers: list[keras.layers.Layer] = []
-    if config.rotation_degrees:
-        layers.append(keras.layers.RandomRotation(
-            config.rotation_degrees / 360.0, fill_mode=fill, seed=seed))
-    if config.width_shift or config.height_shift:
-        layers.append(keras.layers.RandomTranslation(
-            config.height_shift, config.width_shift, fill_mode=fill, seed=seed + 1))
-    if config.shear:
-        layers.append(keras.layers.RandomShear(
-            x_factor=config.shear, y_factor=config.shear, fill_mode=fill, seed=seed + 2))
-    if config.zoom:
-        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, seed=seed + 3))
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    centre, uncentre = shift_matrix(cx, cy), shift_matrix(-cx, -cy)
+    unflip = zoom_matrix(-1.0 if flip else 1.0, 1.0)
+    return (centre @ unflip @ zoom_matrix(1.0 / zx, 1.0 / zy) @ shear_matrix(-shear)
+            @ rotation_matrix(-theta_degrees) @ shift_matrix(-tx, -ty) @ uncentre)
+
+
+def transforms_from_params(
+    theta_degrees: tf.Tensor, tx: tf.Tensor, ty: tf.Tensor, shear: tf.Tensor, zx: tf.Tensor,
+    zy: tf.Tensor, flip: tf.Tensor, height: int, width: int,
+) -> tf.Tensor:
+    """``(batch, 8)`` projective rows: :func:`affine_matrix` for a batch of parameter vectors,
+    multiplied out in closed form (``flip`` is -1 to flip, 1 not to)."""
+    theta = tf.cast(theta_degrees, tf.float32) * (math.pi / 180.0)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    # flip^-1 zoom^-1 shear^-1 rotation^-1, with rotation^-1 = [[cos, -sin], [sin, cos]] and
+    # shear^-1 = [[1, -s], [0, 1]], applied to (p - c - t), then + c
+    a00 = (cos - shear * sin) * flip / zx
+    a01 = (-sin - shear * cos) * flip / zx
+    a10 = sin / zy
+    a11 = cos / zy
+    ox, oy = -cx - tx, -cy - ty
+    b0 = a00 * ox + a01 * oy + cx
+    b1 = a10 * ox + a11 * oy + cy
+    zeros = tf.zeros_like(a00)
+    return tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
+
+
+def random_transforms(
+    batch: tf.Tensor, height: int, width: int, config: AugmentConfig, seed: tf.Tensor
+) -> tf.Tensor:
+    """``(batch, 8)`` projective rows, one random affine per image, from a stateless seed.
+
+    The same ``seed`` (shape ``[2]``) always gives the same transforms, so training is
+    reproducible and a resumed run draws what the uninterrupted one would have drawn. Ranges
+    follow ``ImageDataGenerator``: uniform angle, shifts as fractions of the side, zoom drawn
+    per axis in ``[1 - zoom, 1 + zoom]``.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, num=7)
+
+    def uniform(i: int, low: float, high: float) -> tf.Tensor:
+        return tf.random.stateless_uniform([batch], seeds[i], low, high, dtype=tf.float32)
+
+    theta = uniform(0, -config.rotation_degrees, config.rotation_degrees)
+    tx = uniform(1, -config.width_shift, config.width_shift) * width
+    ty = uniform(2, -config.height_shift, config.height_shift) * height
+    shear = uniform(3, -config.shear, config.shear)
+    zx = uniform(4, 1.0 - config.zoom, 1.0 + config.zoom)
+    zy = uniform(5, 1.0 - config.zoom, 1.0 + config.zoom)
     if config.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 4))
-    return keras.Sequential(layers, name="augment")
+        flip = tf.where(uniform(6, 0.0, 1.0) < 0.5, -1.0, 1.0)
+    else:
+        flip = tf.ones([batch])
+    return transforms_from_params(theta, tx, ty, shear, zx, zy, flip, height, width)
+
+
+def augment_batch(images: tf.Tensor, config: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    """Warp a float batch ``(B, H, W, C)`` once per image with its own random affine."""
+    shape = tf.shape(images)
+    height, width = int(images.shape[1]), int(images.shape[2])
+    transforms = random_transforms(shape[0], height, width, config, seed)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.constant([height, width], dtype=tf.int32),
+        fill_value=tf.constant(0.0),
+        interpolation="BILINEAR",
+        fill_mode=config.fill_mode.upper(),
+    )
+
+
+def is_identity(config: AugmentConfig) -> bool:
+    """True when the config asks for no augmentation at all."""
+    return not (config.rotation_degrees or config.width_shift or config.height_shift
+                or config.shear or config.zoom or config.horizontal_flip)

@@ -1,19 +1,90 @@
-"""Model architectures, selected by ``model.architecture``."""
+"""Model architectures, selected by ``model.architecture``.
+
+Every model takes uint8-range floats ``(S, S, C)`` and does its own scaling, so all callers feed
+the same thing, and ends in a float32 probability head, so mixed precision never reaches the
+loss or the saved outputs. Only ``keras.*`` is used here, so the models run under any Keras 3
+backend.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import keras
 
 from medimg.config import ModelConfig
+from medimg.errors import ConfigError
+
+BACKBONE = "backbone"
+
+# ImageNet input conventions of each family, as (mean, std) on a 0-255 scale per RGB channel.
+# ResNet50's "caffe" weights also expect BGR order; see InputAdapter.
+_CAFFE = ([123.68, 116.779, 103.939], [1.0, 1.0, 1.0])
+_TORCH = ([0.485 * 255, 0.456 * 255, 0.406 * 255], [0.229 * 255, 0.224 * 255, 0.225 * 255])
+_BACKBONES = {
+    "resnet50": (keras.applications.ResNet50, _CAFFE, True),
+    "densenet121": (keras.applications.DenseNet121, _TORCH, False),
+    # EfficientNet rescales and normalises inside the network: it takes 0-255 as it is
+    "efficientnetb0": (keras.applications.EfficientNetB0, None, False),
+}
+
+
+@keras.saving.register_keras_serializable(package="medimg")
+class InputAdapter(keras.layers.Layer):
+    """Greyscale to RGB by repetition, then the backbone's own input normalisation.
+
+    A layer (not a Lambda) so a saved model reloads in safe mode.
+    """
+
+    def __init__(self, repeat: int = 1, mean: list[float] | None = None,
+                 std: list[float] | None = None, reverse_channels: bool = False,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.repeat = repeat
+        self.mean = mean
+        self.std = std
+        self.reverse_channels = reverse_channels
+
+    def call(self, inputs):
+        x = inputs
+        if self.repeat > 1:
+            x = keras.ops.repeat(x, self.repeat, axis=-1)
+        if self.reverse_channels:
+            x = keras.ops.flip(x, axis=-1)
+        if self.mean is not None:
+            mean, std = self.mean, self.std
+            if self.reverse_channels:
+                mean, std = mean[::-1], std[::-1]
+            channels = x.shape[-1]
+            mean = keras.ops.convert_to_tensor(mean[:channels] if channels > 1 else [
+                sum(mean) / len(mean)], dtype=x.dtype)
+            std = keras.ops.convert_to_tensor(std[:channels] if channels > 1 else [
+                sum(std) / len(std)], dtype=x.dtype)
+            x = (x - mean) / std
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] * self.repeat)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "repeat": self.repeat, "mean": self.mean,
+                "std": self.std, "reverse_channels": self.reverse_channels}
+
+
+def _head(x, n_classes: int):
+    """The probability layer, always float32."""
+    if n_classes == 2:
+        return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+    return keras.layers.Dense(n_classes, activation="softmax", dtype="float32",
+                              name="probability")(x)
 
 
 def build_seed_cnn(
     image_size: int, channels: int, n_classes: int, config: ModelConfig
 ) -> keras.Model:
-    """The seed design's small CNN.
+    """The seed design's small CNN (the baseline).
 
-    Inputs are uint8-range floats; the model rescales them itself, so every caller feeds the same
-    thing. Two classes get one sigmoid unit (the positive class's probability), more get softmax.
+    Two classes get one sigmoid unit (the positive class's probability), more get softmax.
     """
     inputs = keras.Input((image_size, image_size, channels), name="image")
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
@@ -23,13 +94,70 @@ def build_seed_cnn(
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(config.dense_units, activation="relu")(x)
     x = keras.layers.Dropout(config.dropout)(x)
-    if n_classes == 2:
-        outputs = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
-    else:
-        outputs = keras.layers.Dense(n_classes, activation="softmax", name="probability")(x)
-    return keras.Model(inputs, outputs, name=config.architecture)
+    return keras.Model(inputs, _head(x, n_classes), name=config.architecture)
 
 
-def build_model(image_size: int, channels: int, n_classes: int, config: ModelConfig) -> keras.Model:
-    builders = {"seed_cnn": build_seed_cnn}
-    return builders[config.architecture](image_size, channels, n_classes, config)
+def resolve_weights(weights: str | None, root: Path | None = None) -> Path | None:
+    """The local weights file, or None. Relative paths are taken from the workspace root.
+
+    Raises:
+        ConfigError: when the file does not exist.
+    """
+    if weights is None:
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_absolute() and root is not None:
+        path = root / path
+    if not path.is_file():
+        raise ConfigError(
+            f"model.weights = {weights!r}: no such file; medimg downloads nothing, so put the "
+            "backbone's include_top=False weights there or set model.weights: null"
+        )
+    return path
+
+
+def build_backbone_model(
+    image_size: int, channels: int, n_classes: int, config: ModelConfig,
+    weights: Path | None = None,
+) -> keras.Model:
+    """A keras.applications backbone, global-average pooled, with a dropout and float32 head.
+
+    Without weights the backbone takes the images' own channel count. With weights (made for
+    RGB), greyscale images are repeated to three channels so the first convolution is reused as
+    trained. The backbone is one nested layer named ``backbone``, called in inference mode so
+    its batch-norm statistics stay fixed when it is unfrozen for fine-tuning.
+    """
+    factory, norm, caffe = _BACKBONES[config.architecture]
+    in_channels = 3 if weights is not None else channels
+    repeat = 3 if (weights is not None and channels == 1) else 1
+    mean, std = norm if norm else (None, None)
+    backbone = factory(
+        include_top=False,
+        weights=str(weights) if weights is not None else None,
+        input_shape=(image_size, image_size, in_channels),
+        pooling="avg",
+        name=BACKBONE,
+    )
+    inputs = keras.Input((image_size, image_size, channels), name="image")
+    x = InputAdapter(repeat=repeat, mean=mean, std=std,
+                     reverse_channels=caffe and in_channels == 3, name="input_adapter")(inputs)
+    x = backbone(x, training=False)
+    x = keras.layers.Dropout(config.dropout)(x)
+    return keras.Model(inputs, _head(x, n_classes), name=config.architecture)
+
+
+def build_model(
+    image_size: int, channels: int, n_classes: int, config: ModelConfig,
+    weights: Path | None = None,
+) -> keras.Model:
+    if config.architecture == "seed_cnn":
+        return build_seed_cnn(image_size, channels, n_classes, config)
+    return build_backbone_model(image_size, channels, n_classes, config, weights)
+
+
+def backbone_of(model: keras.Model) -> keras.Model | None:
+    """The nested backbone, or None for the seed CNN."""
+    try:
+        return model.get_layer(BACKBONE)
+    except ValueError:
+        return None

@@ -1,40 +1,102 @@
-"""tf.data input pipelines over the packed uint8 arrays."""
+"""tf.data input pipelines over the packed uint8 arrays.
+
+The arrays are decoded and preprocessed once (``medimg preprocess``) and read here through a
+memory map: each batch copies only its own rows, so a split larger than memory still trains.
+Training shuffles indices (not pixels) with a per-epoch seed, gathers each batch from the map,
+warps the whole batch once in the graph and prefetches, so the model never waits on the CPU.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import tensorflow as tf
 
 from medimg.config import Config
-from medimg.training.augment import build_augmenter
+from medimg.training.augment import augment_batch, is_identity
 
 
-def _targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
+def targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """One sigmoid target for two classes, one-hot rows for more."""
     if n_classes == 2:
         return labels.astype(np.float32)[:, None]
     return np.eye(n_classes, dtype=np.float32)[labels]
 
 
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_images / batch_size))
+
+
+def _gatherer(images: np.ndarray, y: np.ndarray):
+    def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = np.sort(index)  # ascending rows read the memory map front to back
+        return np.ascontiguousarray(images[index]), y[index]
+
+    return gather
+
+
 def make_dataset(
-    images: np.ndarray, labels: np.ndarray, config: Config, training: bool
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: Config,
+    training: bool,
+    *,
+    batch_size: int | None = None,
+    initial_epoch: int = 0,
+    epochs: int | None = None,
 ) -> tf.data.Dataset:
-    """Shuffle (training only), batch, augment whole batches (training only), prefetch.
+    """Batches of ``(float32 images, targets)``.
+
+    Training yields ``epochs - initial_epoch`` epochs back to back (pass
+    :func:`steps_per_epoch` to ``fit``): epoch ``e`` is shuffled with the seed ``(seed, e)`` and
+    batch ``k`` of it is augmented with ``(seed, e * steps + k)``, so a run resumed at epoch ``e``
+    sees exactly the batches the uninterrupted run would have seen.
 
     The evaluation path neither shuffles nor augments, so predictions stay aligned with labels.
     """
     n_classes = len(config.base.class_names)
-    dataset = tf.data.Dataset.from_tensor_slices((images, _targets(labels, n_classes)))
-    if training:
-        dataset = dataset.shuffle(
-            min(config.train.shuffle_buffer, len(images)),
-            seed=config.base.seed,
-            reshuffle_each_iteration=True,
-        )
-    dataset = dataset.batch(config.train.batch_size)
-    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y),
-                          num_parallel_calls=tf.data.AUTOTUNE)
-    if training:
-        augmenter = build_augmenter(config.augment, config.base.seed)
-        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y),
-                              num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    batch_size = batch_size or config.train.batch_size
+    n = len(labels)
+    y = targets(np.asarray(labels), n_classes)
+    shape = (None, *images.shape[1:])
+    gather = _gatherer(images, y)
+
+    def load(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, t = tf.numpy_function(gather, [index], (tf.uint8, tf.float32), stateful=False)
+        x.set_shape(shape)
+        t.set_shape((None, y.shape[1]))
+        return tf.cast(x, tf.float32), t
+
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+
+    if not training:
+        dataset = tf.data.Dataset.range(n).batch(batch_size).map(load)
+        return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    seed = config.base.seed
+    steps = steps_per_epoch(n, batch_size)
+    buffer = min(config.train.shuffle_buffer, n)
+    last = epochs if epochs is not None else config.train.epochs
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.data.Dataset.range(n).shuffle(
+            buffer, seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
+        batches = order.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        step0 = epoch * steps
+        return batches.enumerate(start=step0)
+
+    dataset = tf.data.Dataset.range(initial_epoch, last).flat_map(one_epoch)
+    augment = config.augment
+    if is_identity(augment):
+        dataset = dataset.map(lambda step, batch: batch)
+    else:
+        def warp(step: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]):
+            x, t = batch
+            pair = tf.stack([tf.constant(seed, tf.int64), step])
+            return augment_batch(x, augment, pair), t
+
+        dataset = dataset.map(warp, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -1,9 +1,19 @@
-"""The train stage: fit the configured model on the packed arrays and save it as a bundle."""
+"""The train stage: fit the configured model on the packed arrays and save it as a bundle.
+
+Every completed epoch leaves a checkpoint (weights with optimizer state, the best weights so far,
+the history and the early-stopping and learning-rate state). Rerunning the same command after a
+crash continues from the last completed epoch; the checkpoint is removed once the bundle is
+saved. A checkpoint made with other params or other data is ignored, never mixed in.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +25,18 @@ from medimg.bundle import BundleMeta, ModelBundle
 from medimg.config import Config
 from medimg.errors import DataError
 from medimg.preprocessing.stage import check_matches_config, load_index, load_split
-from medimg.training.models import build_model
-from medimg.training.pipeline import make_dataset
+from medimg.training.accelerate import Placement, place
+from medimg.training.models import backbone_of, build_model, resolve_weights
+from medimg.training.pipeline import make_dataset, steps_per_epoch
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
 HISTORY_FILE = "train_history.csv"
+RUN_FILE = "train_run.json"
+STATE_FILE = "state.json"
+BEST_FILE = "best.npz"
+MONITOR = "val_loss"
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,49 @@ class TrainResult:
     best_epoch: int
     seconds: float
     model_dir: Path
+    placement: Placement
+    resumed_from: int = 0
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A span of epochs ``[start, end)`` with the backbone frozen or not."""
+
+    start: int
+    end: int
+    frozen: bool
+    learning_rate: float
+
+
+def plan_phases(config: Config, has_weights: bool) -> list[Phase]:
+    """One phase, or with pretrained weights: frozen backbone first, then all layers at a lower
+    learning rate (``model.fine_tune``)."""
+    epochs, lr = config.train.epochs, config.train.learning_rate
+    frozen = min(config.model.fine_tune.frozen_epochs, epochs) if has_weights else 0
+    if frozen == 0:
+        return [Phase(0, epochs, False, lr)]
+    phases = [Phase(0, frozen, True, lr)]
+    if frozen < epochs:
+        factor = config.model.fine_tune.learning_rate_factor
+        phases.append(Phase(frozen, epochs, False, lr * factor))
+    return phases
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    """``n / (k * count_c)``: each class contributes equally to the loss."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    weights = len(labels) / (n_classes * np.maximum(counts, 1.0))
+    return {c: float(w) for c, w in enumerate(weights)}
+
+
+def make_loss(config: Config, n_classes: int) -> keras.losses.Loss:
+    binary = n_classes == 2
+    if config.train.loss == "focal":
+        gamma = config.train.focal_gamma
+        return (keras.losses.BinaryFocalCrossentropy(gamma=gamma) if binary
+                else keras.losses.CategoricalFocalCrossentropy(gamma=gamma))
+    return (keras.losses.BinaryCrossentropy() if binary
+            else keras.losses.CategoricalCrossentropy())
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -46,52 +104,233 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["images_per_second"] = self.n_images / (time.perf_counter() - self._start)
 
 
-def train_workspace(ws: Workspace, config: Config | None = None) -> TrainResult:
-    """Train on the train split, stop early on the validation split, save the bundle.
+class _Plateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose counters survive a resume."""
 
-    Also writes ``reports/train_history.csv`` (one row per epoch) for DVC plots and MLflow.
+    def __init__(self, restored: dict | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.restored = restored
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.restored:
+            self.wait = self.restored["wait"]
+            self.best = self.restored["best"]
+            self.cooldown_counter = self.restored["cooldown_counter"]
+            self.restored = None
+
+    def state(self) -> dict:
+        return {"wait": self.wait, "best": float(self.best),
+                "cooldown_counter": self.cooldown_counter}
+
+
+class _Checkpointer(keras.callbacks.Callback):
+    """Early stopping on val_loss, the best weights, and a checkpoint after every epoch.
+
+    The checkpoint is written file by file and committed by replacing ``state.json`` last, so a
+    kill at any moment leaves the previous epoch's checkpoint whole.
     """
-    config = config or ws.config
-    check_matches_config(load_index(ws), config)
-    keras.utils.set_random_seed(config.base.seed)
-    train, val = load_split(ws, "train", mmap=False), load_split(ws, "val", mmap=False)
-    for name, split in (("train", train), ("val", val)):
-        if len(split.labels) == 0:
-            raise DataError(f"the {name} split is empty; add images or change data.split_fractions")
-    n_classes = len(config.base.class_names)
-    model = build_model(config.base.image_size, config.base.channels, n_classes, config.model)
+
+    def __init__(self, directory: Path | None, state: dict, phase_index: int,
+                 patience: int, early_stop: bool, plateau: _Plateau | None) -> None:
+        super().__init__()
+        self.directory = directory
+        self.state = state
+        self.phase_index = phase_index
+        self.patience = patience
+        self.early_stop = early_stop
+        self.plateau = plateau
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        state = self.state
+        for key, value in logs.items():
+            state["history"].setdefault(key, []).append(float(value))
+        value = float(logs[MONITOR])
+        if value < state["best"]:
+            state["best"], state["best_epoch"], state["wait"] = value, epoch + 1, 0
+            state["best_weights"] = [np.array(w) for w in self.model.get_weights()]
+            state["best_dirty"] = True
+        else:
+            state["wait"] += 1
+            if self.early_stop and state["wait"] >= self.patience and epoch > 0:
+                self.model.stop_training = True
+                state["stopped"] = True
+        state["epoch"] = epoch + 1
+        state["phase"] = self.phase_index
+        if self.plateau is not None:
+            state["plateau"] = self.plateau.state()
+        if self.directory is not None:
+            _write_checkpoint(self.directory, self.model, state)
+
+
+def _write_checkpoint(directory: Path, model: keras.Model, state: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    weights_name = f"epoch-{state['epoch']:04d}.weights.h5"
+    model.save_weights(directory / weights_name)
+    if state.pop("best_dirty", False):
+        tmp = directory / "best.tmp.npz"
+        np.savez(tmp, *state["best_weights"])
+        os.replace(tmp, directory / BEST_FILE)
+    saved = {k: v for k, v in state.items() if k != "best_weights"}
+    saved["weights"] = weights_name
+    tmp = directory / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(saved))
+    os.replace(tmp, directory / STATE_FILE)
+    for old in directory.glob("epoch-*.weights.h5"):
+        if old.name != weights_name:
+            old.unlink()
+
+
+def fingerprint(config: Config, index: dict) -> str:
+    """Params and packed data a checkpoint belongs to."""
+    text = config.digest() + json.dumps(index, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _fresh_state(fp: str) -> dict:
+    return {"fingerprint": fp, "epoch": 0, "phase": 0, "history": {}, "best": float("inf"),
+            "best_epoch": 0, "wait": 0, "stopped": False, "plateau": None, "best_weights": None}
+
+
+def _load_state(directory: Path, fp: str, resume: bool) -> dict | None:
+    path = directory / STATE_FILE
+    if not path.is_file():
+        return None
+    if not resume:
+        logger.info("train.resume is false: starting over, discarding %s", directory)
+        return None
+    state = json.loads(path.read_text())
+    if state.get("fingerprint") != fp:
+        logger.warning("the checkpoint in %s was made with other params or data; starting over",
+                       directory)
+        return None
+    best = directory / BEST_FILE
+    if best.is_file():
+        with np.load(best) as saved:
+            state["best_weights"] = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    else:
+        state["best_weights"] = None
+    return state
+
+
+def _compile(model: keras.Model, phase: Phase, config: Config, steps: int, n_classes: int,
+             jit: bool) -> None:
+    backbone = backbone_of(model)
+    if backbone is not None:
+        backbone.trainable = not phase.frozen
+    lr: float | keras.optimizers.schedules.LearningRateSchedule = phase.learning_rate
+    if config.train.lr_schedule == "cosine":
+        floor = min(config.train.min_learning_rate / phase.learning_rate, 1.0)
+        lr = keras.optimizers.schedules.CosineDecay(
+            phase.learning_rate, decay_steps=steps * (phase.end - phase.start), alpha=floor)
     binary = n_classes == 2
     model.compile(
-        optimizer=keras.optimizers.Adam(config.train.learning_rate),
-        loss="binary_crossentropy" if binary else "categorical_crossentropy",
+        optimizer=keras.optimizers.Adam(lr),
+        loss=make_loss(config, n_classes),
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy") if binary else
             keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.AUC(name="auc", multi_label=not binary),
         ],
+        jit_compile=jit,
     )
-    callbacks = [
-        _EpochTimer(len(train.labels)),
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss",
-            patience=config.train.early_stopping_patience,
-            restore_best_weights=True,
-        ),
-    ]
+
+
+def train_workspace(
+    ws: Workspace, config: Config | None = None, devices: list[str] | None = None
+) -> TrainResult:
+    """Train on the train split, stop early on the validation split, save the bundle.
+
+    Also writes ``reports/train_history.csv`` (one row per epoch, including images/s) and
+    ``reports/train_run.json`` (device, replicas, precision, XLA) for DVC and MLflow.
+    ``devices`` forces a Mirrored strategy over those devices (tests use logical CPUs).
+    """
+    import tensorflow as tf
+
+    config = config or ws.config
+    index = load_index(ws)
+    check_matches_config(index, config)
+    keras.utils.set_random_seed(config.base.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    train, val = load_split(ws, "train"), load_split(ws, "val")
+    for name, split in (("train", train), ("val", val)):
+        if len(split.labels) == 0:
+            raise DataError(f"the {name} split is empty; add images or change data.split_fractions")
+    weights = resolve_weights(config.model.weights, ws.root)
+    n_classes = len(config.base.class_names)
+    strategy, placement = place(config.train.mixed_precision, config.train.jit_compile, devices)
+    batch = config.train.batch_size * placement.replicas
+    steps = steps_per_epoch(len(train.labels), batch)
+    phases = plan_phases(config, weights is not None)
+    directory = ws.checkpoint_dir if config.train.checkpoint else None
+    fp = fingerprint(config, index)
+    state = (_load_state(directory, fp, config.train.resume) if directory else None)
+    resumed_from = state["epoch"] if state else 0
+    if state is None:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        state = _fresh_state(fp)
+    else:
+        logger.info("resuming from the checkpoint after epoch %d", resumed_from)
+    logger.info("training on %s: %s strategy, %d replica(s), global batch %d, %s, XLA %s",
+                placement.device, placement.strategy, placement.replicas, batch,
+                placement.precision, "on" if placement.jit_compile else "off")
+
+    weighting = (class_weights(train.labels, n_classes)
+                 if config.train.class_weight == "balanced" else None)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(placement.precision)
     start = time.perf_counter()
-    fit = model.fit(
-        make_dataset(train.images, train.labels, config, training=True),
-        validation_data=make_dataset(val.images, val.labels, config, training=False),
-        epochs=config.train.epochs,
-        shuffle=False,  # the dataset shuffles itself, with the seed
-        callbacks=callbacks,
-        verbose=0,
-    )
+    try:
+        with strategy.scope():
+            model = build_model(config.base.image_size, config.base.channels, n_classes,
+                                config.model, weights)
+            if resumed_from:
+                saved_phase = phases[state["phase"]]
+                _compile(model, saved_phase, config, steps, n_classes, placement.jit_compile)
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(directory / state["weights"])
+        val_data = make_dataset(val.images, val.labels, config, training=False, batch_size=batch)
+        for number, phase in enumerate(phases):
+            if state.get("stopped") or state["epoch"] >= phase.end:
+                continue
+            if not (resumed_from and number == state["phase"] and state["epoch"] > phase.start):
+                with strategy.scope():
+                    _compile(model, phase, config, steps, n_classes, placement.jit_compile)
+                state["wait"] = 0  # patience counts within a phase, not across the switch
+            plateau = None
+            if config.train.lr_schedule == "plateau":
+                restored = state["plateau"] if number == state["phase"] else None
+                plateau = _Plateau(restored, monitor=MONITOR, factor=config.train.lr_plateau_factor,
+                                   patience=config.train.lr_plateau_patience,
+                                   min_lr=config.train.min_learning_rate, verbose=0)
+            callbacks = [_EpochTimer(len(train.labels))]
+            if plateau is not None:
+                callbacks.append(plateau)
+            callbacks.append(_Checkpointer(directory, state, number,
+                                           config.train.early_stopping_patience,
+                                           early_stop=not phase.frozen, plateau=plateau))
+            model.fit(
+                make_dataset(train.images, train.labels, config, training=True, batch_size=batch,
+                             initial_epoch=state["epoch"], epochs=phase.end),
+                validation_data=val_data,
+                initial_epoch=state["epoch"],
+                epochs=phase.end,
+                steps_per_epoch=steps,
+                class_weight=weighting,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        if state["best_weights"] is not None:
+            model.set_weights(state["best_weights"])
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     seconds = time.perf_counter() - start
-    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
-    best_epoch = int(np.argmin(history["val_loss"])) + 1
-    logger.info("trained %d epochs in %.1fs (best epoch %d)", len(history["loss"]), seconds,
-                best_epoch)
+    history = state["history"]
+    logger.info("trained %d epochs in %.1fs (best epoch %d)", state["epoch"], seconds,
+                state["best_epoch"])
 
     meta = BundleMeta(
         class_names=list(config.base.class_names),
@@ -103,7 +342,14 @@ def train_workspace(ws: Workspace, config: Config | None = None) -> TrainResult:
     )
     ModelBundle(model, meta).save(ws.model_dir)
     _write_history(ws.reports_dir / HISTORY_FILE, history)
-    return TrainResult(history, len(history["loss"]), best_epoch, seconds, ws.model_dir)
+    run = {**placement.as_dict(), "global_batch": batch, "epochs": state["epoch"],
+           "best_epoch": state["best_epoch"], "resumed_from_epoch": resumed_from,
+           "seconds": round(seconds, 2)}
+    (ws.reports_dir / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+    return TrainResult(history, state["epoch"], state["best_epoch"], seconds, ws.model_dir,
+                       placement, resumed_from)
 
 
 def _write_history(path: Path, history: dict[str, list[float]]) -> None:

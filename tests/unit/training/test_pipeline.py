@@ -31,7 +31,7 @@ def test_training_path_augments_but_keeps_labels_with_their_images():
     images = np.broadcast_to(images, (len(labels), 32, 32, 1)).copy()
     images[:, 8:24, 8:24] = 128  # structure for augmentation to move
     config = Config()
-    batches = list(make_dataset(images, labels, config, training=True))
+    batches = list(make_dataset(images, labels, config, training=True, epochs=1))
     x = np.concatenate([b[0].numpy() for b in batches])
     y = np.concatenate([b[1].numpy() for b in batches])[:, 0]
     assert sorted(y.tolist()) == sorted(labels.astype(float).tolist())
