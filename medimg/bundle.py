@@ -60,6 +60,8 @@ class ModelBundle:
     def load(cls, directory: Path) -> ModelBundle:
         import keras
 
+        import medimg.training.models  # noqa: F401  (registers the layers a saved model uses)
+
         directory = Path(directory)
         if not (directory / MODEL_FILE).is_file() or not (directory / META_FILE).is_file():
             raise WorkspaceError(f"no trained model in {directory}; run `medimg train` first")

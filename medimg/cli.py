@@ -237,9 +237,15 @@ def train(workspace: WorkspaceOpt = None) -> None:
     from medimg.training.train import train_workspace
 
     result = train_workspace(_workspace(workspace))
-    console.print(f"trained {result.epochs_run} epochs in {result.seconds:.0f}s (best epoch "
-                  f"{result.best_epoch}, val_loss {min(result.history['val_loss']):.4f}); "
-                  f"model saved to {result.model_dir}", highlight=False)
+    where = result.placement
+    if result.resumed_from:
+        console.print(f"resumed after epoch {result.resumed_from} from the checkpoint",
+                      highlight=False)
+    console.print(f"trained {result.epochs_run} epochs in {result.seconds:.0f}s on {where.device} "
+                  f"({where.strategy} strategy, {where.replicas} replica(s), {where.precision}, "
+                  f"XLA {'on' if where.jit_compile else 'off'}); best epoch {result.best_epoch}, "
+                  f"val_loss {min(result.history['val_loss']):.4f}; model saved to "
+                  f"{result.model_dir}", highlight=False)
 
 
 @app.command()

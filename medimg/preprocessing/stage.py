@@ -70,11 +70,15 @@ def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[st
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for split in SPLITS:
             rows = manifest[manifest["split"] == split]
-            images = np.zeros((len(rows), size, size, channels), dtype=np.uint8)
+            # written through a memory map: a split larger than memory never sits in it whole
+            images = np.lib.format.open_memmap(
+                staging / f"{split}_images.npy", mode="w+", dtype=np.uint8,
+                shape=(len(rows), size, size, channels))
             for i, pixels in enumerate(pool.map(load, rows["source_path"], chunksize=16)):
                 images[i] = pixels
+            images.flush()
+            del images
             labels = np.array([classes.index(x) for x in rows["label"]], dtype=np.int64)
-            np.save(staging / f"{split}_images.npy", images)
             np.save(staging / f"{split}_labels.npy", labels)
             index["splits"][split] = list(rows["image_id"])
             counts[split] = len(rows)

@@ -109,13 +109,18 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params(config.flat())
         mlflow.set_tags(lineage)
+        runtime = ws.reports_dir / "train_run.json"
+        if runtime.is_file():  # device, replicas, precision, XLA: what the model trained on
+            facts = json.loads(runtime.read_text())
+            mlflow.set_tags({f"runtime.{k}": str(v) for k, v in facts.items() if v != ""})
         for key, values in _read_history(ws.reports_dir / "train_history.csv").items():
             for epoch, value in enumerate(values, start=1):
                 mlflow.log_metric(key, value, step=epoch)
         mlflow.log_metrics({f"test_{k}": float(metrics[k]) for k in SCALAR_METRICS
                             if isinstance(metrics.get(k), int | float)})
         for path in [ws.metrics_path, ws.validation_report_path,
-                     ws.reports_dir / "train_history.csv", ws.reports_dir / "predictions.csv"]:
+                     ws.reports_dir / "train_history.csv", ws.reports_dir / "train_run.json",
+                     ws.reports_dir / "predictions.csv"]:
             if path.is_file():
                 mlflow.log_artifact(str(path), artifact_path="reports")
         if ws.plots_dir.is_dir():
