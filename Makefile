@@ -7,11 +7,12 @@ STAMP  := $(VENV)/.installed
 # Stage commands (`medimg ...`, `dvc ...`) resolve inside the project's virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test lint format mlflow-ui clean-demo help
+.PHONY: install demo test bench lint format mlflow-ui clean-demo help
 
 help:
 	@echo "make demo   - install, generate phantoms, run the whole pipeline, print a summary"
 	@echo "make test   - install with the dev extra and run the test suite"
+	@echo "make bench  - training and ingest benchmarks, ours against the seed's way (about 15 min)"
 	@echo "make lint   - ruff"
 	@echo "make mlflow-ui - open the MLflow UI on the demo's results"
 
@@ -34,8 +35,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Figures and how to read them: docs/performance.md. Each benchmark's last line is JSON.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/ingest.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check medimg flows tests
+	$(BIN)/ruff check medimg flows tests benchmarks
 	$(BIN)/ruff format --check medimg flows tests
 
 format: $(STAMP)

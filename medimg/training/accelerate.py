@@ -51,6 +51,10 @@ def parse_tf_config(text: str | None) -> dict | None:
                           "this machine alone") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("cluster"), dict):
         raise ConfigError("TF_CONFIG needs a 'cluster' mapping of job names to host:port lists")
+    for job, tasks in spec["cluster"].items():
+        if not isinstance(tasks, list | dict):
+            raise ConfigError(f"TF_CONFIG cluster.{job} must be a list of host:port strings, "
+                              f"got {tasks!r}")
     task = spec.get("task") or {}
     if "type" not in task or "index" not in task:
         raise ConfigError("TF_CONFIG needs task.type and task.index (this machine's role)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from medimg.config import ModelConfig
 from medimg.errors import ConfigError
@@ -116,6 +117,21 @@ def resolve_weights(weights: str | None, root: Path | None = None) -> Path | Non
     return path
 
 
+def _efficientnet_imagenet_scaling(backbone: keras.Model) -> tuple[list[float], list[float]]:
+    """The input scaling Keras adds to EfficientNet only for ``weights="imagenet"``.
+
+    Keras divides the normalised input once more by sqrt(ImageNet std), a layer without weights
+    that a weights file cannot carry. Folded in front as ``(x - a) / s`` on the 0-255 input,
+    using the normalisation mean loaded from the file.
+    """
+    norm = next(layer for layer in backbone.layers
+                if isinstance(layer, keras.layers.Normalization))
+    mean = np.asarray(keras.ops.convert_to_numpy(norm.adapt_mean), dtype=float).reshape(-1)
+    k = 1.0 / np.sqrt(np.asarray(_TORCH[1]) / 255.0)
+    shift = -255.0 * mean * (1.0 - k) / k
+    return [float(v) for v in shift], [float(v) for v in 1.0 / k]
+
+
 def build_backbone_model(
     image_size: int, channels: int, n_classes: int, config: ModelConfig,
     weights: Path | None = None,
@@ -138,6 +154,8 @@ def build_backbone_model(
         pooling="avg",
         name=BACKBONE,
     )
+    if config.architecture == "efficientnetb0" and weights is not None:
+        mean, std = _efficientnet_imagenet_scaling(backbone)
     inputs = keras.Input((image_size, image_size, channels), name="image")
     x = InputAdapter(repeat=repeat, mean=mean, std=std,
                      reverse_channels=caffe and in_channels == 3, name="input_adapter")(inputs)

@@ -102,6 +102,8 @@ class _EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             logs["images_per_second"] = self.n_images / (time.perf_counter() - self._start)
+            rate = self.model.optimizer.learning_rate  # a schedule's value at this step
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
 
 
 class _Plateau(keras.callbacks.ReduceLROnPlateau):

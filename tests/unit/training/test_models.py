@@ -1,0 +1,215 @@
+"""The architectures: shapes and probabilities, local weights, saving, mixed precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from medimg.config import ModelConfig, parse_config
+from medimg.errors import ConfigError
+from medimg.training.models import InputAdapter, backbone_of, build_model, resolve_weights
+
+SIZE = 32
+BACKBONES = ["resnet50", "densenet121", "efficientnetb0"]
+
+
+def images(n: int, channels: int, seed: int = 0) -> np.ndarray:
+    """uint8-range floats, what every model is fed."""
+    return (np.random.default_rng(seed).random((n, SIZE, SIZE, channels)) * 255).astype(
+        np.float32)
+
+
+def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+@pytest.fixture
+def dtype_policy(request: pytest.FixtureRequest):
+    """Set a global Keras dtype policy for one test, and always put float32 back."""
+    keras.config.set_dtype_policy(request.param)
+    try:
+        yield request.param
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("architecture", ["seed_cnn", *BACKBONES])
+def test_each_architecture_builds_with_1_and_3_channels_at_a_small_size(
+    architecture: str, channels: int
+):
+    model = build_model(SIZE, channels, 2, ModelConfig(architecture=architecture,
+                                                       dense_units=16))
+    assert model.input_shape == (None, SIZE, SIZE, channels)
+    out = predict(model, images(3, channels))
+    assert out.shape == (3, 1)  # two classes: the positive class's probability
+    assert out.dtype == np.float32
+    assert np.all((out >= 0) & (out <= 1)) and np.all(np.isfinite(out))
+    if architecture == "seed_cnn":
+        assert backbone_of(model) is None
+    else:
+        backbone = backbone_of(model)
+        assert backbone is not None and backbone.name == "backbone"
+        # without weights the backbone takes the images' own channels
+        assert backbone.input_shape[-1] == channels
+
+
+@pytest.mark.parametrize("architecture", ["seed_cnn", "efficientnetb0"])
+def test_three_classes_get_a_softmax_over_classes(architecture: str):
+    model = build_model(SIZE, 1, 3, ModelConfig(architecture=architecture, dense_units=16))
+    out = predict(model, images(4, 1))
+    assert out.shape == (4, 3)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    assert np.all(out >= 0)
+
+
+@pytest.fixture(scope="module")
+def resnet_rgb() -> keras.Model:
+    """One ResNet50 without weights on RGB, shared by the tests that only read it."""
+    return build_model(SIZE, 3, 2, ModelConfig(architecture="resnet50"))
+
+
+def test_a_backbone_model_saves_and_reloads_with_the_same_predictions(
+    resnet_rgb: keras.Model, tmp_path: Path
+):
+    path = tmp_path / "model.keras"
+    resnet_rgb.save(path)
+    loaded = keras.saving.load_model(path)  # safe mode: no Lambda layers to refuse
+    x = images(4, 3, seed=1)
+    np.testing.assert_allclose(predict(loaded, x), predict(resnet_rgb, x), rtol=1e-5, atol=1e-6)
+    assert isinstance(loaded.get_layer("input_adapter"), InputAdapter)
+    assert backbone_of(loaded) is not None  # fine-tuning can still find it
+
+
+def test_input_adapter_config_round_trips():
+    layer = InputAdapter(repeat=3, mean=[1.0, 2.0, 3.0], std=[4.0, 5.0, 6.0],
+                         reverse_channels=True, name="adapter")
+    again = InputAdapter.from_config(layer.get_config())
+    x = images(2, 1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)),
+                               keras.ops.convert_to_numpy(layer(x)))
+    assert again(x).shape == (2, SIZE, SIZE, 3)
+
+
+def test_local_weights_load_into_the_backbone_and_greyscale_is_repeated_to_rgb(
+    resnet_rgb: keras.Model, tmp_path: Path
+):
+    source = backbone_of(resnet_rgb)
+    weights = tmp_path / "b.weights.h5"
+    source.save_weights(weights)
+
+    grey = build_model(SIZE, 1, 2, ModelConfig(architecture="resnet50"), weights=weights)
+    assert grey.input_shape == (None, SIZE, SIZE, 1)
+    assert backbone_of(grey).input_shape[-1] == 3  # the trained RGB first convolution is kept
+    for got, saved in zip(backbone_of(grey).get_weights(), source.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, saved)
+
+    # a grey image gives what the RGB model gives for that image copied into R, G and B
+    grey.get_layer("probability").set_weights(resnet_rgb.get_layer("probability").get_weights())
+    x = images(3, 1, seed=2)
+    np.testing.assert_allclose(predict(grey, x), predict(resnet_rgb, np.repeat(x, 3, axis=-1)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_resolve_weights_finds_files_relative_to_the_workspace(tmp_path: Path):
+    (tmp_path / "weights").mkdir()
+    file = tmp_path / "weights" / "b.weights.h5"
+    file.write_bytes(b"not read here")
+    assert resolve_weights(None, tmp_path) is None
+    assert resolve_weights("weights/b.weights.h5", tmp_path) == file
+    assert resolve_weights(str(file), Path("/elsewhere")) == file
+
+
+def test_a_missing_weights_file_is_a_config_error_naming_it(tmp_path: Path):
+    with pytest.raises(ConfigError) as info:
+        resolve_weights("weights/missing.weights.h5", tmp_path)
+    message = str(info.value)
+    assert "weights/missing.weights.h5" in message
+    assert "downloads nothing" in message and "model.weights" in message
+
+
+@pytest.mark.parametrize("value", ["imagenet", "ImageNet", "https://example.org/r50.h5"])
+def test_config_refuses_weights_that_would_be_downloaded(value: str):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"model": {"architecture": "resnet50", "weights": value}})
+    assert "downloads nothing" in str(info.value)
+    assert "model.weights" in str(info.value)
+
+
+def test_config_refuses_weights_for_the_seed_cnn():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"model": {"architecture": "seed_cnn", "weights": "w.weights.h5"}})
+    assert "seed_cnn" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["", "none", "null", None])
+def test_config_reads_empty_weights_as_none(value: str | None):
+    config = parse_config({"model": {"architecture": "resnet50", "weights": value}})
+    assert config.model.weights is None
+
+
+@pytest.mark.parametrize(("dtype_policy", "low"), [("mixed_float16", "float16"),
+                                                   ("mixed_bfloat16", "bfloat16")],
+                         indirect=["dtype_policy"])
+@pytest.mark.parametrize("architecture", ["seed_cnn", "resnet50"])
+def test_under_mixed_precision_layers_compute_low_and_the_output_is_float32(
+    dtype_policy: str, low: str, architecture: str
+):
+    model = build_model(SIZE, 1, 2, ModelConfig(architecture=architecture, dense_units=16))
+    inner = backbone_of(model) or model
+    convs = [layer for layer in inner.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == low for layer in convs)
+    assert all(layer.variable_dtype == "float32" for layer in convs)  # float32 master weights
+    assert model.get_layer("probability").compute_dtype == "float32"
+    out = model(images(2, 1), training=False)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
+
+
+@pytest.mark.parametrize("dtype_policy", ["mixed_float16"], indirect=True)
+def test_float16_training_gets_loss_scaling_and_trains(dtype_policy: str):
+    model = build_model(SIZE, 1, 2, ModelConfig(dense_units=16))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x = images(16, 1, seed=3)
+    y = (np.arange(16) % 2).astype(np.float32)[:, None]
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+@pytest.mark.parametrize("dtype_policy", ["mixed_bfloat16"], indirect=True)
+def test_bfloat16_needs_no_loss_scaling(dtype_policy: str):
+    model = build_model(SIZE, 1, 2, ModelConfig(dense_units=16))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+
+def test_efficientnet_with_imagenet_style_weights_gets_the_input_scaling_keras_gives_them(
+        tmp_path):
+    """Keras adds Rescaling(1/sqrt(std)) to EfficientNet only for weights="imagenet"; a weights
+    file cannot carry it, so medimg folds it into the input adapter."""
+    std = np.array([0.229, 0.224, 0.225])
+    mean = np.array([0.485, 0.456, 0.406])
+    source = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    norm = next(x for x in source.layers if isinstance(x, keras.layers.Normalization))
+    norm.adapt_mean.assign(mean)
+    norm.adapt_variance.assign(std**2)
+    norm.finalize_state()
+    path = tmp_path / "b0.weights.h5"
+    source.save_weights(path)
+    model = build_model(32, 3, 2, ModelConfig(architecture="efficientnetb0", weights=str(path)),
+                        weights=path)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    keras_imagenet_stem = keras.Sequential([
+        keras.layers.Rescaling(1 / 255),
+        keras.layers.Normalization(mean=mean, variance=std**2),
+        keras.layers.Rescaling([1 / np.sqrt(s) for s in std]),
+    ])
+    backbone = backbone_of(model)
+    ours = keras.Sequential(backbone.layers[1:3])(model.get_layer("input_adapter")(x))
+    assert np.allclose(np.asarray(ours), np.asarray(keras_imagenet_stem(x)), atol=1e-4)

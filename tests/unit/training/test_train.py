@@ -1,0 +1,174 @@
+"""The training loop on real tiny workspaces: resume after a crash, fine-tuning, losses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import medimg_cli, write_params
+
+from medimg.config import parse_config
+from medimg.data.ingest import ingest_sources
+from medimg.preprocessing.stage import preprocess_workspace
+from medimg.training.accelerate import BF16_FLAGS, cpu_flags
+from medimg.training.models import build_model
+from medimg.training.train import (
+    STATE_FILE,
+    class_weights,
+    plan_phases,
+    train_workspace,
+)
+from medimg.workspace import open_workspace
+
+
+def _prepared(make_workspace, overrides: dict, name: str = "ws"):
+    ws = make_workspace(overrides, name=name)
+    assert ingest_sources(ws, [ws.raw_dir]).balanced
+    preprocess_workspace(ws)
+    return ws
+
+
+def _history(ws) -> list[dict[str, str]]:
+    with (ws.reports_dir / "train_history.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_killed_run_resumes_from_its_last_epoch_and_ends_at_the_same_count(make_workspace):
+    epochs = 6
+    ws = _prepared(make_workspace, {"train": {"epochs": epochs, "early_stopping_patience": 50,
+                                              "lr_schedule": "constant"}})
+    exe = Path(sys.executable).with_name("medimg")
+    process = subprocess.Popen([str(exe), "train", "--workspace", str(ws.root)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_path = ws.checkpoint_dir / STATE_FILE
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if state_path.is_file() and json.loads(state_path.read_text())["epoch"] >= 2:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "training ended before it could be killed"
+        process.send_signal(signal.SIGKILL)  # mid-epoch: the next epoch starts at once
+    finally:
+        process.kill()
+        process.wait()
+    assert not (ws.model_dir / "model.keras").exists(), "the killed run must not have finished"
+    crashed = json.loads(state_path.read_text())  # the committed checkpoint is whole
+    done = crashed["epoch"]
+    assert 2 <= done < epochs
+
+    result = medimg_cli("train", "--workspace", str(ws.root), cwd=ws.root)
+    assert result.returncode == 0, result.stderr
+    assert f"resumed after epoch {done}" in result.stdout
+    rows = _history(ws)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    # the epochs before the crash are the crashed run's own, not trained again
+    assert [float(r["loss"]) for r in rows[:done]] == pytest.approx(
+        crashed["history"]["loss"], rel=1e-5)
+    run = json.loads((ws.reports_dir / "train_run.json").read_text())
+    assert run["resumed_from_epoch"] == done and run["epochs"] == epochs
+    assert (ws.model_dir / "model.keras").is_file()
+    assert not ws.checkpoint_dir.exists(), "a finished run leaves no checkpoint behind"
+
+
+def test_a_checkpoint_from_other_params_is_not_resumed(make_workspace):
+    ws = _prepared(make_workspace, {"train": {"epochs": 2}})
+    ws.checkpoint_dir.mkdir(parents=True)
+    (ws.checkpoint_dir / STATE_FILE).write_text(json.dumps(
+        {"fingerprint": "other-params", "epoch": 1, "phase": 0, "weights": "x.weights.h5"}))
+    result = train_workspace(ws)
+    assert result.resumed_from == 0 and result.epochs_run == 2
+
+
+def test_fine_tuning_trains_the_head_first_then_everything_at_a_lower_rate(make_workspace):
+    ws = _prepared(make_workspace, {
+        "base": {"image_size": 32},
+        "model": {"architecture": "efficientnetb0", "weights": "weights/b0.weights.h5",
+                  "fine_tune": {"frozen_epochs": 1, "learning_rate_factor": 0.1}},
+        "train": {"epochs": 1, "learning_rate": 0.001, "lr_schedule": "constant"},
+    })
+    b0 = parse_config({"model": {"architecture": "efficientnetb0"}}).model
+    source = build_model(32, 3, 2, b0)
+    weights_file = ws.root / "weights" / "b0.weights.h5"
+    weights_file.parent.mkdir()
+    saved_backbone = source.get_layer("backbone")
+    saved_backbone.save_weights(weights_file)
+    expected = [w.copy() for w in saved_backbone.get_weights()]
+
+    # frozen phase only: the backbone leaves training exactly as it came from the file
+    train_workspace(ws)
+    from medimg.bundle import ModelBundle
+
+    frozen = ModelBundle.load(ws.model_dir).model.get_layer("backbone").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(frozen, expected, strict=True))
+
+    # then unfrozen at a tenth of the rate: the backbone itself learns
+    write_params(ws.root, {"train": {"epochs": 2}})
+    result = train_workspace(open_workspace(ws.root))
+    assert result.history["learning_rate"] == pytest.approx([0.001, 0.0001])
+    tuned = ModelBundle.load(ws.model_dir).model.get_layer("backbone").get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(tuned, expected, strict=True))
+
+
+def test_weights_that_are_not_there_fail_in_one_line(make_workspace):
+    ws = _prepared(make_workspace, {"model": {"architecture": "densenet121",
+                                              "weights": "weights/missing.weights.h5"}})
+    result = medimg_cli("train", "--workspace", str(ws.root), cwd=ws.root)
+    assert result.returncode != 0
+    assert "missing.weights.h5" in result.stderr and "downloads nothing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_focal_loss_balanced_weights_and_cosine_schedule_train(make_workspace):
+    ws = _prepared(make_workspace, {"train": {
+        "epochs": 3, "loss": "focal", "class_weight": "balanced", "lr_schedule": "cosine",
+        "learning_rate": 0.001, "min_learning_rate": 0.0, "early_stopping_patience": 10}})
+    result = train_workspace(ws)
+    rates = result.history["learning_rate"]
+    assert rates[0] > rates[1] > rates[2]  # cosine decay, per step, seen at each epoch end
+    assert all(np.isfinite(result.history["loss"]))
+    assert (ws.model_dir / "model.keras").is_file()
+
+
+def test_mixed_precision_on_this_cpu_is_recorded_as_what_actually_ran(make_workspace):
+    ws = _prepared(make_workspace, {"train": {"epochs": 1, "mixed_precision": True}})
+    train_workspace(ws)
+    run = json.loads((ws.reports_dir / "train_run.json").read_text())
+    if cpu_flags() & BF16_FLAGS:
+        assert run["precision"] == "mixed_bfloat16"
+    else:
+        assert run["precision"] == "float32" and "bfloat16" in run["note"]
+    assert run["device"] == "CPU" and run["replicas"] == 1 and run["strategy"] == "default"
+    assert keras.config.dtype_policy().name == "float32", "the global policy is restored"
+
+
+def test_balanced_class_weights_make_each_class_weigh_the_same():
+    labels = np.array([0] * 90 + [1] * 10)
+    weights = class_weights(labels, 2)
+    assert weights[0] * 90 == pytest.approx(weights[1] * 10)
+    assert weights[0] * 90 + weights[1] * 10 == pytest.approx(len(labels))
+
+
+def test_phases_freeze_only_with_weights():
+    config = parse_config({"train": {"epochs": 10, "learning_rate": 0.01},
+                           "model": {"fine_tune": {"frozen_epochs": 3,
+                                                   "learning_rate_factor": 0.1}}})
+    assert [(p.start, p.end, p.frozen) for p in plan_phases(config, has_weights=False)] == [
+        (0, 10, False)]
+    phases = plan_phases(config, has_weights=True)
+    assert [(p.start, p.end, p.frozen) for p in phases] == [(0, 3, True), (3, 10, False)]
+    assert phases[1].learning_rate == pytest.approx(0.001)
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy():
+    yield
+    keras.config.set_dtype_policy("float32")
