@@ -9,6 +9,8 @@ warps the whole batch once in the graph and prefetches, so the model never waits
 from __future__ import annotations
 
 import math
+import os
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -29,10 +31,36 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
 
 
 def _gatherer(images: np.ndarray, y: np.ndarray):
-    def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        index = np.sort(index)  # ascending rows read the memory map front to back
-        return np.ascontiguousarray(images[index]), y[index]
+    """A function from a batch of row indices to ``(images, targets)`` for those rows.
 
+    Rows of a memory-mapped ``.npy`` are read with ``pread`` at their offsets rather than
+    through the map: the bytes come from the OS page cache either way, but pages touched
+    through a map stay in the process's resident set, so a whole epoch would leave the whole
+    array counted against the trainer's memory.
+    """
+    if not isinstance(images, np.memmap) or images.filename is None:
+        def gather_in_memory(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            index = np.sort(index)
+            return np.ascontiguousarray(images[index]), y[index]
+
+        return gather_in_memory
+
+    fd = os.open(images.filename, os.O_RDONLY)
+    row_shape, row_bytes = images.shape[1:], int(np.prod(images.shape[1:])) * images.itemsize
+    offset = images.offset
+
+    def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = np.sort(index)  # ascending rows read the file front to back
+        out = np.empty((len(index), *row_shape), dtype=images.dtype)
+        view = memoryview(out.reshape(len(index), -1)).cast("B")
+        for j, row in enumerate(index):
+            got = os.preadv(fd, [view[j * row_bytes:(j + 1) * row_bytes]],
+                            offset + int(row) * row_bytes)
+            if got != row_bytes:
+                raise OSError(f"short read of row {row} from {images.filename}")
+        return out, y[index]
+
+    weakref.finalize(gather, os.close, fd)
     return gather
 
 

@@ -40,3 +40,27 @@ def test_training_path_augments_but_keeps_labels_with_their_images():
     # some images differ from every original: augmentation happened
     originals = {images[i].tobytes() for i in range(len(images))}
     assert any(x[i].astype(np.uint8).tobytes() not in originals for i in range(len(x)))
+
+
+def test_memory_mapped_arrays_give_the_same_batches_as_arrays_in_memory(tmp_path):
+    images, labels = _arrays(50)
+    np.save(tmp_path / "train_images.npy", images)
+    mapped = np.load(tmp_path / "train_images.npy", mmap_mode="r")
+    config = parse_config({"train": {"batch_size": 8, "epochs": 2}})
+    for training in (False, True):
+        ours = list(make_dataset(mapped, labels, config, training=training))
+        plain = list(make_dataset(images, labels, config, training=training))
+        assert len(ours) == len(plain) == (7 if not training else 14)
+        for (xa, ya), (xb, yb) in zip(ours, plain, strict=True):
+            assert np.array_equal(xa.numpy(), xb.numpy()) and np.array_equal(ya.numpy(), yb.numpy())
+
+
+def test_a_resumed_epoch_sees_the_batches_the_uninterrupted_run_saw():
+    images, labels = _arrays(40)
+    config = parse_config({"train": {"batch_size": 16, "epochs": 3}})
+    whole = [x.numpy() for x, _ in make_dataset(images, labels, config, training=True)]
+    resumed = [x.numpy() for x, _ in make_dataset(images, labels, config, training=True,
+                                                  initial_epoch=2)]
+    assert len(whole) == 9 and len(resumed) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(whole[6:], resumed, strict=True))
+    assert not np.array_equal(whole[0], whole[3]), "each epoch is shuffled and warped anew"
