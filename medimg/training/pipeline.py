@@ -9,8 +9,7 @@ warps the whole batch once in the graph and prefetches, so the model never waits
 from __future__ import annotations
 
 import math
-import os
-import weakref
+import mmap
 
 import numpy as np
 import tensorflow as tf
@@ -30,13 +29,16 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
     return max(1, math.ceil(n_images / batch_size))
 
 
+RELEASE_BYTES = 64 * 1024 * 1024
+
+
 def _gatherer(images: np.ndarray, y: np.ndarray):
     """A function from a batch of row indices to ``(images, targets)`` for those rows.
 
-    Rows of a memory-mapped ``.npy`` are read with ``pread`` at their offsets rather than
-    through the map: the bytes come from the OS page cache either way, but pages touched
-    through a map stay in the process's resident set, so a whole epoch would leave the whole
-    array counted against the trainer's memory.
+    A memory-mapped ``.npy`` is read through a map of its own, whose pages are handed back
+    (``MADV_DONTNEED``) after every 64 MiB read: the bytes stay in the OS page cache, but pages
+    touched through a map would otherwise stay in the process's resident set, so one epoch
+    would leave the whole array counted against the trainer's memory.
     """
     if not isinstance(images, np.memmap) or images.filename is None:
         def gather_in_memory(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,22 +47,23 @@ def _gatherer(images: np.ndarray, y: np.ndarray):
 
         return gather_in_memory
 
-    fd = os.open(images.filename, os.O_RDONLY)
-    row_shape, row_bytes = images.shape[1:], int(np.prod(images.shape[1:])) * images.itemsize
-    offset = images.offset
+    with open(images.filename, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    rows = np.frombuffer(mapping, dtype=images.dtype, count=images.size,
+                         offset=images.offset).reshape(images.shape)
+    row_bytes = int(np.prod(images.shape[1:])) * images.itemsize
+    can_release = hasattr(mmap, "MADV_DONTNEED")
+    read = [0]
 
     def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         index = np.sort(index)  # ascending rows read the file front to back
-        out = np.empty((len(index), *row_shape), dtype=images.dtype)
-        view = memoryview(out.reshape(len(index), -1)).cast("B")
-        for j, row in enumerate(index):
-            got = os.preadv(fd, [view[j * row_bytes:(j + 1) * row_bytes]],
-                            offset + int(row) * row_bytes)
-            if got != row_bytes:
-                raise OSError(f"short read of row {row} from {images.filename}")
+        out = rows[index]  # fancy indexing copies
+        read[0] += len(index) * row_bytes
+        if can_release and read[0] >= RELEASE_BYTES:
+            mapping.madvise(mmap.MADV_DONTNEED)
+            read[0] = 0
         return out, y[index]
 
-    weakref.finalize(gather, os.close, fd)
     return gather
 
 
