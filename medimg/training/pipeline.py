@@ -29,14 +29,15 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
     return max(1, math.ceil(n_images / batch_size))
 
 
-RELEASE_BYTES = 64 * 1024 * 1024
+RELEASE_BYTES = 16 * 1024 * 1024
+RAM_BUDGET = 256 * 1024 * 1024
 
 
 def _gatherer(images: np.ndarray, y: np.ndarray):
     """A function from a batch of row indices to ``(images, targets)`` for those rows.
 
     A memory-mapped ``.npy`` is read through a map of its own, whose pages are handed back
-    (``MADV_DONTNEED``) after every 64 MiB read: the bytes stay in the OS page cache, but pages
+    (``MADV_DONTNEED``) after every 16 MiB read: the bytes stay in the OS page cache, but pages
     touched through a map would otherwise stay in the process's resident set, so one epoch
     would leave the whole array counted against the trainer's memory.
     """
@@ -102,6 +103,8 @@ def make_dataset(
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # tf.data's autotuner may otherwise buffer batches up to half the machine's RAM
+    options.autotune.ram_budget = RAM_BUDGET
 
     if not training:
         dataset = tf.data.Dataset.range(n).batch(batch_size).map(load)
