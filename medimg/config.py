@@ -182,7 +182,7 @@ class TrainConfig(_Section):
     epochs: PositiveInt = 30
     batch_size: PositiveInt = 32
     learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0003
-    shuffle_buffer: PositiveInt = 2048
+    shuffle_buffer: Annotated[int, Field(ge=0)] = 0
     early_stopping_patience: Annotated[int, Field(ge=0)] = 6
     loss: Literal["cross_entropy", "focal"] = "cross_entropy"
     focal_gamma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
@@ -236,6 +236,17 @@ class Config(_Section):
                 f"validation.min_side {self.validation.min_side} exceeds "
                 f"validation.max_side {self.validation.max_side}"
             )
+        if self.model.weights and self.model.fine_tune.frozen_epochs >= self.train.epochs:
+            raise ValueError(
+                f"model.fine_tune.frozen_epochs {self.model.fine_tune.frozen_epochs} leaves no "
+                f"epoch of train.epochs {self.train.epochs} to fine-tune the backbone; lower it "
+                "or raise train.epochs")
+        if (self.train.lr_schedule == "cosine"
+                and self.train.min_learning_rate >= self.train.learning_rate):
+            raise ValueError(
+                f"train.min_learning_rate {self.train.min_learning_rate} is not below "
+                f"train.learning_rate {self.train.learning_rate}, so the cosine schedule would "
+                "not decay")
         return self
 
     def flat(self) -> dict[str, Any]:

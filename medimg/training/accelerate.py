@@ -61,6 +61,19 @@ def parse_tf_config(text: str | None) -> dict | None:
     return spec
 
 
+def is_chief(tf_config_text: str | None) -> bool:
+    """Whether this process writes checkpoints and the bundle: always, unless TF_CONFIG makes
+    it a worker other than the chief (or worker 0 when the cluster has no chief)."""
+    spec = parse_tf_config(tf_config_text)
+    if spec is None:
+        return True
+    task = spec["task"]
+    if task["type"] == "chief":
+        return True
+    has_chief = bool(spec["cluster"].get("chief"))
+    return task["type"] == "worker" and int(task["index"]) == 0 and not has_chief
+
+
 def choose_strategy(n_gpus: int, tf_config: dict | None) -> str:
     """MultiWorkerMirrored when TF_CONFIG names more than one worker, Mirrored for several local
     GPUs, TensorFlow's default strategy otherwise (one GPU or the CPU)."""

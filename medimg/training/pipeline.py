@@ -41,7 +41,9 @@ def _gatherer(images: np.ndarray, y: np.ndarray):
     touched through a map would otherwise stay in the process's resident set, so one epoch
     would leave the whole array counted against the trainer's memory.
     """
-    if not isinstance(images, np.memmap) or images.filename is None:
+    whole_file = (isinstance(images, np.memmap) and images.filename is not None
+                  and isinstance(images.base, mmap.mmap) and images.flags.c_contiguous)
+    if not whole_file:  # an in-memory array, or a view of a map: index it directly
         def gather_in_memory(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             index = np.sort(index)
             return np.ascontiguousarray(images[index]), y[index]
@@ -112,7 +114,8 @@ def make_dataset(
 
     seed = config.base.seed
     steps = steps_per_epoch(n, batch_size)
-    buffer = min(config.train.shuffle_buffer, n)
+    # ingest writes a split grouped by label, so only a whole-split shuffle mixes classes
+    buffer = min(config.train.shuffle_buffer or n, n)
     last = epochs if epochs is not None else config.train.epochs
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:

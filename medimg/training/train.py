@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from medimg.bundle import BundleMeta, ModelBundle
 from medimg.config import Config
 from medimg.errors import DataError
 from medimg.preprocessing.stage import check_matches_config, load_index, load_split
-from medimg.training.accelerate import Placement, place
+from medimg.training.accelerate import Placement, is_chief, place
 from medimg.training.models import backbone_of, build_model, resolve_weights
 from medimg.training.pipeline import make_dataset, steps_per_epoch
 from medimg.workspace import Workspace
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 HISTORY_FILE = "train_history.csv"
 RUN_FILE = "train_run.json"
 STATE_FILE = "state.json"
-BEST_FILE = "best.npz"
+BEST_FILE = "best-0000.npz"
 MONITOR = "val_loss"
 
 
@@ -171,22 +172,24 @@ def _write_checkpoint(directory: Path, model: keras.Model, state: dict) -> None:
     weights_name = f"epoch-{state['epoch']:04d}.weights.h5"
     model.save_weights(directory / weights_name)
     if state.pop("best_dirty", False):
-        tmp = directory / "best.tmp.npz"
-        np.savez(tmp, *state["best_weights"])
-        os.replace(tmp, directory / BEST_FILE)
+        state["best_file"] = f"best-{state['epoch']:04d}.npz"
+        np.savez(directory / state["best_file"], *state["best_weights"])
     saved = {k: v for k, v in state.items() if k != "best_weights"}
     saved["weights"] = weights_name
     tmp = directory / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(saved))
-    os.replace(tmp, directory / STATE_FILE)
-    for old in directory.glob("epoch-*.weights.h5"):
-        if old.name != weights_name:
+    os.replace(tmp, directory / STATE_FILE)  # the commit: files it names are complete
+    keep = {weights_name, state.get("best_file")}
+    for old in [*directory.glob("epoch-*.weights.h5"), *directory.glob("best-*.npz")]:
+        if old.name not in keep:
             old.unlink()
 
 
-def fingerprint(config: Config, index: dict) -> str:
-    """Params and packed data a checkpoint belongs to."""
-    text = config.digest() + json.dumps(index, sort_keys=True)
+def fingerprint(config: Config, index: dict, placement: Placement, batch: int) -> str:
+    """Params, packed data and run shape (replicas, precision, global batch) a checkpoint
+    belongs to: resuming under another shape would silently reset the optimizer's state."""
+    shape = f"{placement.replicas}/{placement.precision}/{batch}"
+    text = config.digest() + json.dumps(index, sort_keys=True) + shape
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -207,8 +210,8 @@ def _load_state(directory: Path, fp: str, resume: bool) -> dict | None:
         logger.warning("the checkpoint in %s was made with other params or data; starting over",
                        directory)
         return None
-    best = directory / BEST_FILE
-    if best.is_file():
+    best = directory / state.get("best_file", BEST_FILE)
+    if state.get("best_file") and best.is_file():
         with np.load(best) as saved:
             state["best_weights"] = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     else:
@@ -266,14 +269,19 @@ def train_workspace(
     batch = config.train.batch_size * placement.replicas
     steps = steps_per_epoch(len(train.labels), batch)
     phases = plan_phases(config, weights is not None)
+    chief = is_chief(os.environ.get("TF_CONFIG"))
     directory = ws.checkpoint_dir if config.train.checkpoint else None
-    fp = fingerprint(config, index)
+    fp = fingerprint(config, index, placement, batch)
     state = (_load_state(directory, fp, config.train.resume) if directory else None)
     resumed_from = state["epoch"] if state else 0
     if state is None:
-        if directory is not None:
+        if directory is not None and chief:
             shutil.rmtree(directory, ignore_errors=True)
         state = _fresh_state(fp)
+    loaded_from = directory
+    if directory is not None and not chief:
+        # every worker resumes from the chief's checkpoint; only the chief writes one
+        directory = Path(tempfile.mkdtemp(prefix="medimg-worker-ckpt-"))
     else:
         logger.info("resuming from the checkpoint after epoch %d", resumed_from)
     logger.info("training on %s: %s strategy, %d replica(s), global batch %d, %s, XLA %s",
@@ -293,7 +301,7 @@ def train_workspace(
                 saved_phase = phases[state["phase"]]
                 _compile(model, saved_phase, config, steps, n_classes, placement.jit_compile)
                 model.optimizer.build(model.trainable_variables)
-                model.load_weights(directory / state["weights"])
+                model.load_weights(loaded_from / state["weights"])
         val_data = make_dataset(val.images, val.labels, config, training=False, batch_size=batch)
         for number, phase in enumerate(phases):
             if state.get("stopped") or state["epoch"] >= phase.end:
@@ -329,6 +337,12 @@ def train_workspace(
             model.set_weights(state["best_weights"])
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    if placement.precision != "float32":
+        # the bundle serves on any machine: float32 layers, the same (float32) weights
+        trained = model
+        model = build_model(config.base.image_size, config.base.channels, n_classes,
+                            config.model)
+        model.set_weights(trained.get_weights())
     seconds = time.perf_counter() - start
     history = state["history"]
     logger.info("trained %d epochs in %.1fs (best epoch %d)", state["epoch"], seconds,
@@ -342,6 +356,11 @@ def train_workspace(
         threshold=config.evaluate.threshold,
         params_digest=config.digest(),
     )
+    if not chief:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        return TrainResult(history, state["epoch"], state["best_epoch"], seconds, ws.model_dir,
+                           placement, resumed_from)
     ModelBundle(model, meta).save(ws.model_dir)
     _write_history(ws.reports_dir / HISTORY_FILE, history)
     run = {**placement.as_dict(), "global_batch": batch, "epochs": state["epoch"],

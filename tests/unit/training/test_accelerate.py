@@ -241,3 +241,21 @@ def test_mirrored_strategy_trains_on_two_logical_cpus():
     assert result["strategy_class"] == "MirroredStrategy"
     assert len(result["variable_devices"]) == 2  # each variable mirrored on both replicas
     assert math.isfinite(result["loss"]) and result["loss"] > 0  # it really trained
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "chief"),
+    [
+        (None, True),
+        ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief", "index": 0}},
+         True),
+        ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}},
+         False),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
+    ],
+)
+def test_only_the_chief_writes_checkpoints_and_the_bundle(tf_config, chief):
+    from medimg.training.accelerate import is_chief
+
+    assert is_chief(json.dumps(tf_config) if tf_config else None) is chief

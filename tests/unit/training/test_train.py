@@ -139,6 +139,10 @@ def test_focal_loss_balanced_weights_and_cosine_schedule_train(make_workspace):
 
 
 def test_mixed_precision_on_this_cpu_is_recorded_as_what_actually_ran(make_workspace):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("describes a CPU-only machine; this one has a GPU")
     ws = _prepared(make_workspace, {"train": {"epochs": 1, "mixed_precision": True}})
     train_workspace(ws)
     run = json.loads((ws.reports_dir / "train_run.json").read_text())
@@ -172,3 +176,14 @@ def test_phases_freeze_only_with_weights():
 def _float32_policy():
     yield
     keras.config.set_dtype_policy("float32")
+
+
+def test_params_that_cannot_train_as_asked_are_refused_at_load():
+    from medimg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="frozen_epochs 5 leaves no epoch"):
+        parse_config({"model": {"architecture": "resnet50", "weights": "w.h5",
+                                "fine_tune": {"frozen_epochs": 5}}, "train": {"epochs": 5}})
+    with pytest.raises(ConfigError, match="cosine schedule would not decay"):
+        parse_config({"train": {"lr_schedule": "cosine", "learning_rate": 0.001,
+                                "min_learning_rate": 0.001}})
