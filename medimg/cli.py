@@ -47,6 +47,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "medimg")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect waits 20 s for its ephemeral API; a cold first start on a small machine takes longer
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("medimg").setLevel(logging.INFO)

@@ -236,11 +236,6 @@ class Config(_Section):
                 f"validation.min_side {self.validation.min_side} exceeds "
                 f"validation.max_side {self.validation.max_side}"
             )
-        if self.model.weights and self.model.fine_tune.frozen_epochs >= self.train.epochs:
-            raise ValueError(
-                f"model.fine_tune.frozen_epochs {self.model.fine_tune.frozen_epochs} leaves no "
-                f"epoch of train.epochs {self.train.epochs} to fine-tune the backbone; lower it "
-                "or raise train.epochs")
         if (self.train.lr_schedule == "cosine"
                 and self.train.min_learning_rate >= self.train.learning_rate):
             raise ValueError(

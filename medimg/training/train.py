@@ -63,7 +63,7 @@ class Phase:
 
 def plan_phases(config: Config, has_weights: bool) -> list[Phase]:
     """One phase, or with pretrained weights: frozen backbone first, then all layers at a lower
-    learning rate (``model.fine_tune``)."""
+    learning rate (``model.fine_tune``). ``frozen_epochs >= epochs`` trains the head alone."""
     epochs, lr = config.train.epochs, config.train.learning_rate
     frozen = min(config.model.fine_tune.frozen_epochs, epochs) if has_weights else 0
     if frozen == 0:
@@ -321,7 +321,9 @@ def train_workspace(
                 callbacks.append(plateau)
             callbacks.append(_Checkpointer(directory, state, number,
                                            config.train.early_stopping_patience,
-                                           early_stop=not phase.frozen, plateau=plateau))
+                                           # frozen_epochs >= epochs is a linear probe
+                                           early_stop=not phase.frozen
+                                           or number == len(phases) - 1, plateau=plateau))
             model.fit(
                 make_dataset(train.images, train.labels, config, training=True, batch_size=batch,
                              initial_epoch=state["epoch"], epochs=phase.end),
