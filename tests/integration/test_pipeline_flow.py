@@ -42,6 +42,14 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     assert run.data.params["train.epochs"] == "2"
     epochs = outcome["train"]["epochs_run"]
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == epochs
+    # what the model trained on, and how fast, is on the run
+    speed = client.get_metric_history(run.info.run_id, "images_per_second")
+    assert len(speed) == epochs and all(m.value > 0 for m in speed)
+    tags = run.data.tags
+    assert tags["runtime.device"] == "CPU"
+    assert tags["runtime.replicas"] == "1" and tags["runtime.strategy"] == "default"
+    assert tags["runtime.precision"] in {"float32", "mixed_bfloat16"}
+    assert tags["runtime.global_batch"] == str(ws.config.train.batch_size)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/confusion_matrix.png", "plots/roc.png"} <= artifacts
     reports = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}

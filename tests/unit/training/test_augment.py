@@ -361,3 +361,19 @@ def test_nearest_fill_leaves_no_black_border():
     out = augment_batch(tf.ones((8, 32, 32, 1)), config, SEED).numpy()
     np.testing.assert_allclose(out, 1.0, atol=1e-6)
 
+
+
+@pytest.mark.parametrize("fill_mode", ["nearest", "constant", "reflect", "wrap"])
+@pytest.mark.parametrize("shape", [(5, 40, 56, 1), (3, 31, 17, 3)])
+def test_warp_resamples_as_tensorflows_projective_transform_does(fill_mode: str, shape: tuple):
+    """The XLA warp is a faster route to the very pixels ``ImageProjectiveTransformV3`` gives,
+    also where strong draws reach far outside the image in each fill mode."""
+    images = np.random.default_rng(9).uniform(0, 255, shape).astype(np.float32)
+    config = augment_config(rotation_degrees=40, width_shift=0.9, height_shift=0.9, shear=0.5,
+                            zoom=0.6, horizontal_flip=True, fill_mode=fill_mode)
+    transforms = random_transforms(shape[0], shape[1], shape[2], config, SEED)
+    expected = warp(images, transforms, fill_mode=fill_mode.upper())
+    out = augment_batch(tf.constant(images), config, SEED).numpy()
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, atol=0.02)  # of 255: rounding only
+    assert not np.allclose(out, images)
