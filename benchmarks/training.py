@@ -10,15 +10,19 @@ On the same generated 512x512 PNGs, resized to 224x224, with the seed's augmenta
   tf.data, one affine warp per whole batch in the graph, prefetch;
 - the seed CNN trained by Keras ``fit`` fed by each (same model, batch, optimizer and loss),
   then ours again with XLA (``train.jit_compile``) and with bfloat16 mixed precision forced on,
-  to show what they do on this CPU.
+  to show what they do on this CPU;
+- the ceiling: the same model trained on a few batches already in memory, with no input
+  pipeline at all. No input pipeline can train faster than that, so ``ceiling_train_speedup``
+  (ceiling over seed) bounds what ``train_speedup`` can reach on this machine, and the
+  ceiling's peak RSS is what TensorFlow and the model need before any data.
 
-Each contender runs in its own process, so its peak RSS is its own. Ours first streams one whole
-epoch of all the images (every page of the memory map touched), then trains, so its peak RSS
-covers training on the whole set.
+Each contender runs in its own process, so its peak RSS is its own. Both trainings are timed
+over the same steps; ours then trains on to the end of the epoch, so its peak RSS covers
+training on every one of the images (every page of the memory map read).
 
 Usage:
     python benchmarks/training.py [--images 10000] [--size 512] [--image-size 224]
-                                  [--train-steps 20] [--seed-input-batches 60] [--keep DIR]
+                                  [--train-steps 30] [--seed-input-batches 60] [--keep DIR]
 
 The one-time decode and preprocess (ours pays it once, the seed pays it every epoch) is reported
 separately. The last line printed is one JSON object with every figure.
@@ -119,7 +123,7 @@ def _seed_cnn(image_size: int, jit: bool | str = "auto", channels: int = 1):
 class _StepClock:
     """Images/s over the steps after the warm-up ones (tracing, first allocations)."""
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, steps: int) -> None:
         import keras
 
         clock = self
@@ -128,14 +132,14 @@ class _StepClock:
             def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
                 if batch + 1 == warmup:
                     clock.start = time.perf_counter()
-                clock.end = time.perf_counter()
-                clock.steps = batch + 1
+                elif batch + 1 == warmup + steps:
+                    clock.end = time.perf_counter()
 
         self.callback = Callback()
-        self.warmup = warmup
+        self.steps = steps
 
     def ips(self) -> float:
-        return (self.steps - self.warmup) * BATCH / (self.end - self.start)
+        return self.steps * BATCH / (self.end - self.start)
 
 
 def role_seed_input(args: argparse.Namespace) -> dict:
@@ -151,18 +155,20 @@ def role_seed_input(args: argparse.Namespace) -> dict:
 
 def role_ours_input(args: argparse.Namespace) -> dict:
     dataset, n = _ours_dataset(args.packed)
-    start, seen = time.perf_counter(), 0
-    for x, _ in dataset:
+    iterator = iter(dataset)
+    seen = int(next(iterator)[0].shape[0])  # untimed, as the seed's first batch is: tracing
+    start = time.perf_counter()
+    for x, _ in iterator:
         seen += int(x.shape[0])
     seconds = time.perf_counter() - start
     assert seen == n
-    return {"ips": seen / seconds}
+    return {"ips": (seen - BATCH) / seconds}
 
 
 def role_seed_train(args: argparse.Namespace) -> dict:
     iterator = _seed_generator(args.src, args.image_size, args.color_mode)
     model = _seed_cnn(args.image_size, channels=3 if args.color_mode == "rgb" else 1)
-    clock = _StepClock(args.warmup)
+    clock = _StepClock(args.warmup, args.train_steps)
     model.fit(iterator, steps_per_epoch=args.train_steps + args.warmup, epochs=1, verbose=0,
               callbacks=[clock.callback])
     return {"ips": clock.ips()}
@@ -171,31 +177,46 @@ def role_seed_train(args: argparse.Namespace) -> dict:
 def role_ours_train(args: argparse.Namespace) -> dict:
     import keras
 
-    dataset, _ = _ours_dataset(args.packed)
-    # one whole epoch streamed first: every page of the memory map is touched before training
-    for _ in dataset:
-        pass
+    dataset, n = _ours_dataset(args.packed)
     if args.precision != "float32":
         keras.config.set_dtype_policy(args.precision)
     model = _seed_cnn(args.image_size, jit=args.jit)
-    clock = _StepClock(args.warmup)
-    model.fit(dataset, steps_per_epoch=args.train_steps + args.warmup, epochs=1, verbose=0,
-              callbacks=[clock.callback])
+    clock = _StepClock(args.warmup, args.train_steps)
+    # timed like the seed, then on to the end of the epoch when asked: every image trained on
+    steps = args.train_steps + args.warmup
+    if args.whole_epoch:
+        steps = max(steps, math.ceil(n / BATCH))
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[clock.callback])
+    return {"ips": clock.ips(), "steps": steps}
+
+
+def role_ceiling(args: argparse.Namespace) -> dict:
+    """The model alone: fed from four batches held in memory, so nothing waits on input."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4 * BATCH, args.image_size, args.image_size, 1)).astype(np.float32)
+    y = (rng.random((4 * BATCH, 1)) < 0.5).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache().repeat()
+    model = _seed_cnn(args.image_size)
+    clock = _StepClock(args.warmup, args.train_steps)
+    model.fit(dataset.prefetch(2), steps_per_epoch=args.train_steps + args.warmup, epochs=1,
+              verbose=0, callbacks=[clock.callback])
     return {"ips": clock.ips()}
 
 
 ROLES = {"seed-input": role_seed_input, "ours-input": role_ours_input,
-         "seed-train": role_seed_train, "ours-train": role_ours_train}
+         "seed-train": role_seed_train, "ours-train": role_ours_train, "ceiling": role_ceiling}
 
 
-def run_role(role: str, args: argparse.Namespace, **extra: str) -> tuple[dict, float]:
+def run_role(role: str, args: argparse.Namespace, **extra: str | None) -> tuple[dict, float]:
     """Run one contender in its own process; returns its figures and its peak RSS in GB."""
     command = [sys.executable, __file__, "--role", role, "--src", str(args.src),
                "--packed", str(args.packed), "--image-size", str(args.image_size),
                "--train-steps", str(args.train_steps), "--warmup", str(args.warmup),
                "--seed-input-batches", str(args.seed_input_batches)]
     for key, value in extra.items():
-        command += [f"--{key}", value]
+        command += [f"--{key}"] if value is None else [f"--{key}", value]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
@@ -212,7 +233,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--train-steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--seed-input-batches", type=int, default=60)
     parser.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
@@ -224,6 +245,7 @@ def main() -> None:
     parser.add_argument("--jit", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--color-mode", default="grayscale", help=argparse.SUPPRESS)
+    parser.add_argument("--whole-epoch", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.role:
@@ -249,10 +271,14 @@ def main() -> None:
         print(f"input   seed {seed_in['ips']:8.1f} img/s | ours {ours_in['ips']:8.1f} img/s | "
               f"x{ours_in['ips'] / seed_in['ips']:.1f}", flush=True)
         seed_tr, seed_rss = run_role("seed-train", args)
-        ours_tr, ours_rss = run_role("ours-train", args)
+        ours_tr, ours_rss = run_role("ours-train", args, **{"whole-epoch": None})
+        ceiling, ceiling_rss = run_role("ceiling", args)
         print(f"train   seed {seed_tr['ips']:8.1f} img/s | ours {ours_tr['ips']:8.1f} img/s | "
-              f"x{ours_tr['ips'] / seed_tr['ips']:.2f}", flush=True)
-        print(f"peak RSS seed {seed_rss:.2f} GB | ours {ours_rss:.2f} GB", flush=True)
+              f"x{ours_tr['ips'] / seed_tr['ips']:.2f} | ceiling (model alone) "
+              f"{ceiling['ips']:.1f} img/s, x{ceiling['ips'] / seed_tr['ips']:.2f} over the seed",
+              flush=True)
+        print(f"peak RSS seed {seed_rss:.2f} GB | ours {ours_rss:.2f} GB (trained through all "
+              f"{args.images} images) | model alone {ceiling_rss:.2f} GB", flush=True)
         figures = {
             "seed_input_ips": round(seed_in["ips"], 1),
             "input_ips": round(ours_in["ips"], 1),
@@ -262,6 +288,9 @@ def main() -> None:
             "train_speedup": round(ours_tr["ips"] / seed_tr["ips"], 2),
             "peak_rss_gb": round(ours_rss, 2),
             "seed_peak_rss_gb": round(seed_rss, 2),
+            "ceiling_train_ips": round(ceiling["ips"], 2),
+            "ceiling_train_speedup": round(ceiling["ips"] / seed_tr["ips"], 2),
+            "model_alone_peak_rss_gb": round(ceiling_rss, 2),
             "images": args.images,
             "image_size": args.image_size,
             "preprocess_once_s": round(pack_seconds, 1),

@@ -18,7 +18,9 @@ from medimg.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 DEFAULT, MIRRORED, MULTI_WORKER = "default", "mirrored", "multi_worker"
-BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# AMX tiles make bfloat16 pay off; AVX512-BF16 alone trained the seed CNN slower than float32
+# (0.88x, docs/performance.md), so it does not count
+BF16_FLAGS = frozenset({"amx_bf16"})
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,9 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 def choose_precision(enabled: bool, on_gpu: bool, flags: frozenset[str]) -> tuple[str, str]:
     """The Keras dtype policy for ``train.mixed_precision``, and why when it is not applied.
 
-    float16 on GPUs (with dynamic loss scaling), bfloat16 on CPUs with bfloat16 instructions;
-    elsewhere mixed precision would be emulated and slower, so training stays float32.
+    float16 on GPUs (with dynamic loss scaling), bfloat16 on CPUs with AMX bfloat16 units;
+    elsewhere bfloat16 is emulated or runs on vector units that trained slower than float32 in
+    ``benchmarks/training.py``, so training stays float32.
     """
     if not enabled:
         return "float32", ""
@@ -109,8 +112,9 @@ def choose_precision(enabled: bool, on_gpu: bool, flags: frozenset[str]) -> tupl
         return "mixed_float16", ""
     if flags & BF16_FLAGS:
         return "mixed_bfloat16", ""
-    return "float32", ("train.mixed_precision is on, but this CPU has no bfloat16 instructions "
-                       "(avx512_bf16 or amx_bf16), so training stays float32")
+    return "float32", ("train.mixed_precision is on, but this CPU has no AMX bfloat16 units "
+                       "(amx_bf16), where bfloat16 trains slower than float32 (avx512_bf16 "
+                       "alone included), so training stays float32")
 
 
 def choose_jit(setting: bool | str, on_gpu: bool) -> bool:

@@ -13,6 +13,10 @@ Conventions, shared by the NumPy reference and the in-graph version:
 - the warp needs the inverse (output pixel -> input pixel), which is what :func:`affine_matrix`
   returns and what ``ImageProjectiveTransformV3`` takes.
 
+The warp itself is TensorFlow's bilinear ``ImageProjectiveTransformV3`` arithmetic written as
+whole-batch gathers and compiled by XLA inside the tf.data graph; tests hold it to that kernel's
+pixels in every fill mode.
+
 ``augment.shear`` is a shear intensity (the tangent of the shear angle), as in
 ``keras.layers.RandomShear``; ``ImageDataGenerator``'s ``shear_range`` is an angle in degrees.
 """
@@ -136,8 +140,9 @@ def _map_coordinate(coord: tf.Tensor, length: int, fill_mode: str) -> tf.Tensor:
 
 
 def _warp(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str) -> tf.Tensor:
-    """Bilinear resampling of ``(B, H, W, C)`` float images through ``(B, 8)`` output-to-input
-    rows: the arithmetic of ``ImageProjectiveTransformV3``, written as whole-batch gathers.
+    """Bilinear resampling of ``(B, H, W, C)`` images (uint8 or float) through ``(B, 8)``
+    output-to-input rows, to float32: the arithmetic of ``ImageProjectiveTransformV3``, written
+    as whole-batch gathers.
 
     Compiled by XLA (see :data:`_compiled_warp`), the coordinates, the four reads and the
     blend of every pixel fuse into one loop, about five times faster on a CPU than TensorFlow's
@@ -161,7 +166,8 @@ def _warp(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str) -> tf.Tensor
         r = tf.cast(tf.clip_by_value(row, 0.0, height - 1.0), tf.int32)
         c = tf.cast(tf.clip_by_value(col, 0.0, width - 1.0), tf.int32)
         # the fill value (0) wherever a neighbour lies outside the image
-        return tf.gather(flat, first + r * width + c) * tf.cast(inside, flat.dtype)[..., None]
+        pixels = tf.cast(tf.gather(flat, first + r * width + c), tf.float32)
+        return pixels * tf.cast(inside, tf.float32)[..., None]
 
     top = read(y0, x0) * (1.0 - fx) + read(y0, x0 + 1.0) * fx
     bottom = read(y0 + 1.0, x0) * (1.0 - fx) + read(y0 + 1.0, x0 + 1.0) * fx
@@ -172,10 +178,13 @@ _compiled_warp = tf.function(_warp, jit_compile=True)
 
 
 def augment_batch(images: tf.Tensor, config: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
-    """Warp a float batch ``(B, H, W, C)`` once per image with its own random affine."""
+    """Warp a batch ``(B, H, W, C)`` once per image with its own random affine; float32 out.
+
+    A uint8 batch is read as it is: the cast to float32 happens in the warp's own loop.
+    """
     height, width = int(images.shape[1]), int(images.shape[2])
     transforms = random_transforms(tf.shape(images)[0], height, width, config, seed)
-    return _compiled_warp(tf.cast(images, tf.float32), transforms, config.fill_mode)
+    return _compiled_warp(images, transforms, config.fill_mode)
 
 
 def is_identity(config: AugmentConfig) -> bool:

@@ -30,7 +30,8 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
 
 
 RELEASE_BYTES = 16 * 1024 * 1024
-RAM_BUDGET = 256 * 1024 * 1024
+MIN_RAM_BUDGET = 64 * 1024 * 1024
+BUFFERED_BATCHES = 8
 
 
 def _gatherer(images: np.ndarray, y: np.ndarray):
@@ -97,19 +98,25 @@ def make_dataset(
     gather = _gatherer(images, y)
 
     def load(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        # uint8 until the warp: a quarter of the bytes in every buffer before it
         x, t = tf.numpy_function(gather, [index], (tf.uint8, tf.float32), stateful=False)
         x.set_shape(shape)
         t.set_shape((None, y.shape[1]))
+        return x, t
+
+    def to_float(x: tf.Tensor, t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.cast(x, tf.float32), t
 
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    # tf.data's autotuner may otherwise buffer batches up to half the machine's RAM
-    options.autotune.ram_budget = RAM_BUDGET
+    # tf.data's autotuner may otherwise buffer batches up to half the machine's RAM; a few
+    # batches ahead keep any model fed, and the trainer's memory stays its model's own
+    batch_bytes = batch_size * int(np.prod(images.shape[1:])) * 4  # float32 after the cast
+    options.autotune.ram_budget = max(MIN_RAM_BUDGET, BUFFERED_BATCHES * batch_bytes)
 
     if not training:
-        dataset = tf.data.Dataset.range(n).batch(batch_size).map(load)
+        dataset = tf.data.Dataset.range(n).batch(batch_size).map(load).map(to_float)
         return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
     seed = config.base.seed
@@ -128,12 +135,12 @@ def make_dataset(
     dataset = tf.data.Dataset.range(initial_epoch, last).flat_map(one_epoch)
     augment = config.augment
     if is_identity(augment):
-        dataset = dataset.map(lambda step, batch: batch)
+        dataset = dataset.map(lambda step, batch: to_float(*batch))
     else:
         def warp(step: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]):
             x, t = batch
             pair = tf.stack([tf.constant(seed, tf.int64), step])
-            return augment_batch(x, augment, pair), t
+            return augment_batch(x, augment, pair), t  # uint8 in, float32 out
 
         dataset = dataset.map(warp, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -282,7 +282,7 @@ def train_workspace(
     if directory is not None and not chief:
         # every worker resumes from the chief's checkpoint; only the chief writes one
         directory = Path(tempfile.mkdtemp(prefix="medimg-worker-ckpt-"))
-    else:
+    if resumed_from:
         logger.info("resuming from the checkpoint after epoch %d", resumed_from)
     logger.info("training on %s: %s strategy, %d replica(s), global batch %d, %s, XLA %s",
                 placement.device, placement.strategy, placement.replicas, batch,
