@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ class BundleMeta:
     preprocess: dict[str, Any]
     threshold: float = 0.5
     params_digest: str = ""
+    # how the threshold was chosen and what it gave on validation (evaluation.threshold)
+    operating_point: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelBundle:

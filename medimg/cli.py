@@ -342,8 +342,10 @@ def _run_flow(ws, sources: list[Path] | None) -> dict:
 
 
 def _metrics_table(metrics: dict) -> Table:
+    point = metrics.get("operating_point") or {}
+    chosen = f", {point['method']} on validation" if point.get("method") else ""
     table = Table("metric", "test split", title=f"Test metrics (n={metrics['n']}, threshold "
-                  f"{metrics['threshold']})")
+                  f"{metrics['threshold']:.4g}{chosen})")
     for key in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc"):
         table.add_row(key, f"{metrics[key]:.3f}")
     table.add_row("confusion matrix", str(metrics["confusion_matrix"]))

@@ -199,6 +199,8 @@ class TrainConfig(_Section):
 
 
 class EvaluateConfig(_Section):
+    threshold_method: Literal["target_recall", "youden", "max_f1", "fixed"] = "target_recall"
+    target_recall: Annotated[float, Field(gt=0.0, le=1.0)] = 0.90
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
 
 

@@ -42,6 +42,8 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     probs = bundle.predict_packed(test.images)
     names = bundle.meta.class_names
     metrics = compute_metrics(test.labels, probs, names, bundle.meta.threshold)
+    if meta.operating_point:  # how the threshold was chosen, on validation
+        metrics["operating_point"] = meta.operating_point
 
     ws.reports_dir.mkdir(parents=True, exist_ok=True)
     predicted = bundle.decide(probs)

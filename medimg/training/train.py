@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -25,6 +25,7 @@ import numpy as np
 from medimg.bundle import BundleMeta, ModelBundle
 from medimg.config import Config
 from medimg.errors import DataError
+from medimg.evaluation.threshold import select_threshold
 from medimg.preprocessing.stage import check_matches_config, load_index, load_split
 from medimg.training.accelerate import Placement, is_chief, place
 from medimg.training.models import backbone_of, build_model, resolve_weights
@@ -358,6 +359,13 @@ def train_workspace(
         threshold=config.evaluate.threshold,
         params_digest=config.digest(),
     )
+    if n_classes == 2:
+        # the operating point comes from validation, never from the locked test split
+        scores = ModelBundle(model, meta).predict_packed(val.images)[:, 1]
+        point = select_threshold(np.asarray(val.labels) == 1, scores, config.evaluate)
+        meta = replace(meta, threshold=point.threshold, operating_point=point.as_dict())
+        logger.info("threshold %.4f (%s): validation recall %.3f, precision %.3f",
+                    point.threshold, point.method, point.recall, point.precision)
     if not chief:
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)

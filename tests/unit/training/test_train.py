@@ -188,3 +188,31 @@ def test_a_cosine_schedule_that_cannot_decay_is_refused_at_load():
     with pytest.raises(ConfigError, match="cosine schedule would not decay"):
         parse_config({"train": {"lr_schedule": "cosine", "learning_rate": 0.001,
                                 "min_learning_rate": 0.001}})
+
+
+@pytest.mark.parametrize("method", ["target_recall", "max_f1"])
+def test_the_threshold_is_chosen_on_validation_and_travels_with_the_model(make_workspace, method):
+    from medimg.bundle import ModelBundle
+    from medimg.evaluation.stage import evaluate_workspace
+    from medimg.evaluation.threshold import select_threshold
+    from medimg.preprocessing.stage import load_split
+
+    ws = _prepared(make_workspace, {"train": {"epochs": 2},
+                                    "evaluate": {"threshold_method": method,
+                                                 "target_recall": 0.9}})
+    train_workspace(ws)
+    bundle = ModelBundle.load(ws.model_dir)
+    point = bundle.meta.operating_point
+    assert point["method"] == method and bundle.meta.threshold == point["threshold"]
+    # the saved model's own validation scores give back the same operating point
+    val = load_split(ws, "val")
+    scores = bundle.predict_packed(val.images)[:, 1]
+    again = select_threshold(val.labels == 1, scores, ws.config.evaluate)
+    assert again.threshold == pytest.approx(point["threshold"], abs=1e-6)
+    assert np.isclose(scores, point["threshold"], atol=1e-6).any()  # one of the scores
+    if method == "target_recall":
+        assert point["recall"] >= 0.9
+    # evaluation decides at that threshold and says how it was chosen
+    metrics = evaluate_workspace(ws).metrics
+    assert metrics["threshold"] == bundle.meta.threshold
+    assert metrics["operating_point"]["method"] == method
