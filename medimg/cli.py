@@ -344,11 +344,18 @@ def _run_flow(ws, sources: list[Path] | None) -> dict:
 def _metrics_table(metrics: dict) -> Table:
     point = metrics.get("operating_point") or {}
     chosen = f", {point['method']} on validation" if point.get("method") else ""
-    table = Table("metric", "test split", title=f"Test metrics (n={metrics['n']}, threshold "
+    ci = metrics.get("ci") or {}
+    level = (metrics.get("bootstrap") or {}).get("confidence", 0.95)
+    table = Table("metric", "test split", f"{level:.0%} CI (by patient)",
+                  title=f"Test metrics (n={metrics['n']}, threshold "
                   f"{metrics['threshold']:.4g}{chosen})")
-    for key in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc"):
-        table.add_row(key, f"{metrics[key]:.3f}")
-    table.add_row("confusion matrix", str(metrics["confusion_matrix"]))
+    for key in ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
+                "pr_auc", "brier", "ece"):
+        if key in metrics:
+            bounds = ci.get(key)
+            interval = f"{bounds['low']:.3f} - {bounds['high']:.3f}" if bounds else "-"
+            table.add_row(key, f"{metrics[key]:.3f}", interval)
+    table.add_row("confusion matrix", str(metrics["confusion_matrix"]), "")
     return table
 
 

@@ -202,6 +202,8 @@ class EvaluateConfig(_Section):
     threshold_method: Literal["target_recall", "youden", "max_f1", "fixed"] = "target_recall"
     target_recall: Annotated[float, Field(gt=0.0, le=1.0)] = 0.90
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    bootstrap_resamples: Annotated[int, Field(ge=0, le=100_000)] = 1000
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
 
 
 class GatesConfig(_Section):

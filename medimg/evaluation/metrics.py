@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 
 
 def _safe_div(num: float, den: float) -> float:
@@ -13,7 +13,8 @@ def _safe_div(num: float, den: float) -> float:
 def compute_metrics(
     y_true: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5
 ) -> dict[str, object]:
-    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC-AUC and the confusion matrix.
+    """Accuracy, precision (PPV), recall (sensitivity), specificity, NPV, F1, ROC-AUC, PR-AUC,
+    Brier score, expected calibration error and the confusion matrix.
 
     Two classes: the last class is positive and ``threshold`` applies to its probability.
     More classes: arg-max decisions and macro averages of the one-vs-rest values.
@@ -42,30 +43,63 @@ def compute_metrics(
             "precision": precision,
             "recall": recall,
             "specificity": _safe_div(tn, tn + fp),
+            "npv": _safe_div(tn, tn + fn),
             "f1": _safe_div(2 * precision * recall, precision + recall),
         })
+    onehot = np.eye(n_classes)[y_true]
     if n_classes == 2:
         headline = per_class[1]
         present = len(np.unique(y_true)) == 2
         roc_auc = float(roc_auc_score(y_true, probs[:, 1])) if present else float("nan")
+        pr_auc = float(average_precision_score(y_true, probs[:, 1])) if present else float("nan")
+        brier = float(np.mean((probs[:, 1] - y_true) ** 2))
+        ece = expected_calibration_error(y_true == 1, probs[:, 1])
     else:
         headline = {k: float(np.mean([c[k] for c in per_class])) for k in per_class[0]}
         present = len(np.unique(y_true)) == n_classes
         roc_auc = float(roc_auc_score(y_true, probs, multi_class="ovr")) if present else float(
             "nan")
+        pr_auc = float(average_precision_score(onehot, probs, average="macro")) if present else (
+            float("nan"))
+        brier = float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+        ece = expected_calibration_error(probs.argmax(axis=1) == y_true, probs.max(axis=1))
     return {
         "accuracy": _safe_div(np.trace(cm), cm.sum()),
         "precision": headline["precision"],
         "recall": headline["recall"],
         "specificity": headline["specificity"],
+        "npv": headline["npv"],
         "f1": headline["f1"],
         "roc_auc": roc_auc,
+        "pr_auc": pr_auc,
+        "brier": brier,
+        "ece": ece,
         "threshold": float(threshold),
         "n": len(y_true),
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
         "per_class": {name: per_class[k] for k, name in enumerate(class_names)},
     }
+
+
+def expected_calibration_error(hit: np.ndarray, confidence: np.ndarray, bins: int = 10) -> float:
+    """ECE: the image-weighted mean gap between confidence and frequency in equal-width bins.
+
+    Binary models pass the positive class (``hit`` = is positive, ``confidence`` = its
+    probability); multi-class models pass the top class (hit = it is right).
+    """
+    hit = np.asarray(hit, dtype=float)
+    confidence = np.asarray(confidence, dtype=float)
+    if len(hit) == 0:
+        return float("nan")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            gap += inside.sum() * abs(confidence[inside].mean() - hit[inside].mean())
+    return float(gap / len(hit))
 
 
 def roc_points(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[float]]:

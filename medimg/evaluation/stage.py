@@ -9,7 +9,9 @@ from pathlib import Path
 
 from medimg.bundle import ModelBundle
 from medimg.config import Config
+from medimg.data.manifest import load_manifest
 from medimg.errors import DataError
+from medimg.evaluation.bootstrap import bootstrap_intervals
 from medimg.evaluation.metrics import compute_metrics, roc_points
 from medimg.evaluation.plots import plot_confusion_matrix, plot_roc, write_rows
 from medimg.preprocessing.stage import check_packed_with, load_index, load_split
@@ -23,6 +25,14 @@ class EvaluationResult:
     metrics: dict[str, object]
     metrics_path: Path
     plots: list[Path]
+
+
+def _patients(ws: Workspace, image_ids: list[str]) -> list[str]:
+    """The pseudonymous patient of each test image (the image itself when none is known)."""
+    manifest = load_manifest(ws.manifest_path).drop_duplicates("image_id").set_index("image_id")
+    known = manifest["patient_id"].reindex(image_ids)
+    return [str(p) if isinstance(p, str) and p else f"image:{i}"
+            for i, p in zip(image_ids, known, strict=True)]
 
 
 def evaluate_workspace(ws: Workspace, config: Config | None = None) -> EvaluationResult:
@@ -44,6 +54,14 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     metrics = compute_metrics(test.labels, probs, names, bundle.meta.threshold)
     if meta.operating_point:  # how the threshold was chosen, on validation
         metrics["operating_point"] = meta.operating_point
+    evaluate = config.evaluate
+    patients = _patients(ws, test.image_ids)
+    metrics["ci"] = bootstrap_intervals(test.labels, probs, names, meta.threshold, patients,
+                                        evaluate.bootstrap_resamples, evaluate.confidence,
+                                        seed=config.base.seed)
+    metrics["bootstrap"] = {"resamples": evaluate.bootstrap_resamples,
+                            "confidence": evaluate.confidence, "unit": "patient",
+                            "patients": len(set(patients))}
 
     ws.reports_dir.mkdir(parents=True, exist_ok=True)
     predicted = bundle.decide(probs)

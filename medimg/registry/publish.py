@@ -22,7 +22,8 @@ from medimg.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
-SCALAR_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
+SCALAR_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
+                  "pr_auc", "brier", "ece", "threshold")
 
 
 @dataclass
@@ -118,6 +119,9 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
                 mlflow.log_metric(key, value, step=epoch)
         mlflow.log_metrics({f"test_{k}": float(metrics[k]) for k in SCALAR_METRICS
                             if isinstance(metrics.get(k), int | float)})
+        mlflow.log_metrics({f"test_{k}_ci_{end}": float(bounds[end])
+                            for k, bounds in (metrics.get("ci") or {}).items()
+                            for end in ("low", "high")})
         for path in [ws.metrics_path, ws.validation_report_path,
                      ws.reports_dir / "train_history.csv", ws.reports_dir / "train_run.json",
                      ws.reports_dir / "predictions.csv"]:
