@@ -206,10 +206,27 @@ class EvaluateConfig(_Section):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
 
 
+BOUNDABLE_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
+                     "pr_auc")
+
+
 class GatesConfig(_Section):
     min_f1: Fraction = 0.80
     min_recall: Fraction = 0.85
+    # further lower bounds, on any of BOUNDABLE_METRICS (higher is better for each)
+    minimums: dict[str, Fraction] = Field(default_factory=dict)
+    # bound the lower end of each metric's bootstrap interval, not its point estimate
+    on_ci_lower_bound: bool = False
     noninferiority_margin: Fraction = 0.02
+
+    @field_validator("minimums")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(BOUNDABLE_METRICS))
+        if unknown:
+            raise ValueError(f"gates.minimums names {unknown}; bounds can be set on "
+                             f"{', '.join(BOUNDABLE_METRICS)}")
+        return value
 
 
 class RegistryConfig(_Section):
@@ -235,6 +252,10 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _sides_consistent(self) -> Config:
+        if self.gates.on_ci_lower_bound and self.evaluate.bootstrap_resamples == 0:
+            raise ValueError("gates.on_ci_lower_bound needs confidence intervals, but "
+                             "evaluate.bootstrap_resamples is 0; set it to 1000 or turn the "
+                             "option off")
         if self.validation.min_side > self.validation.max_side:
             raise ValueError(
                 f"validation.min_side {self.validation.min_side} exceeds "

@@ -44,21 +44,30 @@ def _number(metrics: Mapping[str, object], key: str) -> float | None:
     return float(value)
 
 
-def check_minimum(name: str, metrics: Mapping[str, object], metric: str, bound: float) -> GateCheck:
-    value = _number(metrics, metric)
+def check_minimum(name: str, metrics: Mapping[str, object], metric: str, bound: float,
+                  on_ci_lower_bound: bool = False) -> GateCheck:
+    """``metric >= bound``; with ``on_ci_lower_bound``, the lower end of its bootstrap
+    interval (``metrics["ci"][metric]["low"]``) must clear the bound instead."""
+    if on_ci_lower_bound:
+        interval = metrics.get("ci")
+        bounds = interval.get(metric) if isinstance(interval, Mapping) else None
+        value = _number(bounds, "low") if isinstance(bounds, Mapping) else None
+        label = f"{metric} CI lower bound"
+    else:
+        value, label = _number(metrics, metric), metric
     if value is None:
-        return GateCheck(name, metric, None, bound, False, f"{metric} is missing: fails closed")
+        return GateCheck(name, metric, None, bound, False, f"{label} is missing: fails closed")
     passed = value >= bound
     relation = ">=" if passed else "<"
-    return GateCheck(name, metric, value, bound, passed, f"{metric} {value:.4f} {relation} {bound}")
+    return GateCheck(name, metric, value, bound, passed, f"{label} {value:.4f} {relation} {bound}")
 
 
 def absolute_gates(metrics: Mapping[str, object], gates: GatesConfig) -> list[GateCheck]:
-    """F1 >= ``gates.min_f1`` and recall >= ``gates.min_recall``."""
-    return [
-        check_minimum("min_f1", metrics, "f1", gates.min_f1),
-        check_minimum("min_recall", metrics, "recall", gates.min_recall),
-    ]
+    """F1 >= ``gates.min_f1``, recall >= ``gates.min_recall`` and each of ``gates.minimums``,
+    on point estimates or, with ``gates.on_ci_lower_bound``, on the intervals' lower ends."""
+    bounds = {"f1": gates.min_f1, "recall": gates.min_recall, **gates.minimums}
+    return [check_minimum(f"min_{metric}", metrics, metric, bound, gates.on_ci_lower_bound)
+            for metric, bound in bounds.items()]
 
 
 def noninferiority_gates(
