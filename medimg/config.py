@@ -203,6 +203,7 @@ class EvaluateConfig(_Section):
     target_recall: Annotated[float, Field(gt=0.0, le=1.0)] = 0.90
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     bootstrap_resamples: Annotated[int, Field(ge=0, le=100_000)] = 1000
+    slices: list[str] = Field(default_factory=list)
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
 
 

@@ -7,10 +7,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from medimg.bundle import ModelBundle
 from medimg.config import Config
-from medimg.data.manifest import load_manifest
-from medimg.errors import DataError
+from medimg.data.manifest import META_PREFIX, load_manifest
+from medimg.errors import ConfigError, DataError
 from medimg.evaluation.bootstrap import bootstrap_intervals
 from medimg.evaluation.metrics import compute_metrics, roc_points
 from medimg.evaluation.plots import plot_confusion_matrix, plot_roc, write_rows
@@ -27,12 +30,55 @@ class EvaluationResult:
     plots: list[Path]
 
 
-def _patients(ws: Workspace, image_ids: list[str]) -> list[str]:
-    """The pseudonymous patient of each test image (the image itself when none is known)."""
+SLICE_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc")
+
+
+def _test_rows(ws: Workspace, image_ids: list[str]) -> pd.DataFrame:
+    """The manifest's rows for the test images, in the packed split's order."""
     manifest = load_manifest(ws.manifest_path).drop_duplicates("image_id").set_index("image_id")
-    known = manifest["patient_id"].reindex(image_ids)
+    return manifest.reindex(image_ids)
+
+
+def _patients(rows: pd.DataFrame) -> list[str]:
+    """The pseudonymous patient of each test image (the image itself when none is known)."""
     return [str(p) if isinstance(p, str) and p else f"image:{i}"
-            for i, p in zip(image_ids, known, strict=True)]
+            for i, p in zip(rows.index, rows["patient_id"], strict=True)]
+
+
+def _finite(value: object) -> object:
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def slice_metrics(
+    rows: pd.DataFrame, columns: list[str], y_true: np.ndarray, probs: np.ndarray,
+    class_names: list[str], threshold: float,
+) -> dict[str, dict[str, dict[str, object]]]:
+    """``{column: {value: metrics}}`` for each manifest column named in ``evaluate.slices``.
+
+    A column is named as in the manifest or by its metadata name (``site`` for ``meta_site``);
+    images without a value form the slice ``(missing)``. Undefined values (ROC-AUC of a slice
+    with one class) are null.
+
+    Raises:
+        ConfigError: when a column is not in the manifest.
+    """
+    out: dict[str, dict[str, dict[str, object]]] = {}
+    for name in columns:
+        column = name if name in rows.columns else f"{META_PREFIX}{name}"
+        if column not in rows.columns:
+            available = sorted(c for c in rows.columns if c.startswith(META_PREFIX))
+            raise ConfigError(
+                f"evaluate.slices names {name!r}, which the manifest does not have; metadata "
+                f"columns there: {', '.join(available) or 'none'} (a label list's extra "
+                "columns become meta_<name>)")
+        values = rows[column].astype("string").fillna("(missing)").to_numpy()
+        out[name] = {}
+        for value in sorted(set(values)):
+            inside = values == value
+            m = compute_metrics(y_true[inside], probs[inside], class_names, threshold)
+            out[name][str(value)] = {"n": int(inside.sum()),
+                                     **{k: _finite(m[k]) for k in SLICE_METRICS}}
+    return out
 
 
 def evaluate_workspace(ws: Workspace, config: Config | None = None) -> EvaluationResult:
@@ -55,10 +101,14 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     if meta.operating_point:  # how the threshold was chosen, on validation
         metrics["operating_point"] = meta.operating_point
     evaluate = config.evaluate
-    patients = _patients(ws, test.image_ids)
+    rows = _test_rows(ws, test.image_ids)
+    patients = _patients(rows)
     metrics["ci"] = bootstrap_intervals(test.labels, probs, names, meta.threshold, patients,
                                         evaluate.bootstrap_resamples, evaluate.confidence,
                                         seed=config.base.seed)
+    if evaluate.slices:
+        metrics["slices"] = slice_metrics(rows, list(evaluate.slices), test.labels, probs, names,
+                                          meta.threshold)
     metrics["bootstrap"] = {"resamples": evaluate.bootstrap_resamples,
                             "confidence": evaluate.confidence, "unit": "patient",
                             "patients": len(set(patients))}

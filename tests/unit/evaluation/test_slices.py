@@ -1,0 +1,71 @@
+"""Metrics per slice of the test split, by manifest column."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medimg.errors import ConfigError
+from medimg.evaluation.metrics import compute_metrics
+from medimg.evaluation.stage import slice_metrics
+
+NAMES = ["normal", "pneumonia"]
+
+
+def _case():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 90)
+    p = np.clip(0.4 * y + 0.6 * rng.random(90), 0, 1)
+    sites = np.array(["north"] * 40 + ["south"] * 30 + [None] * 20, dtype=object)
+    rows = pd.DataFrame({"meta_site": pd.array(sites, dtype="string"),
+                         "format": ["png"] * 90}, index=[f"id{i}" for i in range(90)])
+    return rows, y, np.stack([1 - p, p], axis=1)
+
+
+def test_each_slice_has_the_metrics_of_its_own_images():
+    rows, y, probs = _case()
+    out = slice_metrics(rows, ["site"], y, probs, NAMES, 0.5)  # meta_ may be left off
+    assert set(out["site"]) == {"north", "south", "(missing)"}
+    assert [out["site"][k]["n"] for k in ("north", "south", "(missing)")] == [40, 30, 20]
+    south = compute_metrics(y[40:70], probs[40:70], NAMES, 0.5)
+    for key in ("recall", "precision", "specificity", "f1", "roc_auc"):
+        assert out["site"]["south"][key] == pytest.approx(south[key])
+
+
+def test_a_one_class_slice_reports_null_where_a_metric_is_undefined():
+    rows, y, probs = _case()
+    y = y.copy()
+    y[70:] = 0  # the (missing) slice holds negatives only
+    out = slice_metrics(rows, ["meta_site"], y, probs, NAMES, 0.5)
+    assert out["meta_site"]["(missing)"]["roc_auc"] is None
+    json.dumps(out, allow_nan=False)  # strict JSON: no NaN reaches metrics.json
+
+
+def test_a_column_the_manifest_lacks_is_named_with_what_it_has():
+    rows, y, probs = _case()
+    with pytest.raises(ConfigError, match="'scanner'.*meta_site"):
+        slice_metrics(rows, ["scanner"], y, probs, NAMES, 0.5)
+
+
+def test_the_evaluate_stage_writes_slices_into_metrics_json(make_workspace):
+    from medimg.data.ingest import ingest_sources
+    from medimg.evaluation.stage import evaluate_workspace
+    from medimg.preprocessing.stage import preprocess_workspace
+    from medimg.training.train import train_workspace
+
+    ws = make_workspace({"train": {"epochs": 1}, "evaluate": {"slices": ["format"],
+                                                              "bootstrap_resamples": 50}})
+    assert ingest_sources(ws, [ws.raw_dir]).balanced
+    preprocess_workspace(ws)
+    train_workspace(ws)
+    evaluate_workspace(ws)
+    metrics = json.loads(ws.metrics_path.read_text())
+    assert metrics["slices"]["format"]["png"]["n"] == metrics["n"]
+    assert metrics["slices"]["format"]["png"]["recall"] == pytest.approx(metrics["recall"])
+    assert metrics["bootstrap"] == {"resamples": 50, "confidence": 0.95, "unit": "patient",
+                                    "patients": metrics["bootstrap"]["patients"]}
+    assert 0 < metrics["bootstrap"]["patients"] <= metrics["n"]
+    assert metrics["ci"]["f1"]["low"] <= metrics["f1"] <= metrics["ci"]["f1"]["high"]
