@@ -46,7 +46,7 @@ def test_a_one_class_slice_reports_null_where_a_metric_is_undefined():
 
 def test_a_column_the_manifest_lacks_is_named_with_what_it_has():
     rows, y, probs = _case()
-    with pytest.raises(ConfigError, match="'scanner'.*meta_site"):
+    with pytest.raises(ConfigError, match=r"'scanner'.*meta_site"):
         slice_metrics(rows, ["scanner"], y, probs, NAMES, 0.5)
 
 
