@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def _safe_div(num: float, den: float) -> float:
@@ -107,3 +113,32 @@ def roc_points(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[float]]:
     positive = probs.shape[1] - 1
     fpr, tpr, thresholds = roc_curve(np.asarray(y_true) == positive, probs[:, positive])
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "threshold": thresholds.tolist()}
+
+
+def pr_points(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[float]]:
+    """Precision-recall curve of the positive (last) class, one-vs-rest; ``threshold`` has one
+    entry per point but the last (recall 0)."""
+    positive = probs.shape[1] - 1
+    precision, recall, thresholds = precision_recall_curve(np.asarray(y_true) == positive,
+                                                           probs[:, positive])
+    return {"precision": precision.tolist(), "recall": recall.tolist(),
+            "threshold": thresholds.tolist()}
+
+
+def reliability_points(y_true: np.ndarray, probs: np.ndarray, bins: int = 10
+                       ) -> dict[str, list[float]]:
+    """Mean predicted probability and observed frequency of the positive (last) class per
+    equal-width bin, for the bins that hold images."""
+    positive = probs.shape[1] - 1
+    hit = (np.asarray(y_true) == positive).astype(float)
+    confidence = probs[:, positive]
+    which = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1], right=True),
+                    0, bins - 1)
+    out: dict[str, list[float]] = {"confidence": [], "frequency": [], "count": []}
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            out["confidence"].append(float(confidence[inside].mean()))
+            out["frequency"].append(float(hit[inside].mean()))
+            out["count"].append(int(inside.sum()))
+    return out

@@ -53,6 +53,53 @@ def plot_roc(points: dict[str, list[float]], auc: float, path: Path) -> Path:
     return path
 
 
+def _line_plot(path: Path, title: str, xlabel: str, ylabel: str,
+               lines: list[tuple[list[float], list[float], str, dict]],
+               marker: float | None = None, marker_label: str = "") -> Path:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=110)
+    for xs, ys, label, style in lines:
+        ax.plot(xs, ys, label=label, **style)
+    if marker is not None:
+        ax.axvline(marker, color="black", linestyle=":", linewidth=1.0, label=marker_label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_pr(points: dict[str, list[float]], pr_auc: float, prevalence: float, path: Path) -> Path:
+    return _line_plot(path, "Precision-recall (test split)", "recall (sensitivity)",
+                      "precision (PPV)",
+                      [(points["recall"], points["precision"], f"PR-AUC {pr_auc:.3f}", {}),
+                       ([0, 1], [prevalence, prevalence], f"prevalence {prevalence:.2f}",
+                        {"linestyle": "--", "color": "grey", "linewidth": 0.8})])
+
+
+def plot_reliability(points: dict[str, list[float]], ece: float, path: Path) -> Path:
+    return _line_plot(path, "Reliability (test split)", "predicted probability",
+                      "observed frequency",
+                      [(points["confidence"], points["frequency"], f"model (ECE {ece:.3f})",
+                        {"marker": "o"}),
+                       ([0, 1], [0, 1], "perfect calibration",
+                        {"linestyle": "--", "color": "grey", "linewidth": 0.8})])
+
+
+def plot_threshold_curves(points: dict[str, list[float]], threshold: float, path: Path) -> Path:
+    return _line_plot(path, "Recall, precision by threshold (test)",
+                      "threshold on the positive-class probability", "value",
+                      [(points["threshold"], points["recall"], "recall", {}),
+                       (points["threshold"], points["precision"], "precision", {})],
+                      marker=threshold, marker_label=f"operating point {threshold:.3f}")
+
+
 def write_rows(path: Path, header: list[str], rows: list[list[object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:

@@ -15,8 +15,20 @@ from medimg.config import Config
 from medimg.data.manifest import META_PREFIX, load_manifest
 from medimg.errors import ConfigError, DataError
 from medimg.evaluation.bootstrap import bootstrap_intervals
-from medimg.evaluation.metrics import compute_metrics, roc_points
-from medimg.evaluation.plots import plot_confusion_matrix, plot_roc, write_rows
+from medimg.evaluation.metrics import (
+    compute_metrics,
+    pr_points,
+    reliability_points,
+    roc_points,
+)
+from medimg.evaluation.plots import (
+    plot_confusion_matrix,
+    plot_pr,
+    plot_reliability,
+    plot_roc,
+    plot_threshold_curves,
+    write_rows,
+)
 from medimg.preprocessing.stage import check_packed_with, load_index, load_split
 from medimg.workspace import Workspace
 
@@ -124,10 +136,27 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     roc = roc_points(test.labels, probs)
     write_rows(ws.plots_dir / "roc.csv", ["fpr", "tpr"],
                [[f, t] for f, t in zip(roc["fpr"], roc["tpr"], strict=True)])
+    pr = pr_points(test.labels, probs)
+    write_rows(ws.plots_dir / "pr.csv", ["recall", "precision"],
+               [[r, p] for r, p in zip(pr["recall"], pr["precision"], strict=True)])
+    # recall and precision at each threshold (the last PR point, recall 0, has none)
+    write_rows(ws.plots_dir / "threshold.csv", ["threshold", "recall", "precision"],
+               [[t, r, p] for t, r, p in zip(pr["threshold"], pr["recall"], pr["precision"],
+                                             strict=False)])
+    calibration = reliability_points(test.labels, probs)
+    write_rows(ws.plots_dir / "reliability.csv", ["confidence", "frequency", "count"],
+               [list(row) for row in zip(calibration["confidence"], calibration["frequency"],
+                                         calibration["count"], strict=True)])
+    by_threshold = {k: pr[k][:len(pr["threshold"])] for k in ("recall", "precision")}
+    prevalence = float(np.mean(np.asarray(test.labels) == len(names) - 1))
     plots = [
         plot_confusion_matrix(metrics["confusion_matrix"], names,
                               ws.plots_dir / "confusion_matrix.png"),
         plot_roc(roc, float(metrics["roc_auc"]), ws.plots_dir / "roc.png"),
+        plot_pr(pr, float(metrics["pr_auc"]), prevalence, ws.plots_dir / "pr.png"),
+        plot_reliability(calibration, float(metrics["ece"]), ws.plots_dir / "reliability.png"),
+        plot_threshold_curves({"threshold": pr["threshold"], **by_threshold}, meta.threshold,
+                              ws.plots_dir / "threshold.png"),
     ]
     # last, so that a metrics file is only ever there beside complete predictions and plots
     ws.metrics_path.write_text(json.dumps(metrics, indent=2))

@@ -69,3 +69,22 @@ def test_multiclass_macro_metrics_match_scikit_learn():
 def test_misaligned_shapes_are_rejected():
     with pytest.raises(ValueError, match="does not match"):
         compute_metrics(np.array([0, 1]), np.zeros((3, 2)), ["a", "b"])
+
+
+def test_pr_and_reliability_points_match_scikit_learn():
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import precision_recall_curve
+
+    from medimg.evaluation.metrics import pr_points, reliability_points
+
+    y, probs = _binary_case()
+    pr = pr_points(y, probs)
+    precision, recall, thresholds = precision_recall_curve(y, probs[:, 1])
+    assert pr["precision"] == pytest.approx(precision.tolist())
+    assert pr["recall"] == pytest.approx(recall.tolist())
+    assert len(pr["threshold"]) == len(pr["recall"]) - 1
+    points = reliability_points(y, probs, bins=10)
+    frequency, confidence = calibration_curve(y, probs[:, 1], n_bins=10)
+    assert points["frequency"] == pytest.approx(frequency.tolist())
+    assert points["confidence"] == pytest.approx(confidence.tolist())
+    assert sum(points["count"]) == len(y)

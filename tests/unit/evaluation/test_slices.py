@@ -69,3 +69,9 @@ def test_the_evaluate_stage_writes_slices_into_metrics_json(make_workspace):
                                     "patients": metrics["bootstrap"]["patients"]}
     assert 0 < metrics["bootstrap"]["patients"] <= metrics["n"]
     assert metrics["ci"]["f1"]["low"] <= metrics["f1"] <= metrics["ci"]["f1"]["high"]
+    # every plot, as a picture and (for DVC) as data
+    for name in ("confusion_matrix", "roc", "pr", "reliability", "threshold"):
+        assert (ws.plots_dir / f"{name}.png").stat().st_size > 1000, name
+    for name in ("roc", "pr", "reliability", "threshold"):
+        frame = pd.read_csv(ws.plots_dir / f"{name}.csv")
+        assert len(frame) > 0 and frame.notna().all().all(), name
