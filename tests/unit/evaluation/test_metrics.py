@@ -80,6 +80,7 @@ def test_pr_and_reliability_points_match_scikit_learn():
     y, probs = _binary_case()
     pr = pr_points(y, probs)
     precision, recall, thresholds = precision_recall_curve(y, probs[:, 1])
+    assert pr["threshold"] == pytest.approx(thresholds.tolist())
     assert pr["precision"] == pytest.approx(precision.tolist())
     assert pr["recall"] == pytest.approx(recall.tolist())
     assert len(pr["threshold"]) == len(pr["recall"]) - 1
