@@ -32,8 +32,8 @@ def bootstrap_intervals(
 ) -> dict[str, dict[str, float]]:
     """``{metric: {"low", "high"}}`` percentile intervals from patient-level resamples.
 
-    A resample whose metric is undefined (for example ROC-AUC when it drew one class only) is
-    left out of that metric's interval; ``n`` says how many resamples each interval rests on.
+    A resample whose metric is undefined (ROC-AUC when it drew one class only, NPV when it
+    made no negative call) is left out of that metric's interval; ``n`` says how many resamples each interval rests on.
 
     Args:
         patients: the patient id of each image, aligned with ``y_true``.
@@ -51,7 +51,8 @@ def bootstrap_intervals(
     for _ in range(n_resamples):
         drawn = rng.integers(0, len(ids), len(ids))
         index = np.concatenate([by_patient[k] for k in drawn])
-        metrics = compute_metrics(y_true[index], probs[index], class_names, threshold)
+        metrics = compute_metrics(y_true[index], probs[index], class_names, threshold,
+                                  undefined=float("nan"))
         for name in CI_METRICS:
             value = metrics[name]
             if isinstance(value, float) and np.isfinite(value):

@@ -12,12 +12,13 @@ from sklearn.metrics import (
 )
 
 
-def _safe_div(num: float, den: float) -> float:
-    return float(num / den) if den else 0.0
+def _safe_div(num: float, den: float, undefined: float = 0.0) -> float:
+    return float(num / den) if den else undefined
 
 
 def compute_metrics(
-    y_true: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5
+    y_true: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5,
+    undefined: float = 0.0,
 ) -> dict[str, object]:
     """Accuracy, precision (PPV), recall (sensitivity), specificity, NPV, F1, ROC-AUC, PR-AUC,
     Brier score, expected calibration error and the confusion matrix.
@@ -28,6 +29,8 @@ def compute_metrics(
     Args:
         y_true: true class indices (N,).
         probs: class probabilities (N, n_classes), rows aligned with ``y_true``.
+        undefined: the value of a ratio with nothing to count (precision with no positive
+            call); the bootstrap passes NaN so that such resamples drop out of an interval.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -44,13 +47,14 @@ def compute_metrics(
         fp = cm[:, k].sum() - tp
         fn = cm[k, :].sum() - tp
         tn = cm.sum() - tp - fp - fn
-        precision, recall = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+        precision = _safe_div(tp, tp + fp, undefined)
+        recall = _safe_div(tp, tp + fn, undefined)
         per_class.append({
             "precision": precision,
             "recall": recall,
-            "specificity": _safe_div(tn, tn + fp),
-            "npv": _safe_div(tn, tn + fn),
-            "f1": _safe_div(2 * precision * recall, precision + recall),
+            "specificity": _safe_div(tn, tn + fp, undefined),
+            "npv": _safe_div(tn, tn + fn, undefined),
+            "f1": _safe_div(2 * precision * recall, precision + recall, undefined),
         })
     onehot = np.eye(n_classes)[y_true]
     if n_classes == 2:

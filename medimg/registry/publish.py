@@ -16,12 +16,14 @@ from medimg.config import Config
 from medimg.data.manifest import load_manifest
 from medimg.evaluation.metrics import compute_metrics
 from medimg.registry.gates import GateReport, evaluate_gates, noninferiority_gates
+from medimg.registry.model_card import render_model_card
 from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+MODEL_CARD = "model_card.md"
 SCALAR_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
                   "pr_auc", "brier", "ece", "threshold")
 
@@ -144,8 +146,11 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         for check in report.checks:
             mlflow.set_tag(f"gate.{check.name}", ("passed: " if check.passed else "failed: ")
                            + check.reason)
+        card = {"config": config, "metrics": metrics, "lineage": lineage,
+                "manifest": load_manifest(ws.manifest_path), "run_id": run.info.run_id}
         if not report.passed:
             mlflow.log_dict(report.to_dict(), "reports/gate_report.json")
+            mlflow.log_text(render_model_card(gates=report, **card), MODEL_CARD)
             logger.warning("gates failed: %s", "; ".join(c.reason for c in report.failed))
             return result
 
@@ -175,6 +180,8 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         mlflow.log_dict({**report.to_dict(), "registered_version": result.version,
                          "promoted": promote}, "reports/gate_report.json")
         result.aliases = sorted(client.get_model_version(name, version.version).aliases)
+        mlflow.log_text(render_model_card(gates=report, champion_checks=comparison,
+                                          version=result.version, **card), MODEL_CARD)
     return result
 
 

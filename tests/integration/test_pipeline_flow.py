@@ -54,6 +54,16 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     assert {"plots/confusion_matrix.png", "plots/roc.png"} <= artifacts
     reports = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
     assert "reports/validation.json" in reports
+    assert {"plots/pr.png", "plots/reliability.png", "plots/threshold.png"} <= artifacts
+    # the model card: threshold and why, metrics with intervals, the gate report
+    card = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                    artifact_path="model_card.md")).read_text()
+    assert "registered as version 1" in card
+    assert f"**{outcome['metrics']['threshold']:.3f}**" in card and "target_recall" in card
+    f1_ci = outcome["metrics"]["ci"]["f1"]
+    assert f"| F1 | {outcome['metrics']['f1']:.3f} | {f1_ci['low']:.3f} to " in card
+    assert "| min_f1 | f1 |" in card and "| min_recall | recall |" in card
+    assert "test_f1_ci_low" in run.data.metrics and "test_pr_auc" in run.data.metrics
 
     # lineage: the data version is the manifest hash DVC recorded
     lock = yaml.safe_load((ws.root / "dvc.lock").read_text())
@@ -127,3 +137,7 @@ def test_failing_gates_register_nothing_and_tag_the_run(make_workspace):
     recall_passed = outcome["metrics"]["recall"] >= 1.0
     assert run.data.tags["gate.min_recall"].startswith("passed" if recall_passed else "failed")
     assert client.search_model_versions("name='medimg-classifier'") == []
+    card = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                    artifact_path="model_card.md")).read_text()
+    assert "not registered: it failed a gate" in card and "| min_f1 | f1 |" in card
+    assert "| FAIL |" in card

@@ -82,3 +82,13 @@ def test_calibration_metrics_by_hand():
     # bins (0.0-0.1], (0.3-0.4], (0.5-0.6], (0.8-0.9]: |0.1-0| + |0.4-0| + |0.6-1| + |0.9-1|
     assert m["ece"] == pytest.approx((0.1 + 0.4 + 0.4 + 0.1) / 4)
     assert m["npv"] == 1.0 and m["pr_auc"] == 1.0
+
+
+def test_resamples_with_nothing_to_count_drop_out_instead_of_counting_as_zero():
+    # only two images (both negative) score under the threshold: NPV is 1 wherever it is
+    # defined, and undefined in the resamples that draw neither of them
+    p = np.r_[0.1, 0.2, np.linspace(0.6, 0.99, 38)]
+    y = np.r_[0, 0, np.arange(38) % 2]
+    ci = bootstrap_intervals(y, np.stack([1 - p, p], 1), NAMES, 0.5, np.arange(40), 500, seed=1)
+    assert ci["npv"]["n"] < 500
+    assert ci["npv"]["low"] == ci["npv"]["high"] == 1.0
