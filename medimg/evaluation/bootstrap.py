@@ -33,7 +33,8 @@ def bootstrap_intervals(
     """``{metric: {"low", "high"}}`` percentile intervals from patient-level resamples.
 
     A resample whose metric is undefined (ROC-AUC when it drew one class only, NPV when it
-    made no negative call) is left out of that metric's interval; ``n`` says how many resamples each interval rests on.
+    made no negative call) is left out of that metric's interval; ``n`` says how many
+    resamples each interval rests on.
 
     Args:
         patients: the patient id of each image, aligned with ``y_true``.
