@@ -327,6 +327,105 @@ class _NoTracebackForUserErrors(logging.Filter):
         return True
 
 
+registry_app = typer.Typer(help="The registered model: versions, aliases and their audit "
+                             "trail.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why, for the audit trail.")]
+
+
+def _registry(workspace: Path | None):
+    from mlflow import MlflowClient
+
+    from medimg.tracking import use_workspace_tracking
+
+    ws = _workspace(workspace)
+    use_workspace_tracking(ws, ws.config.registry.experiment_name)
+    name = ws.config.registry.model_name
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except Exception as exc:
+        if _connection_problem(exc):
+            raise
+        raise MedimgError(f"no registered model {name!r} in this workspace's registry yet; "
+                          "run `medimg run` first") from None
+    return client, name
+
+
+def _print_moves(moves) -> None:
+    for entry in moves:
+        console.print(entry.line(), highlight=False)
+
+
+@registry_app.command("list")
+@_friendly
+def registry_list(workspace: WorkspaceOpt = None) -> None:
+    """Every version with its aliases, test F1 and recall, and lineage."""
+    client, name = _registry(workspace)
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    console.print(f"{name}: {len(versions)} version(s)", highlight=False)
+    for listed in versions:
+        # search results leave aliases out; the version itself carries them
+        version = client.get_model_version(name, listed.version)
+        found = client.get_run(version.run_id).data.metrics if version.run_id else {}
+        f1, recall, threshold = (f"{found[k]:.3f}" if k in found else "-"
+                                 for k in ("test_f1", "test_recall", "test_threshold"))
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(version.creation_timestamp / 1000))
+        aliases = ", ".join(sorted(version.aliases)) or "no alias"
+        data = (version.tags or {}).get("data_version", "-")[:12]
+        console.print(f"v{version.version}  [{aliases}]  test F1 {f1}  recall {recall}  "
+                      f"threshold {threshold}  data {data}  {created} UTC", highlight=False,
+                      markup=False)
+
+
+@registry_app.command("promote")
+@_friendly
+def registry_promote(
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    reason: ReasonOpt = "promoted by hand",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Make VERSION the champion (the old one keeps previous-champion); audited."""
+    from medimg.registry.aliases import CHAMPION, alias_version, env_actor, promote
+
+    client, name = _registry(workspace)
+    try:
+        client.get_model_version(name, version)
+    except Exception as exc:
+        if _connection_problem(exc):
+            raise
+        raise MedimgError(f"{name} has no version {version}; see `medimg registry list`") from None
+    current = alias_version(client, name, CHAMPION)
+    if current == version:
+        console.print(f"v{version} is already the champion; nothing moved", highlight=False)
+        return
+    _print_moves(promote(client, name, version, reason, env_actor(), expected_champion=current))
+
+
+@registry_app.command("rollback")
+@_friendly
+def registry_rollback(reason: ReasonOpt = "rolled back by hand",
+                      workspace: WorkspaceOpt = None) -> None:
+    """Move champion back to the previous champion; audited."""
+    from medimg.registry.aliases import env_actor, rollback
+
+    client, name = _registry(workspace)
+    _print_moves(rollback(client, name, reason, env_actor()))
+
+
+@registry_app.command("audit")
+@_friendly
+def registry_audit(workspace: WorkspaceOpt = None) -> None:
+    """Every alias move, oldest first: what, when, why and by whom."""
+    from medimg.registry.aliases import audit_trail
+
+    client, name = _registry(workspace)
+    trail = audit_trail(client, name)
+    if not trail:
+        console.print(f"no alias has moved on {name} yet", highlight=False)
+    _print_moves(trail)
+
+
 def _run_flow(ws, sources: list[Path] | None) -> dict:
     from medimg.preflight import check_services
     from medimg.tracking import user_tracking_uri

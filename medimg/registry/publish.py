@@ -15,6 +15,15 @@ import pandas as pd
 from medimg.config import Config
 from medimg.data.manifest import load_manifest
 from medimg.evaluation.metrics import compute_metrics
+from medimg.registry.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    PromotionConflict,
+    actor,
+    alias_version,
+    promote,
+    set_alias,
+)
 from medimg.registry.gates import GateReport, evaluate_gates, noninferiority_gates
 from medimg.registry.model_card import render_model_card
 from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
@@ -22,7 +31,6 @@ from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 MODEL_CARD = "model_card.md"
 SCALAR_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
                   "pr_auc", "brier", "ece", "threshold")
@@ -158,40 +166,39 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         result.version = str(version.version)
         client.update_model_version(name, version.version, description=_description(
             metrics, lineage, report))
-        client.set_registered_model_alias(name, CHALLENGER, version.version)
-        champion = _current_champion(client, name)
+        by = actor(run.info.run_id)
+        set_alias(client, name, CHALLENGER, result.version, "passed the absolute gates", by)
+        champion = alias_version(client, name, CHAMPION)
         if champion is None:
             comparison = None
-            promote = True
+            promoted = True
         else:
-            champion_metrics = score_champion(ws, config, f"models:/{name}@{CHAMPION}")
+            # the very version compared against: promotion below is compare-and-set on it
+            champion_metrics = score_champion(ws, config, f"models:/{name}/{champion}")
             comparison = GateReport(noninferiority_gates(metrics, champion_metrics, config.gates))
-            promote = comparison.passed
+            promoted = comparison.passed
             mlflow.log_dict({"champion_version": champion, "champion_metrics": champion_metrics,
                              **comparison.to_dict()}, "reports/champion_comparison.json")
             for check in comparison.checks:
                 mlflow.set_tag(f"gate.{check.name}", ("passed: " if check.passed else "failed: ")
                                + check.reason)
         result.champion_checks = comparison
-        if promote:
-            if champion is not None:
-                client.set_registered_model_alias(name, PREVIOUS, champion)
-            client.set_registered_model_alias(name, CHAMPION, version.version)
+        promote_failed = ""
+        if promoted:
+            why = ("the first model to pass the gates" if champion is None else
+                   f"non-inferior to v{champion} re-scored on the same test split")
+            try:
+                promote(client, name, result.version, why, by, expected_champion=champion)
+            except PromotionConflict as exc:  # another run promoted first: stay challenger
+                logger.warning("%s", exc)
+                promote_failed, promoted = str(exc), False
         mlflow.log_dict({**report.to_dict(), "registered_version": result.version,
-                         "promoted": promote}, "reports/gate_report.json")
+                         "promoted": promoted, "promotion_conflict": promote_failed},
+                        "reports/gate_report.json")
         result.aliases = sorted(client.get_model_version(name, version.version).aliases)
         mlflow.log_text(render_model_card(gates=report, champion_checks=comparison,
                                           version=result.version, **card), MODEL_CARD)
     return result
-
-
-def _current_champion(client, name: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        return None
 
 
 def _description(metrics: dict[str, object], lineage: dict[str, str], report: GateReport) -> str:

@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
+from conftest import medimg_cli
 from mlflow import MlflowClient
 
 from flows.training import training_pipeline
@@ -124,6 +125,36 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     if promoted:
         previous = client.get_model_version_by_alias("medimg-classifier", "previous-champion")
         assert str(previous.version) == "1"
+
+    # the registry from the command line: the trail of those moves, then a promotion by hand
+    # and its rollback, each audited
+    audit = medimg_cli("registry", "audit", "--workspace", str(ws.root), cwd=ws.root)
+    assert audit.returncode == 0, audit.stderr
+    assert f"champion: none -> v1  by run {outcome['run_id']}" in audit.stdout
+    assert "challenger: v1 -> v2" in audit.stdout
+    current, other = ("2", "1") if promoted else ("1", "2")
+    moved = medimg_cli("registry", "promote", other, "--reason", "reader study",
+                       "--workspace", str(ws.root), cwd=ws.root)
+    assert moved.returncode == 0, moved.stderr
+    assert f"champion: v{current} -> v{other}" in moved.stdout and "reader study" in moved.stdout
+    back = medimg_cli("registry", "rollback", "--reason", "missed nodules", "--workspace",
+                      str(ws.root), cwd=ws.root)
+    assert back.returncode == 0, back.stderr
+    assert f"champion: v{other} -> v{current}" in back.stdout
+    champion = client.get_model_version_by_alias("medimg-classifier", "champion")
+    assert str(champion.version) == current
+    listing = medimg_cli("registry", "list", "--workspace", str(ws.root), cwd=ws.root)
+    assert listing.returncode == 0, listing.stderr
+    lines = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert set(lines) == {"v1", "v2"}
+    assert "champion" in lines[f"v{current}"] and "challenger" in lines["v2"]
+    trail = medimg_cli("registry", "audit", "--workspace", str(ws.root), cwd=ws.root).stdout
+    assert "rollback: missed nodules" in trail and trail.index("reader study") < trail.index(
+        "rollback: missed nodules")
+    missing = medimg_cli("registry", "promote", "9", "--workspace", str(ws.root), cwd=ws.root)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        "error: medimg-classifier has no version 9; see `medimg registry list`"]
 
 
 def test_failing_gates_register_nothing_and_tag_the_run(make_workspace):

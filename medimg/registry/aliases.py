@@ -1,0 +1,216 @@
+"""Alias moves on the registered model: audited, and compare-and-set.
+
+Every move of ``challenger``, ``champion`` or ``previous-champion`` appends one entry to an audit
+trail kept with the registered model itself, as registered-model tags ``audit.000001``,
+``audit.000002``...: what moved, from which version to which, when, why and by whom or by which
+run. The trail is never rewritten; a rollback is one more entry.
+
+Moves happen under a lock on the registry, so a promotion is compare-and-set: it names the
+champion it was compared against, and fails with :class:`PromotionConflict` when another
+promotion moved the champion first. The lock is the database's own for PostgreSQL
+(``pg_advisory_lock``) and a file lock beside the store for SQLite and file stores. Against a
+remote MLflow server (http/https), no client can lock the server's database: the compare still
+runs, but two promoters racing within the same instant are not excluded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import getpass
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from medimg.errors import MedimgError
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+AUDIT_PREFIX = "audit."
+
+
+class PromotionConflict(MedimgError):
+    """The champion moved since the caller compared against it."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    when: str
+    why: str
+    by: str
+
+    def line(self) -> str:
+        before = f"v{self.from_version}" if self.from_version else "none"
+        after = f"v{self.to_version}" if self.to_version else "removed"
+        return f"{self.when}  {self.alias}: {before} -> {after}  by {self.by}: {self.why}"
+
+
+def actor(run_id: str | None = None) -> str:
+    """Who moves an alias: the MLflow run, or the user at this host."""
+    if run_id:
+        return f"run {run_id}"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _lock_path(uri: str, name: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        database = Path(unquote(parsed.path))
+        return database.with_name(f"{database.name}.{name}.registry-lock")
+    if parsed.scheme in ("", "file"):
+        root = Path(unquote(parsed.path))
+        return root / f".{name}.registry-lock"
+    return None
+
+
+@contextlib.contextmanager
+def registry_lock(uri: str, name: str) -> Iterator[None]:
+    """Hold the registry's lock for ``name``: one alias mover at a time."""
+    parsed = urlparse(uri)
+    if parsed.scheme.startswith("postgresql"):
+        import psycopg
+
+        dsn = uri.replace("postgresql+psycopg://", "postgresql://").replace(
+            "postgresql+psycopg2://", "postgresql://")
+        key = int.from_bytes(hashlib.sha256(f"medimg:{name}".encode()).digest()[:8], "big",
+                             signed=True)
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        return
+    path = _lock_path(uri, name)
+    if path is None:
+        logger.warning("the registry at %s cannot be locked from here; promotions are compared "
+                       "but not serialised", parsed.scheme)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def alias_version(client, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except Exception:  # MLflow raises when the alias is not set
+        return None
+
+
+def audit_trail(client, name: str) -> list[AuditEntry]:
+    """The registered model's audit entries, oldest first."""
+    tags = client.get_registered_model(name).tags
+    entries = []
+    for key, value in tags.items():
+        if key.startswith(AUDIT_PREFIX):
+            record = json.loads(value)
+            entries.append(AuditEntry(seq=int(key.removeprefix(AUDIT_PREFIX)), **record))
+    return sorted(entries, key=lambda e: e.seq)
+
+
+def _append(client, name: str, alias: str, before: str | None, after: str | None, why: str,
+            by: str) -> AuditEntry:
+    trail = audit_trail(client, name)
+    seq = (trail[-1].seq if trail else 0) + 1
+    entry = AuditEntry(seq=seq, alias=alias, from_version=before, to_version=after,
+                       when=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), why=why,
+                       by=by)
+    record = {k: v for k, v in entry.__dict__.items() if k != "seq"}
+    client.set_registered_model_tag(name, f"{AUDIT_PREFIX}{seq:06d}", json.dumps(record))
+    return entry
+
+
+def _move(client, name: str, alias: str, version: str | None, why: str, by: str
+          ) -> AuditEntry | None:
+    """Set (or with None, delete) ``alias`` and audit it; no entry when nothing changes."""
+    before = alias_version(client, name, alias)
+    if before == version:
+        return None
+    if version is None:
+        client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, version)
+    return _append(client, name, alias, before, version, why, by)
+
+
+def _uri(client) -> str:
+    return str(client._registry_uri)
+
+
+def set_alias(client, name: str, alias: str, version: str, why: str, by: str
+              ) -> AuditEntry | None:
+    """Point ``alias`` at ``version`` under the lock, audited."""
+    with registry_lock(_uri(client), name):
+        return _move(client, name, alias, version, why, by)
+
+
+def promote(client, name: str, version: str, why: str, by: str,
+            expected_champion: str | None) -> list[AuditEntry]:
+    """Make ``version`` the champion, if the champion is still ``expected_champion``.
+
+    The outgoing champion keeps ``previous-champion``.
+
+    Raises:
+        PromotionConflict: when the champion is no longer ``expected_champion``.
+    """
+    version = str(version)
+    with registry_lock(_uri(client), name):
+        current = alias_version(client, name, CHAMPION)
+        if current != (str(expected_champion) if expected_champion is not None else None):
+            raise PromotionConflict(
+                f"the champion of {name} is now {_v(current)}, not {_v(expected_champion)} as "
+                f"compared; v{version} was not promoted (compare it against {_v(current)})")
+        moves = []
+        if current is not None and current != version:
+            moves.append(_move(client, name, PREVIOUS, current, f"replaced by v{version}", by))
+        moves.append(_move(client, name, CHAMPION, version, why, by))
+        return [m for m in moves if m is not None]
+
+
+def rollback(client, name: str, why: str, by: str) -> list[AuditEntry]:
+    """Move the champion back to the previous champion; the rolled-back version keeps no
+    alias but its challenger one, and ``previous-champion`` is cleared.
+
+    Raises:
+        MedimgError: when there is no previous champion to go back to.
+    """
+    with registry_lock(_uri(client), name):
+        previous = alias_version(client, name, PREVIOUS)
+        current = alias_version(client, name, CHAMPION)
+        if previous is None:
+            raise MedimgError(f"{name} has no previous champion to roll back to "
+                              f"(champion is {_v(current)}); promote a version instead")
+        moves = [_move(client, name, CHAMPION, previous, f"rollback: {why}", by),
+                 _move(client, name, PREVIOUS, None, f"rollback to v{previous}", by)]
+        return [m for m in moves if m is not None]
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
+
+
+def env_actor() -> str:
+    """The actor for a process that names one in ``MEDIMG_ACTOR`` (a scheduler, a CI job)."""
+    return os.environ.get("MEDIMG_ACTOR") or actor()

@@ -1,0 +1,137 @@
+"""Alias moves on a real SQLite MLflow registry: audited, rolled back, compare-and-set."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from medimg.errors import MedimgError
+from medimg.registry.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    PromotionConflict,
+    alias_version,
+    audit_trail,
+    promote,
+    rollback,
+    set_alias,
+)
+
+NAME = "medimg-classifier"
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real registry with three versions and no aliases."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(NAME)
+    for _ in range(3):
+        model = tmp_path / "model"
+        model.mkdir(exist_ok=True)
+        client.create_model_version(NAME, source=str(model))
+    return client, uri
+
+
+def test_each_move_is_audited_with_what_when_why_and_who(registry):
+    client, _ = registry
+    set_alias(client, NAME, CHALLENGER, "1", "passed the absolute gates", "run abc")
+    promote(client, NAME, "1", "the first model to pass the gates", "run abc",
+            expected_champion=None)
+    set_alias(client, NAME, CHALLENGER, "2", "passed the absolute gates", "run def")
+    promote(client, NAME, "2", "non-inferior to v1", "run def", expected_champion="1")
+
+    assert alias_version(client, NAME, CHAMPION) == "2"
+    assert alias_version(client, NAME, PREVIOUS) == "1"
+    trail = audit_trail(client, NAME)
+    assert [(e.seq, e.alias, e.from_version, e.to_version) for e in trail] == [
+        (1, CHALLENGER, None, "1"), (2, CHAMPION, None, "1"), (3, CHALLENGER, "1", "2"),
+        (4, PREVIOUS, None, "1"), (5, CHAMPION, "1", "2")]
+    assert trail[4].why == "non-inferior to v1" and trail[4].by == "run def"
+    assert trail[4].when.endswith("+00:00")
+    # kept with the registered model: a fresh client reads the same trail
+    assert audit_trail(MlflowClient(registry_uri=client._registry_uri,
+                                    tracking_uri=client._registry_uri), NAME) == trail
+
+
+def test_setting_an_alias_to_where_it_is_writes_nothing(registry):
+    client, _ = registry
+    set_alias(client, NAME, CHALLENGER, "1", "first", "me")
+    assert set_alias(client, NAME, CHALLENGER, "1", "again", "me") is None
+    assert len(audit_trail(client, NAME)) == 1
+
+
+def test_rollback_moves_the_champion_back_and_is_audited(registry):
+    client, _ = registry
+    promote(client, NAME, "1", "first", "me", expected_champion=None)
+    promote(client, NAME, "3", "better", "me", expected_champion="1")
+    moves = rollback(client, NAME, "v3 misses small nodules", "dr. who")
+    assert alias_version(client, NAME, CHAMPION) == "1"
+    assert alias_version(client, NAME, PREVIOUS) is None
+    assert [(m.alias, m.from_version, m.to_version) for m in moves] == [
+        (CHAMPION, "3", "1"), (PREVIOUS, "1", None)]
+    assert audit_trail(client, NAME)[-2].why == "rollback: v3 misses small nodules"
+    with pytest.raises(MedimgError, match="no previous champion"):
+        rollback(client, NAME, "again", "me")
+
+
+def test_a_promotion_compared_against_a_stale_champion_is_refused(registry):
+    client, _ = registry
+    promote(client, NAME, "1", "first", "me", expected_champion=None)
+    promote(client, NAME, "2", "better", "someone else", expected_champion="1")
+    with pytest.raises(PromotionConflict, match="now v2, not v1"):
+        promote(client, NAME, "3", "compared with v1", "me", expected_champion="1")
+    assert alias_version(client, NAME, CHAMPION) == "2"
+    assert [e.to_version for e in audit_trail(client, NAME) if e.alias == CHAMPION] == ["1", "2"]
+
+
+PROMOTER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from mlflow import MlflowClient
+    from medimg.registry.aliases import PromotionConflict, promote
+    uri, version, start = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.get_registered_model("medimg-classifier")  # connected before the start
+    while not start.exists():
+        time.sleep(0.001)
+    try:
+        promote(client, "medimg-classifier", version, "race", f"promoter {version}",
+                expected_champion="1")
+        print("won")
+    except PromotionConflict:
+        print("lost")
+""")
+
+
+def test_of_two_concurrent_promotions_exactly_one_wins(registry, tmp_path: Path):
+    client, uri = registry
+    promote(client, NAME, "1", "first", "me", expected_champion=None)
+    start = tmp_path / "start"
+    script = tmp_path / "promoter.py"
+    script.write_text(PROMOTER)
+    processes = {v: subprocess.Popen([sys.executable, str(script), uri, v, str(start)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for v in ("2", "3")}
+    time.sleep(8)  # both importing MLflow and connected, waiting on the start file
+    start.touch()
+    results = {}
+    for version, process in processes.items():
+        out, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors[-2000:]
+        results[version] = out.strip().splitlines()[-1]
+    assert sorted(results.values()) == ["lost", "won"], results
+    winner = next(v for v, r in results.items() if r == "won")
+    assert alias_version(client, NAME, CHAMPION) == winner
+    assert alias_version(client, NAME, PREVIOUS) == "1"
+    champion_moves = [e for e in audit_trail(client, NAME) if e.alias == CHAMPION]
+    assert [(e.from_version, e.to_version) for e in champion_moves] == [(None, "1"), ("1", winner)]
