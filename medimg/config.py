@@ -204,6 +204,9 @@ class EvaluateConfig(_Section):
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     bootstrap_resamples: Annotated[int, Field(ge=0, le=100_000)] = 1000
     slices: list[str] = Field(default_factory=list)
+    # the disease classes the headline metrics and the gates are about (multi-class); two
+    # classes always use the last one
+    positive_classes: list[str] = Field(default_factory=list)
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
 
 
@@ -219,6 +222,8 @@ class GatesConfig(_Section):
     # bound the lower end of each metric's bootstrap interval, not its point estimate
     on_ci_lower_bound: bool = False
     noninferiority_margin: Fraction = 0.02
+    # also require the challenger to beat the champion on this metric before it is promoted
+    superiority_metric: Literal[BOUNDABLE_METRICS] | None = None  # type: ignore[valid-type]
 
     @field_validator("minimums")
     @classmethod
@@ -253,6 +258,15 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _sides_consistent(self) -> Config:
+        names = list(self.base.class_names)
+        unknown = [c for c in self.evaluate.positive_classes if c not in names]
+        if unknown:
+            raise ValueError(f"evaluate.positive_classes names {unknown}, not in "
+                             f"base.class_names {names}")
+        if len(names) == 2 and self.evaluate.positive_classes not in ([], [names[-1]]):
+            raise ValueError(f"with two classes the positive one is the last of "
+                             f"base.class_names ({names[-1]!r}); reorder base.class_names "
+                             "instead of setting evaluate.positive_classes")
         if self.gates.on_ci_lower_bound and self.evaluate.bootstrap_resamples == 0:
             raise ValueError("gates.on_ci_lower_bound needs confidence intervals, but "
                              "evaluate.bootstrap_resamples is 0; set it to 1000 or turn the "

@@ -29,6 +29,7 @@ def bootstrap_intervals(
     n_resamples: int,
     confidence: float = 0.95,
     seed: int = 0,
+    positive_classes: list[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{metric: {"low", "high"}}`` percentile intervals from patient-level resamples.
 
@@ -53,7 +54,7 @@ def bootstrap_intervals(
         drawn = rng.integers(0, len(ids), len(ids))
         index = np.concatenate([by_patient[k] for k in drawn])
         metrics = compute_metrics(y_true[index], probs[index], class_names, threshold,
-                                  undefined=float("nan"))
+                                  undefined=float("nan"), positive_classes=positive_classes)
         for name in CI_METRICS:
             value = metrics[name]
             if isinstance(value, float) and np.isfinite(value):

@@ -18,13 +18,16 @@ def _safe_div(num: float, den: float, undefined: float = 0.0) -> float:
 
 def compute_metrics(
     y_true: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5,
-    undefined: float = 0.0,
+    undefined: float = 0.0, positive_classes: list[str] | None = None,
 ) -> dict[str, object]:
     """Accuracy, precision (PPV), recall (sensitivity), specificity, NPV, F1, ROC-AUC, PR-AUC,
     Brier score, expected calibration error and the confusion matrix.
 
     Two classes: the last class is positive and ``threshold`` applies to its probability.
-    More classes: arg-max decisions and macro averages of the one-vs-rest values.
+    More classes: arg-max decisions; the headline precision, recall, specificity, NPV and F1
+    are macro averages of the one-vs-rest values over ``positive_classes`` (the disease
+    classes; all classes when None). ``per_class`` has every class with its support, and
+    ``macro_f1`` and ``weighted_f1`` (by support) cover all classes.
 
     Args:
         y_true: true class indices (N,).
@@ -50,6 +53,7 @@ def compute_metrics(
         precision = _safe_div(tp, tp + fp, undefined)
         recall = _safe_div(tp, tp + fn, undefined)
         per_class.append({
+            "support": int(cm[k, :].sum()),
             "precision": precision,
             "recall": recall,
             "specificity": _safe_div(tn, tn + fp, undefined),
@@ -65,7 +69,9 @@ def compute_metrics(
         brier = float(np.mean((probs[:, 1] - y_true) ** 2))
         ece = expected_calibration_error(y_true == 1, probs[:, 1])
     else:
-        headline = {k: float(np.mean([c[k] for c in per_class])) for k in per_class[0]}
+        chosen = [class_names.index(c) for c in positive_classes] if positive_classes else (
+            list(range(n_classes)))
+        headline = {k: float(np.mean([per_class[i][k] for i in chosen])) for k in per_class[0]}
         present = len(np.unique(y_true)) == n_classes
         roc_auc = float(roc_auc_score(y_true, probs, multi_class="ovr")) if present else float(
             "nan")
@@ -84,6 +90,9 @@ def compute_metrics(
         "pr_auc": pr_auc,
         "brier": brier,
         "ece": ece,
+        "macro_f1": float(np.mean([c["f1"] for c in per_class])),
+        "weighted_f1": _safe_div(sum(c["f1"] * c["support"] for c in per_class), len(y_true),
+                                 undefined),
         "threshold": float(threshold),
         "n": len(y_true),
         "confusion_matrix": cm.tolist(),

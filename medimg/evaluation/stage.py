@@ -63,7 +63,7 @@ def _finite(value: object) -> object:
 
 def slice_metrics(
     rows: pd.DataFrame, columns: list[str], y_true: np.ndarray, probs: np.ndarray,
-    class_names: list[str], threshold: float,
+    class_names: list[str], threshold: float, positive_classes: list[str] | None = None,
 ) -> dict[str, dict[str, dict[str, object]]]:
     """``{column: {value: metrics}}`` for each manifest column named in ``evaluate.slices``.
 
@@ -87,7 +87,8 @@ def slice_metrics(
         out[name] = {}
         for value in sorted(set(values)):
             inside = values == value
-            m = compute_metrics(y_true[inside], probs[inside], class_names, threshold)
+            m = compute_metrics(y_true[inside], probs[inside], class_names, threshold,
+                                positive_classes=positive_classes)
             out[name][str(value)] = {"n": int(inside.sum()),
                                      **{k: _finite(m[k]) for k in SLICE_METRICS}}
     return out
@@ -109,7 +110,10 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
         raise DataError("the test split is empty; add images or change data.split_fractions")
     probs = bundle.predict_packed(test.images)
     names = bundle.meta.class_names
-    metrics = compute_metrics(test.labels, probs, names, bundle.meta.threshold)
+    positives = list(config.evaluate.positive_classes) or None
+    metrics = compute_metrics(test.labels, probs, names, bundle.meta.threshold,
+                              positive_classes=positives)
+    metrics["positive_classes"] = positives or ([names[-1]] if len(names) == 2 else names)
     if meta.operating_point:  # how the threshold was chosen, on validation
         metrics["operating_point"] = meta.operating_point
     evaluate = config.evaluate
@@ -117,10 +121,10 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     patients = _patients(rows)
     metrics["ci"] = bootstrap_intervals(test.labels, probs, names, meta.threshold, patients,
                                         evaluate.bootstrap_resamples, evaluate.confidence,
-                                        seed=config.base.seed)
+                                        seed=config.base.seed, positive_classes=positives)
     if evaluate.slices:
         metrics["slices"] = slice_metrics(rows, list(evaluate.slices), test.labels, probs, names,
-                                          meta.threshold)
+                                          meta.threshold, positives)
     metrics["bootstrap"] = {"resamples": evaluate.bootstrap_resamples,
                             "confidence": evaluate.confidence, "unit": "patient",
                             "patients": len(set(patients))}

@@ -90,6 +90,27 @@ def noninferiority_gates(
     return checks
 
 
+def superiority_gates(
+    candidate: Mapping[str, object], champion: Mapping[str, object] | None, gates: GatesConfig
+) -> list[GateCheck]:
+    """With ``gates.superiority_metric`` set: candidate > champion on that metric, both scored
+    on the same test split. None set: no check. An unscorable champion fails closed."""
+    metric = gates.superiority_metric
+    if metric is None:
+        return []
+    name = f"superior_{metric}"
+    reference = _number(champion, metric) if champion is not None else None
+    value = _number(candidate, metric)
+    if reference is None or value is None:
+        missing = "champion" if reference is None else "candidate"
+        return [GateCheck(name, metric, value, reference, False,
+                          f"{missing} {metric} unavailable: fails closed")]
+    passed = value > reference
+    relation = ">" if passed else "<="
+    return [GateCheck(name, metric, value, reference, passed,
+                      f"{metric} {value:.4f} {relation} champion {reference:.4f}")]
+
+
 def evaluate_gates(metrics: Mapping[str, object], gates: GatesConfig) -> GateReport:
     """The registration gate: absolute bounds only."""
     return GateReport(absolute_gates(metrics, gates))

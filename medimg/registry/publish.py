@@ -24,7 +24,12 @@ from medimg.registry.aliases import (
     promote,
     set_alias,
 )
-from medimg.registry.gates import GateReport, evaluate_gates, noninferiority_gates
+from medimg.registry.gates import (
+    GateReport,
+    evaluate_gates,
+    noninferiority_gates,
+    superiority_gates,
+)
 from medimg.registry.model_card import render_model_card
 from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
 from medimg.workspace import Workspace
@@ -162,7 +167,11 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             logger.warning("gates failed: %s", "; ".join(c.reason for c in report.failed))
             return result
 
-        version = mlflow.register_model(model_info.model_uri, name, tags=lineage)
+        version = mlflow.register_model(model_info.model_uri, name, tags={
+            **lineage, "threshold": f"{float(metrics['threshold']):.6g}",
+            "threshold_method": str((metrics.get("operating_point") or {}).get("method", "fixed")),
+            "gate_report": "; ".join(f"{c.name} {'pass' if c.passed else 'fail'} ({c.reason})"
+                                     for c in report.checks)})
         result.version = str(version.version)
         client.update_model_version(name, version.version, description=_description(
             metrics, lineage, report))
@@ -175,7 +184,8 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         else:
             # the very version compared against: promotion below is compare-and-set on it
             champion_metrics = score_champion(ws, config, f"models:/{name}/{champion}")
-            comparison = GateReport(noninferiority_gates(metrics, champion_metrics, config.gates))
+            comparison = GateReport(noninferiority_gates(metrics, champion_metrics, config.gates)
+                                    + superiority_gates(metrics, champion_metrics, config.gates))
             promoted = comparison.passed
             mlflow.log_dict({"champion_version": champion, "champion_metrics": champion_metrics,
                              **comparison.to_dict()}, "reports/champion_comparison.json")

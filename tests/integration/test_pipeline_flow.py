@@ -78,6 +78,13 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     assert set(version.aliases) == {"champion", "challenger"}
     assert version.run_id == run.info.run_id
     assert "Test F1" in version.description
+    # lineage on the version itself: code, data, params, test split, threshold, gate report
+    for key in ("git_commit", "data_version", "params_digest", "test_split_hash",
+                "threshold", "threshold_method", "gate_report"):
+        assert version.tags.get(key), key
+    assert float(version.tags["threshold"]) == pytest.approx(outcome["metrics"]["threshold"],
+                                                             rel=1e-5)
+    assert "min_f1 pass" in version.tags["gate_report"]
 
     # the registered model predicts from image files through its own preprocessing
     model = mlflow.pyfunc.load_model("models:/medimg-classifier@champion")

@@ -89,3 +89,37 @@ def test_pr_and_reliability_points_match_scikit_learn():
     assert points["frequency"] == pytest.approx(frequency.tolist())
     assert points["confidence"] == pytest.approx(confidence.tolist())
     assert sum(points["count"]) == len(y)
+
+
+def test_multiclass_headline_averages_the_named_disease_classes_and_weighted_f1_uses_support():
+    from sklearn.metrics import f1_score as f1
+
+    rng = np.random.default_rng(3)
+    names = ["normal", "pneumonia", "covid"]
+    y = rng.choice(3, 300, p=[0.6, 0.3, 0.1])
+    logits = rng.normal(size=(300, 3)) + 1.5 * np.eye(3)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    pred = probs.argmax(axis=1)
+    every = compute_metrics(y, probs, names)
+    disease = compute_metrics(y, probs, names, positive_classes=["pneumonia", "covid"])
+    assert every["f1"] == pytest.approx(f1(y, pred, average="macro"))
+    assert disease["f1"] == pytest.approx(f1(y, pred, labels=[1, 2], average="macro"))
+    assert disease["recall"] == pytest.approx(recall_score(y, pred, labels=[1, 2],
+                                                           average="macro"))
+    assert disease["macro_f1"] == pytest.approx(f1(y, pred, average="macro"))
+    assert disease["weighted_f1"] == pytest.approx(f1(y, pred, average="weighted"))
+    assert [disease["per_class"][n]["support"] for n in names] == np.bincount(y).tolist()
+    for k, name in enumerate(names):  # one-vs-rest per class
+        assert disease["per_class"][name]["f1"] == pytest.approx(f1(y == k, pred == k))
+
+
+def test_positive_classes_must_be_classes_and_the_last_one_for_two():
+    from medimg.config import parse_config
+    from medimg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not in base.class_names"):
+        parse_config({"evaluate": {"positive_classes": ["covid"]}})
+    with pytest.raises(ConfigError, match="reorder base.class_names"):
+        parse_config({"evaluate": {"positive_classes": ["normal"]}})
+    three = {"base": {"class_names": ["normal", "pneumonia", "covid"]}}
+    assert parse_config({**three, "evaluate": {"positive_classes": ["covid"]}})

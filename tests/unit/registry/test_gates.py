@@ -95,3 +95,17 @@ def test_ci_gating_without_intervals_is_refused_at_load():
         parse_config({"gates": {"on_ci_lower_bound": True},
                       "evaluate": {"bootstrap_resamples": 0}})
     assert parse_config({"gates": {"on_ci_lower_bound": True}}).gates.on_ci_lower_bound
+
+
+def test_superiority_on_a_named_metric_is_strict_and_off_by_default():
+    from medimg.registry.gates import superiority_gates
+
+    champion = {"f1": 0.88, "recall": 0.9, "roc_auc": 0.93}
+    assert superiority_gates({"roc_auc": 0.99}, champion, GATES) == []
+    gates = GatesConfig(superiority_metric="roc_auc")
+    better = superiority_gates({"roc_auc": 0.94}, champion, gates)
+    assert [c.passed for c in better] == [True] and better[0].name == "superior_roc_auc"
+    equal = superiority_gates({"roc_auc": 0.93}, champion, gates)
+    assert [c.passed for c in equal] == [False] and "<=" in equal[0].reason
+    assert not superiority_gates({"roc_auc": 0.99}, None, gates)[0].passed  # fails closed
+    assert not superiority_gates({}, champion, gates)[0].passed
