@@ -117,9 +117,9 @@ def test_positive_classes_must_be_classes_and_the_last_one_for_two():
     from medimg.config import parse_config
     from medimg.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="not in base.class_names"):
+    with pytest.raises(ConfigError, match=r"not in base\.class_names"):
         parse_config({"evaluate": {"positive_classes": ["covid"]}})
-    with pytest.raises(ConfigError, match="reorder base.class_names"):
+    with pytest.raises(ConfigError, match=r"reorder base\.class_names"):
         parse_config({"evaluate": {"positive_classes": ["normal"]}})
     three = {"base": {"class_names": ["normal", "pneumonia", "covid"]}}
     assert parse_config({**three, "evaluate": {"positive_classes": ["covid"]}})
