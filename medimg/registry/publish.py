@@ -149,6 +149,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             python_model=Path(pyfunc.__file__).with_name("mlflow_model.py"),
             artifacts={pyfunc.BUNDLE_ARTIFACT: str(ws.model_dir)},
             signature=pyfunc.signature_for(list(config.base.class_names)),
+            input_example=_input_example(ws),
             # the model carries its own code, so it loads where medimg is not installed
             code_paths=[str(Path(pyfunc.__file__).resolve().parents[1])],
             pip_requirements=_requirements(),
@@ -209,6 +210,19 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         mlflow.log_text(render_model_card(gates=report, champion_checks=comparison,
                                           version=result.version, **card), MODEL_CARD)
     return result
+
+
+def _input_example(ws: Workspace) -> pd.DataFrame | None:
+    """One test image as a request carries it (base64 file bytes): ingest has de-identified it
+    and a prediction on it checks the logged model end to end."""
+    import base64
+
+    manifest = load_manifest(ws.manifest_path)
+    test = manifest[manifest["split"] == "test"]
+    if test.empty:
+        return None
+    first = ws.resolve(test["source_path"].iloc[0])
+    return pd.DataFrame({"image": [base64.b64encode(first.read_bytes()).decode("ascii")]})
 
 
 def _description(metrics: dict[str, object], lineage: dict[str, str], report: GateReport) -> str:

@@ -1,0 +1,63 @@
+"""The registered champion behind `mlflow models serve`: a real REST request with an image."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import medimg_cli
+from tests.integration.test_servers import _free_port, _server
+
+pytestmark = pytest.mark.integration
+
+
+def _post(url: str, body: dict) -> tuple[int, dict | str]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def test_mlflow_models_serve_answers_a_request_that_carries_an_image(make_workspace, tmp_path):
+    ws = make_workspace({"gates": {"min_f1": 0.0, "min_recall": 0.0}})
+    result = medimg_cli("run", cwd=ws.root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bundle = json.loads((ws.model_dir / "bundle.json").read_text())
+
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                "MLFLOW_TRACKING_URI": f"sqlite:///{ws.mlflow_db}"})
+    port = _free_port()
+    argv = [str(bin_dir / "mlflow"), "models", "serve", "-m",
+            "models:/medimg-classifier@champion", "--env-manager", "local",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with _server(argv, f"http://127.0.0.1:{port}/ping", env, tmp_path / "serve.log",
+                 timeout=180):
+        images = sorted(ws.raw_dir.rglob("*.png"))[:2]
+        encoded = [[base64.b64encode(p.read_bytes()).decode()] for p in images]
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+                               {"dataframe_split": {"columns": ["image"], "data": encoded}})
+        assert status == 200, answer
+        rows = answer["predictions"]
+        assert len(rows) == 2
+        for row in rows:
+            assert row["label"] in {"normal", "pneumonia"}
+            assert row["p_normal"] + row["p_pneumonia"] == pytest.approx(1.0, abs=1e-6)
+            assert row["threshold"] == pytest.approx(bundle["threshold"])
+            assert row["label"] == ("pneumonia" if row["p_pneumonia"] >= row["threshold"]
+                                    else "normal")
+        # a request without an image is refused, not answered with a guess
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+                               {"dataframe_split": {"columns": ["image"], "data": [["@@@"]]}})
+        assert status >= 400 and "base64" in str(answer)
