@@ -448,8 +448,9 @@ def _metrics_table(metrics: dict) -> Table:
     table = Table("metric", "test split", f"{level:.0%} CI (by patient)",
                   title=f"Test metrics (n={metrics['n']}, threshold "
                   f"{metrics['threshold']:.4g}{chosen})")
-    for key in ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
-                "pr_auc", "brier", "ece"):
+    from medimg.evaluation.metrics import HEADLINE_METRICS
+
+    for key in HEADLINE_METRICS:
         if key in metrics:
             bounds = ci.get(key)
             interval = f"{bounds['low']:.3f} - {bounds['high']:.3f}" if bounds else "-"

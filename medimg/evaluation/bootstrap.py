@@ -12,12 +12,11 @@ import logging
 
 import numpy as np
 
-from medimg.evaluation.metrics import compute_metrics
+from medimg.evaluation.metrics import HEADLINE_METRICS, compute_metrics
 
 logger = logging.getLogger(__name__)
 
-CI_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
-              "pr_auc", "brier", "ece")
+CI_METRICS = HEADLINE_METRICS
 
 
 def bootstrap_intervals(

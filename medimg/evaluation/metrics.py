@@ -11,6 +11,10 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+# every scalar test metric compute_metrics reports, in the order people read them
+HEADLINE_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
+                    "pr_auc", "brier", "ece")
+
 
 def _safe_div(num: float, den: float, undefined: float = 0.0) -> float:
     return float(num / den) if den else undefined
@@ -101,24 +105,34 @@ def compute_metrics(
     }
 
 
+def _calibration_bins(hit: np.ndarray, confidence: np.ndarray, bins: int
+                      ) -> dict[str, list[float]]:
+    """Mean confidence, observed frequency and count per equal-width bin that holds images."""
+    hit = np.asarray(hit, dtype=float)
+    confidence = np.asarray(confidence, dtype=float)
+    which = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1], right=True),
+                    0, bins - 1)
+    out: dict[str, list[float]] = {"confidence": [], "frequency": [], "count": []}
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            out["confidence"].append(float(confidence[inside].mean()))
+            out["frequency"].append(float(hit[inside].mean()))
+            out["count"].append(int(inside.sum()))
+    return out
+
+
 def expected_calibration_error(hit: np.ndarray, confidence: np.ndarray, bins: int = 10) -> float:
     """ECE: the image-weighted mean gap between confidence and frequency in equal-width bins.
 
     Binary models pass the positive class (``hit`` = is positive, ``confidence`` = its
     probability); multi-class models pass the top class (hit = it is right).
     """
-    hit = np.asarray(hit, dtype=float)
-    confidence = np.asarray(confidence, dtype=float)
     if len(hit) == 0:
         return float("nan")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    gap = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            gap += inside.sum() * abs(confidence[inside].mean() - hit[inside].mean())
-    return float(gap / len(hit))
+    b = _calibration_bins(hit, confidence, bins)
+    gaps = np.abs(np.subtract(b["confidence"], b["frequency"])) * np.asarray(b["count"])
+    return float(gaps.sum() / len(hit))
 
 
 def roc_points(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[float]]:
@@ -143,15 +157,4 @@ def reliability_points(y_true: np.ndarray, probs: np.ndarray, bins: int = 10
     """Mean predicted probability and observed frequency of the positive (last) class per
     equal-width bin, for the bins that hold images."""
     positive = probs.shape[1] - 1
-    hit = (np.asarray(y_true) == positive).astype(float)
-    confidence = probs[:, positive]
-    which = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1], right=True),
-                    0, bins - 1)
-    out: dict[str, list[float]] = {"confidence": [], "frequency": [], "count": []}
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            out["confidence"].append(float(confidence[inside].mean()))
-            out["frequency"].append(float(hit[inside].mean()))
-            out["count"].append(int(inside.sum()))
-    return out
+    return _calibration_bins(np.asarray(y_true) == positive, probs[:, positive], bins)

@@ -144,14 +144,14 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     write_rows(ws.plots_dir / "pr.csv", ["recall", "precision"],
                [[r, p] for r, p in zip(pr["recall"], pr["precision"], strict=True)])
     # recall and precision at each threshold (the last PR point, recall 0, has none)
+    by_threshold = {"threshold": pr["threshold"],
+                    **{k: pr[k][:len(pr["threshold"])] for k in ("recall", "precision")}}
     write_rows(ws.plots_dir / "threshold.csv", ["threshold", "recall", "precision"],
-               [[t, r, p] for t, r, p in zip(pr["threshold"], pr["recall"], pr["precision"],
-                                             strict=False)])
+               [list(row) for row in zip(*by_threshold.values(), strict=True)])
     calibration = reliability_points(test.labels, probs)
     write_rows(ws.plots_dir / "reliability.csv", ["confidence", "frequency", "count"],
                [list(row) for row in zip(calibration["confidence"], calibration["frequency"],
                                          calibration["count"], strict=True)])
-    by_threshold = {k: pr[k][:len(pr["threshold"])] for k in ("recall", "precision")}
     prevalence = float(np.mean(np.asarray(test.labels) == len(names) - 1))
     plots = [
         plot_confusion_matrix(metrics["confusion_matrix"], names,
@@ -159,8 +159,7 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
         plot_roc(roc, float(metrics["roc_auc"]), ws.plots_dir / "roc.png"),
         plot_pr(pr, float(metrics["pr_auc"]), prevalence, ws.plots_dir / "pr.png"),
         plot_reliability(calibration, float(metrics["ece"]), ws.plots_dir / "reliability.png"),
-        plot_threshold_curves({"threshold": pr["threshold"], **by_threshold}, meta.threshold,
-                              ws.plots_dir / "threshold.png"),
+        plot_threshold_curves(by_threshold, meta.threshold, ws.plots_dir / "threshold.png"),
     ]
     # last, so that a metrics file is only ever there beside complete predictions and plots
     ws.metrics_path.write_text(json.dumps(metrics, indent=2))

@@ -14,7 +14,7 @@ import pandas as pd
 
 from medimg.config import Config
 from medimg.data.manifest import load_manifest
-from medimg.evaluation.metrics import compute_metrics
+from medimg.evaluation.metrics import HEADLINE_METRICS, compute_metrics
 from medimg.registry.aliases import (
     CHALLENGER,
     CHAMPION,
@@ -37,8 +37,7 @@ from medimg.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 MODEL_CARD = "model_card.md"
-SCALAR_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
-                  "pr_auc", "brier", "ece", "threshold")
+SCALAR_METRICS = (*HEADLINE_METRICS, "threshold")
 
 
 @dataclass
@@ -56,8 +55,7 @@ class PublishResult:
         return self.version is not None
 
 
-def test_split_hash(ws: Workspace) -> str:
-    manifest = load_manifest(ws.manifest_path)
+def test_split_hash(manifest: pd.DataFrame) -> str:
     ids = sorted(manifest.loc[manifest["split"] == "test", "image_id"])
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
@@ -70,7 +68,8 @@ def _read_history(path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
 
 
-def score_champion(ws: Workspace, config: Config, model_uri: str) -> dict[str, object] | None:
+def score_champion(ws: Workspace, config: Config, model_uri: str, manifest: pd.DataFrame
+                   ) -> dict[str, object] | None:
     """Re-score a registered model on this workspace's test split, from the raw files.
 
     Returns None (and the caller fails closed) when the model cannot be loaded or its classes
@@ -80,7 +79,6 @@ def score_champion(ws: Workspace, config: Config, model_uri: str) -> dict[str, o
 
     try:
         model = mlflow.pyfunc.load_model(model_uri)
-        manifest = load_manifest(ws.manifest_path)
         test = manifest[manifest["split"] == "test"]
         frame = pd.DataFrame({"path": [str(ws.resolve(p)) for p in test["source_path"]]})
         out = model.predict(frame)
@@ -114,7 +112,8 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
     use_workspace_tracking(ws, config.registry.experiment_name)
     client = MlflowClient()
     name = config.registry.model_name
-    split_hash = test_split_hash(ws)
+    manifest = load_manifest(ws.manifest_path)
+    split_hash = test_split_hash(manifest)
     lineage = {
         "git_commit": git_commit(ws),
         "data_version": data_version(ws),
@@ -149,7 +148,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             python_model=Path(pyfunc.__file__).with_name("mlflow_model.py"),
             artifacts={pyfunc.BUNDLE_ARTIFACT: str(ws.model_dir)},
             signature=pyfunc.signature_for(list(config.base.class_names)),
-            input_example=_input_example(ws),
+            input_example=_input_example(ws, manifest),
             # the model carries its own code, so it loads where medimg is not installed
             code_paths=[str(Path(pyfunc.__file__).resolve().parents[1])],
             pip_requirements=_requirements(),
@@ -161,7 +160,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             mlflow.set_tag(f"gate.{check.name}", ("passed: " if check.passed else "failed: ")
                            + check.reason)
         card = {"config": config, "metrics": metrics, "lineage": lineage,
-                "manifest": load_manifest(ws.manifest_path), "run_id": run.info.run_id}
+                "manifest": manifest, "run_id": run.info.run_id}
         if not report.passed:
             mlflow.log_dict(report.to_dict(), "reports/gate_report.json")
             mlflow.log_text(render_model_card(gates=report, **card), MODEL_CARD)
@@ -184,7 +183,8 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             promoted = True
         else:
             # the very version compared against: promotion below is compare-and-set on it
-            champion_metrics = score_champion(ws, config, f"models:/{name}/{champion}")
+            champion_metrics = score_champion(ws, config, f"models:/{name}/{champion}",
+                                              manifest)
             comparison = GateReport(noninferiority_gates(metrics, champion_metrics, config.gates)
                                     + superiority_gates(metrics, champion_metrics, config.gates))
             promoted = comparison.passed
@@ -212,12 +212,11 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
     return result
 
 
-def _input_example(ws: Workspace) -> pd.DataFrame | None:
+def _input_example(ws: Workspace, manifest: pd.DataFrame) -> pd.DataFrame | None:
     """One test image as a request carries it (base64 file bytes): ingest has de-identified it
     and a prediction on it checks the logged model end to end."""
     import base64
 
-    manifest = load_manifest(ws.manifest_path)
     test = manifest[manifest["split"] == "test"]
     if test.empty:
         return None
