@@ -184,6 +184,7 @@ class TrainConfig(_Section):
     learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0003
     shuffle_buffer: Annotated[int, Field(ge=0)] = 0
     early_stopping_patience: Annotated[int, Field(ge=0)] = 6
+    restore_best_weights: bool = True
     loss: Literal["cross_entropy", "focal"] = "cross_entropy"
     focal_gamma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
     class_weight: Literal["none", "balanced"] = "none"

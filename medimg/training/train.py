@@ -336,7 +336,7 @@ def train_workspace(
                 callbacks=callbacks,
                 verbose=0,
             )
-        if state["best_weights"] is not None:
+        if config.train.restore_best_weights and state["best_weights"] is not None:
             model.set_weights(state["best_weights"])
     finally:
         keras.config.set_dtype_policy(previous_policy)

@@ -110,8 +110,9 @@ def test_fine_tuning_trains_the_head_first_then_everything_at_a_lower_rate(make_
     frozen = ModelBundle.load(ws.model_dir).model.get_layer("backbone").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(frozen, expected, strict=True))
 
-    # then unfrozen at a tenth of the rate: the backbone itself learns
-    write_params(ws.root, {"train": {"epochs": 2}})
+    # then unfrozen at a tenth of the rate: the backbone itself learns (the last epoch's
+    # weights are kept, the best-val_loss epoch may be the frozen one on so few images)
+    write_params(ws.root, {"train": {"epochs": 2, "restore_best_weights": False}})
     result = train_workspace(open_workspace(ws.root))
     assert result.history["learning_rate"] == pytest.approx([0.001, 0.0001])
     tuned = ModelBundle.load(ws.model_dir).model.get_layer("backbone").get_weights()
@@ -216,3 +217,28 @@ def test_the_threshold_is_chosen_on_validation_and_travels_with_the_model(make_w
     metrics = evaluate_workspace(ws).metrics
     assert metrics["threshold"] == bundle.meta.threshold
     assert metrics["operating_point"]["method"] == method
+
+
+def test_the_bundle_keeps_the_best_epoch_or_the_last_as_asked(make_workspace):
+    from medimg.bundle import ModelBundle
+    from medimg.preprocessing.stage import load_split
+
+    ws = _prepared(make_workspace, {"train": {"epochs": 4, "learning_rate": 0.003,
+                                              "lr_schedule": "constant",
+                                              "early_stopping_patience": 50}})
+    val = load_split(ws, "val")
+
+    def bundle_val_loss() -> float:
+        probs = ModelBundle.load(ws.model_dir).predict_packed(val.images)
+        return float(np.mean(-np.log(np.clip(probs[np.arange(len(val.labels)), val.labels],
+                                             1e-7, 1.0))))
+
+    best = train_workspace(ws)
+    losses = best.history["val_loss"]
+    assert best.best_epoch == int(np.argmin(losses)) + 1
+    assert bundle_val_loss() == pytest.approx(min(losses), rel=1e-3)
+
+    write_params(ws.root, {"train": {"restore_best_weights": False}})
+    last = train_workspace(open_workspace(ws.root))
+    assert last.history["val_loss"] == pytest.approx(losses, rel=1e-4)  # seeded: the same run
+    assert bundle_val_loss() == pytest.approx(last.history["val_loss"][-1], rel=1e-3)
