@@ -209,6 +209,8 @@ class EvaluateConfig(_Section):
     # classes always use the last one
     positive_classes: list[str] = Field(default_factory=list)
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    # test cases per outcome (true/false positives/negatives) in the Grad-CAM grid; 0: no grid
+    gradcam_cases: Annotated[int, Field(ge=0, le=16)] = 4
 
 
 BOUNDABLE_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",

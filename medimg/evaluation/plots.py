@@ -107,3 +107,62 @@ def write_rows(path: Path, header: list[str], rows: list[list[object]]) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def plot_training_curves(history: dict[str, list[float]], path: Path) -> Path:
+    """Loss and accuracy per epoch, training against validation."""
+    plt = _figure()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.6), dpi=110)
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            if key in history:
+                values = history[key]
+                ax.plot(range(1, len(values) + 1), values, style, marker="o", markersize=3,
+                        label=key)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle("Training curves")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_gradcam_grid(rows: dict[str, list[tuple[np.ndarray, np.ndarray, str]]], title: str,
+                      path: Path) -> Path:
+    """One row per outcome (true positives, false positives...), each case its image with the
+    Grad-CAM heat map over it and a caption. An outcome with no cases says so."""
+    plt = _figure()
+    columns = max(1, max((len(cases) for cases in rows.values()), default=1))
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns + 0.6, 2.1 * len(rows)),
+                             dpi=110, squeeze=False)
+    for r, (outcome, cases) in enumerate(rows.items()):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(outcome, fontsize=8)
+            if c >= len(cases):
+                if not cases and c == 0:
+                    ax.text(0.5, 0.5, "none in the test split", ha="center", va="center",
+                            fontsize=7, transform=ax.transAxes)
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                continue
+            image, cam, caption = cases[c]
+            pixels = image[..., 0] if image.shape[-1] == 1 else image
+            ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255)
+            ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0)
+            ax.set_title(caption, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -23,13 +23,16 @@ from medimg.evaluation.metrics import (
 )
 from medimg.evaluation.plots import (
     plot_confusion_matrix,
+    plot_gradcam_grid,
     plot_pr,
     plot_reliability,
     plot_roc,
     plot_threshold_curves,
+    plot_training_curves,
     write_rows,
 )
 from medimg.preprocessing.stage import check_packed_with, load_index, load_split
+from medimg.training.train import HISTORY_FILE, read_history
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -92,6 +95,66 @@ def slice_metrics(
             out[name][str(value)] = {"n": int(inside.sum()),
                                      **{k: _finite(m[k]) for k in SLICE_METRICS}}
     return out
+
+
+OUTCOMES = ("true positives", "false positives", "false negatives", "true negatives")
+
+
+def gradcam_grid(ws: Workspace, bundle: ModelBundle, test, probs: np.ndarray,
+                 predicted: np.ndarray, positive_classes: list[str], per_outcome: int) -> Path:
+    """``reports/plots/gradcam.png`` and ``gradcam_cases.csv``: Grad-CAM of the disease
+    probability on the most confident cases of each outcome.
+
+    An image is positive when its class is one of ``positive_classes``; true and false
+    positives are shown from the highest disease probability down, negatives from the lowest up,
+    so the errors shown are the model's most confident ones. With every class positive (several
+    classes, none named) the rows are the correct and the wrong predictions, each explained for
+    the class predicted.
+    """
+    from medimg.serving.gradcam import gradcam_maps
+
+    names = bundle.meta.class_names
+    positive = [names.index(c) for c in positive_classes]
+    labels = np.asarray(test.labels)
+    chosen: dict[str, np.ndarray] = {}
+    if len(positive) < len(names):
+        disease = probs[:, positive].sum(axis=1)
+        actual, said = np.isin(labels, positive), np.isin(predicted, positive)
+        masks = (actual & said, ~actual & said, actual & ~said, ~actual & ~said)
+        for outcome, mask, sign in zip(OUTCOMES, masks, (-1, -1, 1, 1), strict=True):
+            index = np.flatnonzero(mask)
+            chosen[outcome] = index[np.argsort(sign * disease[index], kind="stable")][:per_outcome]
+        explained = {int(i): positive for i in np.concatenate(list(chosen.values()))}
+        shown = disease
+    else:
+        confidence = probs[np.arange(len(probs)), predicted]
+        for outcome, mask in (("correct", labels == predicted), ("wrong", labels != predicted)):
+            index = np.flatnonzero(mask)
+            chosen[outcome] = index[np.argsort(-confidence[index], kind="stable")][:per_outcome]
+        explained = {int(i): [int(predicted[i])] for i in np.concatenate(list(chosen.values()))}
+        shown = confidence
+    maps: dict[int, np.ndarray] = {}
+    for target in {tuple(v) for v in explained.values()}:
+        index = [i for i, v in explained.items() if tuple(v) == target]
+        for i, cam in zip(index, gradcam_maps(bundle.model, test.images[index], target),
+                          strict=True):
+            maps[i] = cam
+    rows, records = {}, []
+    for outcome, index in chosen.items():
+        rows[outcome] = []
+        for i in index:
+            image_id = test.image_ids[i]
+            rows[outcome].append((np.asarray(test.images[i]), maps[int(i)],
+                                  f"{image_id[:10]}\np={shown[i]:.2f}"))
+            records.append([outcome, image_id, names[labels[i]], names[predicted[i]],
+                            f"{shown[i]:.6f}"])
+    write_rows(ws.plots_dir / "gradcam_cases.csv",
+               ["outcome", "image_id", "actual", "predicted", "probability"], records)
+    what = ("P(" + " or ".join(positive_classes) + ")" if len(positive) < len(names)
+            else "the predicted class")
+    title = (f"Grad-CAM for {what} on the test split; threshold {bundle.meta.threshold:.3f}"
+             if len(names) == 2 else f"Grad-CAM for {what} on the test split")
+    return plot_gradcam_grid(rows, title, ws.plots_dir / "gradcam.png")
 
 
 def evaluate_workspace(ws: Workspace, config: Config | None = None) -> EvaluationResult:
@@ -161,6 +224,12 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
         plot_reliability(calibration, float(metrics["ece"]), ws.plots_dir / "reliability.png"),
         plot_threshold_curves(by_threshold, meta.threshold, ws.plots_dir / "threshold.png"),
     ]
+    history = read_history(ws.reports_dir / HISTORY_FILE)
+    if history:
+        plots.append(plot_training_curves(history, ws.plots_dir / "training_curves.png"))
+    if evaluate.gradcam_cases:
+        plots.append(gradcam_grid(ws, bundle, test, probs, predicted,
+                                  metrics["positive_classes"], evaluate.gradcam_cases))
     # last, so that a metrics file is only ever there beside complete predictions and plots
     ws.metrics_path.write_text(json.dumps(metrics, indent=2))
     logger.info("test F1 %.3f, recall %.3f on %d images", metrics["f1"], metrics["recall"],

@@ -9,8 +9,10 @@ Moves happen under a lock on the registry, so a promotion is compare-and-set: it
 champion it was compared against, and fails with :class:`PromotionConflict` when another
 promotion moved the champion first. The lock is the database's own for PostgreSQL
 (``pg_advisory_lock``) and a file lock beside the store for SQLite and file stores. Against a
-remote MLflow server (http/https), no client can lock the server's database: the compare still
-runs, but two promoters racing within the same instant are not excluded.
+remote MLflow server (http/https), whose database no client can reach, the lock is a registered
+model named ``<name>.registry-lock``: creating it is atomic on the server (a second create is
+refused as already existing), it lives only while the aliases move, and one left behind by a
+crashed process is broken after :data:`STALE_LOCK_SECONDS`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import hashlib
 import json
 import logging
 import os
+import random
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 AUDIT_PREFIX = "audit."
+LOCK_SUFFIX = ".registry-lock"
+STALE_LOCK_SECONDS = 300.0
+LOCK_WAIT_SECONDS = 120.0
 
 
 class PromotionConflict(MedimgError):
@@ -80,8 +87,55 @@ def _lock_path(uri: str, name: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def registry_lock(uri: str, name: str) -> Iterator[None]:
+def _server_lock(client, name: str) -> Iterator[None]:
+    """A lock any MLflow server keeps for us: the registered model ``<name>.registry-lock``.
+
+    Its creation is one insert under the server's unique name constraint, so of two creators
+    exactly one succeeds; the holder deletes it when done.
+    """
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{LOCK_SUFFIX}"
+    holder = actor()
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            client.create_registered_model(
+                lock, tags={"medimg.lock_holder": holder, "medimg.lock_since": str(time.time())},
+                description=f"medimg holds this while it moves the aliases of {name}; it is "
+                "deleted when the move ends")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held = client.get_registered_model(lock).tags
+        except MlflowException:
+            continue  # released between our create and this read: try again at once
+        since = float(held.get("medimg.lock_since", "0") or 0)
+        if time.time() - since > STALE_LOCK_SECONDS:
+            logger.warning("breaking the registry lock %s left by %s %.0f s ago", lock,
+                           held.get("medimg.lock_holder", "unknown"), time.time() - since)
+            with contextlib.suppress(MlflowException):
+                client.delete_registered_model(lock)
+            continue
+        if time.monotonic() > deadline:
+            raise MedimgError(
+                f"the registry lock {lock} is held by {held.get('medimg.lock_holder', 'unknown')}"
+                f" for {time.time() - since:.0f} s; wait for it to finish, or delete the "
+                f"registered model {lock} if that process is gone")
+        time.sleep(0.05 + random.random() * 0.1)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
+
+
+@contextlib.contextmanager
+def registry_lock(client, name: str) -> Iterator[None]:
     """Hold the registry's lock for ``name``: one alias mover at a time."""
+    uri = _uri(client)
     parsed = urlparse(uri)
     if parsed.scheme.startswith("postgresql"):
         import psycopg
@@ -99,9 +153,8 @@ def registry_lock(uri: str, name: str) -> Iterator[None]:
         return
     path = _lock_path(uri, name)
     if path is None:
-        logger.warning("the registry at %s cannot be locked from here; promotions are compared "
-                       "but not serialised", parsed.scheme)
-        yield
+        with _server_lock(client, name):
+            yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
@@ -162,7 +215,7 @@ def _uri(client) -> str:
 def set_alias(client, name: str, alias: str, version: str, why: str, by: str
               ) -> AuditEntry | None:
     """Point ``alias`` at ``version`` under the lock, audited."""
-    with registry_lock(_uri(client), name):
+    with registry_lock(client, name):
         return _move(client, name, alias, version, why, by)
 
 
@@ -176,7 +229,7 @@ def promote(client, name: str, version: str, why: str, by: str,
         PromotionConflict: when the champion is no longer ``expected_champion``.
     """
     version = str(version)
-    with registry_lock(_uri(client), name):
+    with registry_lock(client, name):
         current = alias_version(client, name, CHAMPION)
         if current != (str(expected_champion) if expected_champion is not None else None):
             raise PromotionConflict(
@@ -196,7 +249,7 @@ def rollback(client, name: str, why: str, by: str) -> list[AuditEntry]:
     Raises:
         MedimgError: when there is no previous champion to go back to.
     """
-    with registry_lock(_uri(client), name):
+    with registry_lock(client, name):
         previous = alias_version(client, name, PREVIOUS)
         current = alias_version(client, name, CHAMPION)
         if previous is None:

@@ -129,6 +129,12 @@ def render_model_card(
     if champion_checks is None and version:
         lines.append("")
         lines.append("No champion to compare with: the absolute gates alone applied.")
+    if config.evaluate.gradcam_cases:
+        lines += ["", "## What the model looks at", "",
+                  "`plots/gradcam.png` overlays Grad-CAM of the disease probability on the "
+                  f"{config.evaluate.gradcam_cases} most confident test cases of each outcome "
+                  "(true and false positives and negatives); `plots/gradcam_cases.csv` names "
+                  "them. Review the false positives and negatives before clinical use."]
     lines += [
         "",
         "## Limitations",
@@ -138,6 +144,8 @@ def render_model_card(
         "- The intervals describe sampling variation of the test patients, not shifts in the "
         "population, the equipment or the labelling.",
         "- Labels are as given by the sources; their own error rate is not modelled.",
+        "- Grad-CAM is coarse (the last feature map's resolution) and shows where evidence was "
+        "found, not why; it is not a segmentation.",
         "- Calibration is measured on the test split; probabilities are not guaranteed to be "
         "calibrated elsewhere.",
         "",

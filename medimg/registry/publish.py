@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -32,6 +31,7 @@ from medimg.registry.gates import (
 )
 from medimg.registry.model_card import render_model_card
 from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
+from medimg.training.train import HISTORY_FILE, read_history
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -58,14 +58,6 @@ class PublishResult:
 def test_split_hash(manifest: pd.DataFrame) -> str:
     ids = sorted(manifest.loc[manifest["split"] == "test", "image_id"])
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-
-
-def _read_history(path: Path) -> dict[str, list[float]]:
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
 
 
 def score_champion(ws: Workspace, config: Config, model_uri: str, manifest: pd.DataFrame
@@ -128,7 +120,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         if runtime.is_file():  # device, replicas, precision, XLA: what the model trained on
             facts = json.loads(runtime.read_text())
             mlflow.set_tags({f"runtime.{k}": str(v) for k, v in facts.items() if v != ""})
-        for key, values in _read_history(ws.reports_dir / "train_history.csv").items():
+        for key, values in read_history(ws.reports_dir / HISTORY_FILE).items():
             for epoch, value in enumerate(values, start=1):
                 mlflow.log_metric(key, value, step=epoch)
         mlflow.log_metrics({f"test_{k}": float(metrics[k]) for k in SCALAR_METRICS
@@ -178,17 +170,31 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         by = actor(run.info.run_id)
         set_alias(client, name, CHALLENGER, result.version, "passed the absolute gates", by)
         champion = alias_version(client, name, CHAMPION)
+        split_changed = False
         if champion is None:
             comparison = None
             promoted = True
         else:
             # the very version compared against: promotion below is compare-and-set on it
+            # always on this run's test split: when it differs from the one the champion was
+            # gated on, the old scores are not comparable and the champion is scored anew
+            champion_split = client.get_model_version(name, champion).tags.get(
+                "test_split_hash", "unknown")
+            split_changed = champion_split != split_hash
             champion_metrics = score_champion(ws, config, f"models:/{name}/{champion}",
                                               manifest)
             comparison = GateReport(noninferiority_gates(metrics, champion_metrics, config.gates)
                                     + superiority_gates(metrics, champion_metrics, config.gates))
             promoted = comparison.passed
+            mlflow.set_tag("champion.test_split", "changed" if split_changed else "same")
+            if split_changed:
+                logger.info("the test split changed since v%s was gated (%s, now %s): the "
+                            "champion is re-scored on the new one", champion, champion_split,
+                            split_hash)
             mlflow.log_dict({"champion_version": champion, "champion_metrics": champion_metrics,
+                             "test_split_hash": split_hash,
+                             "champion_test_split_hash": champion_split,
+                             "test_split_changed": split_changed,
                              **comparison.to_dict()}, "reports/champion_comparison.json")
             for check in comparison.checks:
                 mlflow.set_tag(f"gate.{check.name}", ("passed: " if check.passed else "failed: ")
@@ -197,7 +203,8 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         promote_failed = ""
         if promoted:
             why = ("the first model to pass the gates" if champion is None else
-                   f"non-inferior to v{champion} re-scored on the same test split")
+                   f"non-inferior to v{champion} re-scored on "
+                   + ("the new test split" if split_changed else "the same test split"))
             try:
                 promote(client, name, result.version, why, by, expected_champion=champion)
             except PromotionConflict as exc:  # another run promoted first: stay challenger

@@ -383,6 +383,15 @@ def train_workspace(
                        placement, resumed_from)
 
 
+def read_history(path: Path) -> dict[str, list[float]]:
+    """``reports/train_history.csv`` back as ``{metric: value per epoch}``; empty when absent."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+
+
 def _write_history(path: Path, history: dict[str, list[float]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = sorted(history)

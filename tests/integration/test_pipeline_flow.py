@@ -55,7 +55,9 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     assert {"plots/confusion_matrix.png", "plots/roc.png"} <= artifacts
     reports = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
     assert "reports/validation.json" in reports
-    assert {"plots/pr.png", "plots/reliability.png", "plots/threshold.png"} <= artifacts
+    assert {"plots/pr.png", "plots/reliability.png", "plots/threshold.png",
+            "plots/training_curves.png", "plots/gradcam.png", "plots/gradcam_cases.csv"
+            } <= artifacts
     # the model card: threshold and why, metrics with intervals, the gate report
     card = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                     artifact_path="model_card.md")).read_text()
@@ -64,6 +66,7 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     f1_ci = outcome["metrics"]["ci"]["f1"]
     assert f"| F1 | {outcome['metrics']['f1']:.3f} | {f1_ci['low']:.3f} to " in card
     assert "| min_f1 | f1 |" in card and "| min_recall | recall |" in card
+    assert "`plots/gradcam.png`" in card  # where the reviewer sees what the model looks at
     assert "test_f1_ci_low" in run.data.metrics and "test_pr_auc" in run.data.metrics
 
     # lineage: the data version is the manifest hash DVC recorded
@@ -122,6 +125,8 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     assert "challenger" in second["aliases"]
     checks = {c["name"]: c for c in second["champion_checks"]["checks"]}
     assert set(checks) == {"noninferior_f1", "noninferior_recall"}
+    # the same test split as the champion's: the tag says so, and the champion was re-scored
+    assert client.get_run(second["run_id"]).data.tags["champion.test_split"] == "same"
     # the champion was re-scored on the test split: each bound is its score minus the margin
     for check in checks.values():
         assert check["bound"] is not None, check["reason"]

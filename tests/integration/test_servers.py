@@ -6,28 +6,18 @@ Both servers run on loopback for the length of the test and are stopped afterwar
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from support.servers import free_port, running_server
 
 from tests.conftest import medimg_cli
 
 pytestmark = pytest.mark.integration
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _postgres_database() -> str:
@@ -53,32 +43,7 @@ def _drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@contextmanager
-def _server(argv: list[str], health: str, env: dict[str, str], log: Path, timeout: float = 180):
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    with urllib.request.urlopen(health, timeout=2):
-                        break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"{argv[0]} did not start: {log.read_text()[-2000:]}") from None
-                    time.sleep(1)
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def test_run_against_mlflow_on_postgres_and_a_prefect_server(make_workspace, tmp_path):
+def test_run_against_mlflow_on_postgres_and_a_prefectrunning_server(make_workspace, tmp_path):
     import httpx
     from mlflow import MlflowClient
 
@@ -88,7 +53,7 @@ def test_run_against_mlflow_on_postgres_and_a_prefect_server(make_workspace, tmp
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_REGISTRY_URI", None)
-    mlflow_port, prefect_port = _free_port(), _free_port()
+    mlflow_port, prefect_port = free_port(), free_port()
     mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
     prefect_api = f"http://127.0.0.1:{prefect_port}/api"
     mlflow_argv = [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1",
@@ -100,8 +65,10 @@ def test_run_against_mlflow_on_postgres_and_a_prefect_server(make_workspace, tmp
     prefect_argv = [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
                     "--port", str(prefect_port)]
     try:
-        with _server(mlflow_argv, f"{mlflow_uri}/health", env, tmp_path / "mlflow.log"), \
-             _server(prefect_argv, f"{prefect_api}/health", prefect_env, tmp_path / "prefect.log"):
+        with running_server(mlflow_argv, f"{mlflow_uri}/health", env,
+                            tmp_path / "mlflow.log"), \
+             running_server(prefect_argv, f"{prefect_api}/health", prefect_env,
+                            tmp_path / "prefect.log"):
             result = medimg_cli("run", cwd=ws.root, env={"MLFLOW_TRACKING_URI": mlflow_uri,
                                                           "PREFECT_API_URL": prefect_api})
             assert result.returncode == 0, result.stderr[-3000:]

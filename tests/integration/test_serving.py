@@ -11,9 +11,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support.servers import free_port, running_server
 
 from tests.conftest import medimg_cli
-from tests.integration.test_servers import _free_port, _server
 
 pytestmark = pytest.mark.integration
 
@@ -38,11 +38,11 @@ def test_mlflow_models_serve_answers_a_request_that_carries_an_image(make_worksp
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update({"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                 "MLFLOW_TRACKING_URI": f"sqlite:///{ws.mlflow_db}"})
-    port = _free_port()
+    port = free_port()
     argv = [str(bin_dir / "mlflow"), "models", "serve", "-m",
             "models:/medimg-classifier@champion", "--env-manager", "local",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with _server(argv, f"http://127.0.0.1:{port}/ping", env, tmp_path / "serve.log",
+    with running_server(argv, f"http://127.0.0.1:{port}/ping", env, tmp_path / "serve.log",
                  timeout=180):
         images = sorted(ws.raw_dir.rglob("*.png"))[:2]
         encoded = [[base64.b64encode(p.read_bytes()).decode()] for p in images]

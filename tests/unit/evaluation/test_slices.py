@@ -70,8 +70,24 @@ def test_the_evaluate_stage_writes_slices_into_metrics_json(make_workspace):
     assert 0 < metrics["bootstrap"]["patients"] <= metrics["n"]
     assert metrics["ci"]["f1"]["low"] <= metrics["f1"] <= metrics["ci"]["f1"]["high"]
     # every plot, as a picture and (for DVC) as data
-    for name in ("confusion_matrix", "roc", "pr", "reliability", "threshold"):
+    for name in ("confusion_matrix", "roc", "pr", "reliability", "threshold",
+                 "training_curves", "gradcam"):
         assert (ws.plots_dir / f"{name}.png").stat().st_size > 1000, name
     for name in ("roc", "pr", "reliability", "threshold"):
         frame = pd.read_csv(ws.plots_dir / f"{name}.csv")
         assert len(frame) > 0 and frame.notna().all().all(), name
+
+    # the Grad-CAM grid shows the most confident cases of each outcome, as predicted
+    cases = pd.read_csv(ws.plots_dir / "gradcam_cases.csv")
+    predictions = pd.read_csv(ws.reports_dir / "predictions.csv").set_index("image_id")
+    sick, said = predictions["actual"] == "pneumonia", predictions["predicted"] == "pneumonia"
+    outcomes = {"true positives": sick & said, "false positives": ~sick & said,
+                "false negatives": sick & ~said, "true negatives": ~sick & ~said}
+    for outcome, mask in outcomes.items():
+        shown = cases[cases["outcome"] == outcome]
+        assert len(shown) == min(4, int(mask.sum())), outcome
+        p = predictions.loc[mask, "p_pneumonia"]
+        most = p.nlargest(len(shown)) if "positives" in outcome else p.nsmallest(len(shown))
+        assert shown["probability"].to_numpy() == pytest.approx(most.to_numpy(), abs=1e-5)
+        assert (predictions.loc[shown["image_id"], "actual"].to_numpy()
+                == shown["actual"].to_numpy()).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from support.servers import free_port, running_server
 
 from medimg.errors import MedimgError
+from medimg.registry import aliases
 from medimg.registry.aliases import (
     CHALLENGER,
     CHAMPION,
@@ -27,19 +30,51 @@ from medimg.registry.aliases import (
 NAME = "medimg-classifier"
 
 
+def _three_versions(uri: str, tmp_path: Path) -> MlflowClient:
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(NAME)
+    run = client.create_run(client.create_experiment(f"models-{tmp_path.name}",
+                                                     artifact_location=(
+                                                         tmp_path / "artifacts").as_uri()))
+    for _ in range(3):
+        client.create_model_version(NAME, source=f"{run.info.artifact_uri}/model",
+                                    run_id=run.info.run_id)
+    return client
+
+
 @pytest.fixture
 def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A real registry with three versions and no aliases."""
+    """A real SQLite registry with three versions and no aliases."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model(NAME)
-    for _ in range(3):
-        model = tmp_path / "model"
-        model.mkdir(exist_ok=True)
-        client.create_model_version(NAME, source=str(model))
-    return client, uri
+    return _three_versions(uri, tmp_path), uri
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on loopback, for this module's tests."""
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    argv = [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination", (root / "served").as_uri()]
+    uri = f"http://127.0.0.1:{port}"
+    with running_server(argv, f"{uri}/health", env, root / "mlflow.log"):
+        yield uri
+
+
+@pytest.fixture
+def server_registry(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Three versions behind that server: the client cannot reach the server's database."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    for model in client.search_registered_models():  # the previous test's
+        client.delete_registered_model(model.name)
+    return _three_versions(mlflow_server, tmp_path), mlflow_server
 
 
 def test_each_move_is_audited_with_what_when_why_and_who(registry):
@@ -113,8 +148,9 @@ PROMOTER = textwrap.dedent("""
 """)
 
 
-def test_of_two_concurrent_promotions_exactly_one_wins(registry, tmp_path: Path):
-    client, uri = registry
+@pytest.mark.parametrize("store", ["registry", "server_registry"])
+def test_of_two_concurrent_promotions_exactly_one_wins(store, request, tmp_path: Path):
+    client, uri = request.getfixturevalue(store)
     promote(client, NAME, "1", "first", "me", expected_champion=None)
     start = tmp_path / "start"
     script = tmp_path / "promoter.py"
@@ -135,3 +171,29 @@ def test_of_two_concurrent_promotions_exactly_one_wins(registry, tmp_path: Path)
     assert alias_version(client, NAME, PREVIOUS) == "1"
     champion_moves = [e for e in audit_trail(client, NAME) if e.alias == CHAMPION]
     assert [(e.from_version, e.to_version) for e in champion_moves] == [(None, "1"), ("1", winner)]
+    assert [m.name for m in client.search_registered_models()] == [NAME]  # no lock left behind
+
+
+def test_a_lock_left_by_a_crashed_promoter_is_broken_after_a_while(server_registry):
+    client, _ = server_registry
+    lock = f"{NAME}{aliases.LOCK_SUFFIX}"
+    client.create_registered_model(lock, tags={
+        "medimg.lock_holder": "crashed@host",
+        "medimg.lock_since": str(time.time() - aliases.STALE_LOCK_SECONDS - 1)})
+    promote(client, NAME, "1", "first", "me", expected_champion=None)
+    assert alias_version(client, NAME, CHAMPION) == "1"
+    assert [m.name for m in client.search_registered_models()] == [NAME]  # no lock left
+
+
+def test_a_held_lock_makes_a_promoter_wait_then_say_who_holds_it(server_registry, monkeypatch):
+    client, _ = server_registry
+    lock = f"{NAME}{aliases.LOCK_SUFFIX}"
+    client.create_registered_model(lock, tags={"medimg.lock_holder": "ci@builder",
+                                               "medimg.lock_since": str(time.time())})
+    monkeypatch.setattr(aliases, "LOCK_WAIT_SECONDS", 1.0)
+    with pytest.raises(MedimgError, match=r"held by ci@builder .*delete the registered model"):
+        promote(client, NAME, "1", "first", "me", expected_champion=None)
+    assert alias_version(client, NAME, CHAMPION) is None
+    client.delete_registered_model(lock)  # the holder finishes
+    promote(client, NAME, "1", "first", "me", expected_champion=None)
+    assert alias_version(client, NAME, CHAMPION) == "1"
