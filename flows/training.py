@@ -62,7 +62,7 @@ def train(root: str) -> dict:
     result = train_workspace(open_workspace(root))
     get_run_logger().info("trained %d epochs in %.1fs", result.epochs_run, result.seconds)
     return {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "seconds": result.seconds}
+            "kept_epoch": result.kept_epoch, "seconds": result.seconds}
 
 
 @task(name="evaluate")

@@ -245,9 +245,9 @@ def train(workspace: WorkspaceOpt = None) -> None:
                       highlight=False)
     console.print(f"trained {result.epochs_run} epochs in {result.seconds:.0f}s on {where.device} "
                   f"({where.strategy} strategy, {where.replicas} replica(s), {where.precision}, "
-                  f"XLA {'on' if where.jit_compile else 'off'}); best epoch {result.best_epoch}, "
-                  f"val_loss {min(result.history['val_loss']):.4f}; model saved to "
-                  f"{result.model_dir}", highlight=False)
+                  f"XLA {'on' if where.jit_compile else 'off'}); kept epoch {result.kept_epoch} "
+                  f"(best {result.best_epoch}), val_loss {result.kept_val_loss:.4f}; model saved "
+                  f"to {result.model_dir}", highlight=False)
 
 
 @app.command()

@@ -32,7 +32,7 @@ from medimg.evaluation.plots import (
     write_rows,
 )
 from medimg.preprocessing.stage import check_packed_with, load_index, load_split
-from medimg.training.train import HISTORY_FILE, read_history
+from medimg.training.history import HISTORY_FILE, read_history
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def slice_metrics(
 
 
 OUTCOMES = ("true positives", "false positives", "false negatives", "true negatives")
+WRONG_DISEASE = "wrong disease"  # several disease classes: sick, but called another disease
 
 
 def gradcam_grid(ws: Workspace, bundle: ModelBundle, test, probs: np.ndarray,
@@ -107,9 +108,10 @@ def gradcam_grid(ws: Workspace, bundle: ModelBundle, test, probs: np.ndarray,
 
     An image is positive when its class is one of ``positive_classes``; true and false
     positives are shown from the highest disease probability down, negatives from the lowest up,
-    so the errors shown are the model's most confident ones. With every class positive (several
-    classes, none named) the rows are the correct and the wrong predictions, each explained for
-    the class predicted.
+    so the errors shown are the model's most confident ones. With several disease classes, a
+    sick image called another disease is neither a true positive nor a miss: it has its own
+    row. With every class positive (several classes, none named) the rows are the correct and
+    the wrong predictions, each explained for the class predicted.
     """
     from medimg.serving.gradcam import gradcam_maps
 
@@ -120,8 +122,12 @@ def gradcam_grid(ws: Workspace, bundle: ModelBundle, test, probs: np.ndarray,
     if len(positive) < len(names):
         disease = probs[:, positive].sum(axis=1)
         actual, said = np.isin(labels, positive), np.isin(predicted, positive)
-        masks = (actual & said, ~actual & said, actual & ~said, ~actual & ~said)
-        for outcome, mask, sign in zip(OUTCOMES, masks, (-1, -1, 1, 1), strict=True):
+        right = predicted == labels
+        masks = {OUTCOMES[0]: (actual & right, -1), OUTCOMES[1]: (~actual & said, -1),
+                 OUTCOMES[2]: (actual & ~said, 1), OUTCOMES[3]: (~actual & ~said, 1)}
+        if len(positive) > 1:
+            masks[WRONG_DISEASE] = (actual & said & ~right, -1)
+        for outcome, (mask, sign) in masks.items():
             index = np.flatnonzero(mask)
             chosen[outcome] = index[np.argsort(sign * disease[index], kind="stable")][:per_outcome]
         explained = {int(i): positive for i in np.concatenate(list(chosen.values()))}
@@ -164,6 +170,10 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     image i of the split: nothing is shuffled or augmented.
     """
     config = config or ws.config
+    if ws.plots_dir.is_dir():  # what an earlier model left must not be logged with this one
+        for stale in ws.plots_dir.iterdir():
+            if stale.is_file():
+                stale.unlink()
     bundle = ModelBundle.load(ws.model_dir)
     meta = bundle.meta
     check_packed_with(load_index(ws), meta.class_names, meta.image_size, meta.channels,

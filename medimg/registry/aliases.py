@@ -10,9 +10,10 @@ champion it was compared against, and fails with :class:`PromotionConflict` when
 promotion moved the champion first. The lock is the database's own for PostgreSQL
 (``pg_advisory_lock``) and a file lock beside the store for SQLite and file stores. Against a
 remote MLflow server (http/https), whose database no client can reach, the lock is a registered
-model named ``<name>.registry-lock``: creating it is atomic on the server (a second create is
-refused as already existing), it lives only while the aliases move, and one left behind by a
-crashed process is broken after :data:`STALE_LOCK_SECONDS`.
+model named ``<name>.registry-lock``: creating it is atomic on a database-backed server (a second
+create is refused as already existing), it lives only while the aliases move, and one left
+behind by a crashed process is broken after :data:`STALE_LOCK_SECONDS`. A server on a plain file
+store does not make creation atomic; run a team's server on a database.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 import random
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 AUDIT_PREFIX = "audit."
 LOCK_SUFFIX = ".registry-lock"
 STALE_LOCK_SECONDS = 300.0
-LOCK_WAIT_SECONDS = 120.0
+LOCK_WAIT_SECONDS = STALE_LOCK_SECONDS + 60.0
 
 
 class PromotionConflict(MedimgError):
@@ -86,50 +88,75 @@ def _lock_path(uri: str, name: str) -> Path | None:
     return None
 
 
+def _lock_age(lock) -> float:
+    """Seconds since the lock was taken: its own tag, else the model's creation time."""
+    since = lock.tags.get("medimg.lock_since")
+    taken = float(since) if since else (lock.creation_timestamp or 0) / 1000.0
+    return time.time() - taken
+
+
 @contextlib.contextmanager
 def _server_lock(client, name: str) -> Iterator[None]:
-    """A lock any MLflow server keeps for us: the registered model ``<name>.registry-lock``.
+    """A lock an MLflow server keeps for us: the registered model ``<name>.registry-lock``.
 
-    Its creation is one insert under the server's unique name constraint, so of two creators
-    exactly one succeeds; the holder deletes it when done.
+    On a database-backed server its creation is one insert under the unique name constraint, so
+    of two creators exactly one succeeds. The holder's token (user, host, process, a random
+    part) is in its tags; only the holder deletes it, and a lock older than
+    :data:`STALE_LOCK_SECONDS` is broken by the next promoter, who waits up to
+    :data:`LOCK_WAIT_SECONDS` (longer than that) before giving up.
     """
     from mlflow.exceptions import MlflowException
 
     lock = f"{name}{LOCK_SUFFIX}"
-    holder = actor()
+    token = f"{actor()} pid {os.getpid()} {uuid.uuid4().hex[:12]}"
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
         try:
             client.create_registered_model(
-                lock, tags={"medimg.lock_holder": holder, "medimg.lock_since": str(time.time())},
+                lock, tags={"medimg.lock_holder": token, "medimg.lock_since": str(time.time())},
                 description=f"medimg holds this while it moves the aliases of {name}; it is "
                 "deleted when the move ends")
-            break
         except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            # a lost race on the insert reads the winner's row back, which may be gone again
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         try:
-            held = client.get_registered_model(lock).tags
-        except MlflowException:
-            continue  # released between our create and this read: try again at once
-        since = float(held.get("medimg.lock_since", "0") or 0)
-        if time.time() - since > STALE_LOCK_SECONDS:
-            logger.warning("breaking the registry lock %s left by %s %.0f s ago", lock,
-                           held.get("medimg.lock_holder", "unknown"), time.time() - since)
-            with contextlib.suppress(MlflowException):
-                client.delete_registered_model(lock)
+            held = client.get_registered_model(lock)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            held = None  # released in between: try again
+        holder = held.tags.get("medimg.lock_holder", "unknown") if held else ""
+        if holder == token:
+            break
+        if held is not None and _lock_age(held) > STALE_LOCK_SECONDS:
+            logger.warning("breaking the registry lock %s left by %s %.0f s ago", lock, holder,
+                           _lock_age(held))
+            _release(client, lock, holder)
             continue
         if time.monotonic() > deadline:
+            age = _lock_age(held) if held is not None else 0.0
             raise MedimgError(
-                f"the registry lock {lock} is held by {held.get('medimg.lock_holder', 'unknown')}"
-                f" for {time.time() - since:.0f} s; wait for it to finish, or delete the "
-                f"registered model {lock} if that process is gone")
+                f"the registry lock {lock} is held by {holder} for {age:.0f} s; wait for it to "
+                f"finish, or delete the registered model {lock} if that process is gone")
         time.sleep(0.05 + random.random() * 0.1)
     try:
         yield
     finally:
-        with contextlib.suppress(MlflowException):
+        _release(client, lock, token)
+
+
+def _release(client, lock: str, holder: str) -> None:
+    """Delete the lock if ``holder`` still holds it; a lock another process took is left."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if client.get_registered_model(lock).tags.get("medimg.lock_holder") == holder:
             client.delete_registered_model(lock)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            logger.warning("could not release the registry lock %s (%s); delete that "
+                           "registered model if no medimg process is moving aliases", lock, exc)
 
 
 @contextlib.contextmanager
@@ -151,10 +178,15 @@ def registry_lock(client, name: str) -> Iterator[None]:
             finally:
                 connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
         return
-    path = _lock_path(uri, name)
-    if path is None:
+    if parsed.scheme in ("http", "https"):
         with _server_lock(client, name):
             yield
+        return
+    path = _lock_path(uri, name)
+    if path is None:
+        logger.warning("the registry at %s cannot be locked from here; promotions are compared "
+                       "but not serialised", parsed.scheme)
+        yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:

@@ -130,11 +130,15 @@ def render_model_card(
         lines.append("")
         lines.append("No champion to compare with: the absolute gates alone applied.")
     if config.evaluate.gradcam_cases:
+        named = len(names) == 2 or bool(config.evaluate.positive_classes)
+        outcomes = ("true and false positives and negatives" if named
+                    else "correct and wrong predictions, for the class predicted")
         lines += ["", "## What the model looks at", "",
-                  "`plots/gradcam.png` overlays Grad-CAM of the disease probability on the "
-                  f"{config.evaluate.gradcam_cases} most confident test cases of each outcome "
-                  "(true and false positives and negatives); `plots/gradcam_cases.csv` names "
-                  "them. Review the false positives and negatives before clinical use."]
+                  "`plots/gradcam.png` overlays Grad-CAM of the "
+                  + ("disease score" if named else "predicted class's score")
+                  + f" on the {config.evaluate.gradcam_cases} most confident test cases of each "
+                  f"outcome ({outcomes}); `plots/gradcam_cases.csv` names them. Review the "
+                  "errors among them before clinical use."]
     lines += [
         "",
         "## Limitations",

@@ -31,7 +31,7 @@ from medimg.registry.gates import (
 )
 from medimg.registry.model_card import render_model_card
 from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
-from medimg.training.train import HISTORY_FILE, read_history
+from medimg.training.history import HISTORY_FILE, read_history
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -180,13 +180,14 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             # gated on, the old scores are not comparable and the champion is scored anew
             champion_split = client.get_model_version(name, champion).tags.get(
                 "test_split_hash", "unknown")
-            split_changed = champion_split != split_hash
+            split_changed = champion_split not in (split_hash, "unknown")
             champion_metrics = score_champion(ws, config, f"models:/{name}/{champion}",
                                               manifest)
             comparison = GateReport(noninferiority_gates(metrics, champion_metrics, config.gates)
                                     + superiority_gates(metrics, champion_metrics, config.gates))
             promoted = comparison.passed
-            mlflow.set_tag("champion.test_split", "changed" if split_changed else "same")
+            mlflow.set_tag("champion.test_split", "unknown" if champion_split == "unknown"
+                           else "changed" if split_changed else "same")
             if split_changed:
                 logger.info("the test split changed since v%s was gated (%s, now %s): the "
                             "champion is re-scored on the new one", champion, champion_split,

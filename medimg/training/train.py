@@ -8,7 +8,6 @@ saved. A checkpoint made with other params or other data is ignored, never mixed
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -28,13 +27,13 @@ from medimg.errors import DataError
 from medimg.evaluation.threshold import select_threshold
 from medimg.preprocessing.stage import check_matches_config, load_index, load_split
 from medimg.training.accelerate import Placement, is_chief, place
+from medimg.training.history import HISTORY_FILE, write_history
 from medimg.training.models import backbone_of, build_model, resolve_weights
 from medimg.training.pipeline import make_dataset, steps_per_epoch
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-HISTORY_FILE = "train_history.csv"
 RUN_FILE = "train_run.json"
 STATE_FILE = "state.json"
 BEST_FILE = "best-0000.npz"
@@ -50,6 +49,11 @@ class TrainResult:
     model_dir: Path
     placement: Placement
     resumed_from: int = 0
+    kept_epoch: int = 0  # the epoch whose weights the bundle holds: the best, or the last
+
+    @property
+    def kept_val_loss(self) -> float:
+        return self.history["val_loss"][self.kept_epoch - 1]
 
 
 @dataclass(frozen=True)
@@ -336,8 +340,10 @@ def train_workspace(
                 callbacks=callbacks,
                 verbose=0,
             )
+        kept = state["epoch"]
         if config.train.restore_best_weights and state["best_weights"] is not None:
             model.set_weights(state["best_weights"])
+            kept = state["best_epoch"]
     finally:
         keras.config.set_dtype_policy(previous_policy)
     if placement.precision != "float32":
@@ -348,8 +354,8 @@ def train_workspace(
         model.set_weights(trained.get_weights())
     seconds = time.perf_counter() - start
     history = state["history"]
-    logger.info("trained %d epochs in %.1fs (best epoch %d)", state["epoch"], seconds,
-                state["best_epoch"])
+    logger.info("trained %d epochs in %.1fs (best epoch %d, kept epoch %d)", state["epoch"],
+                seconds, state["best_epoch"], kept)
 
     meta = BundleMeta(
         class_names=list(config.base.class_names),
@@ -370,33 +376,15 @@ def train_workspace(
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
         return TrainResult(history, state["epoch"], state["best_epoch"], seconds, ws.model_dir,
-                           placement, resumed_from)
+                           placement, resumed_from, kept)
     ModelBundle(model, meta).save(ws.model_dir)
-    _write_history(ws.reports_dir / HISTORY_FILE, history)
+    write_history(ws.reports_dir / HISTORY_FILE, history)
     run = {**placement.as_dict(), "global_batch": batch, "epochs": state["epoch"],
-           "best_epoch": state["best_epoch"], "resumed_from_epoch": resumed_from,
+           "best_epoch": state["best_epoch"], "kept_epoch": kept,
+           "resumed_from_epoch": resumed_from,
            "seconds": round(seconds, 2)}
     (ws.reports_dir / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
     return TrainResult(history, state["epoch"], state["best_epoch"], seconds, ws.model_dir,
-                       placement, resumed_from)
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    """``reports/train_history.csv`` back as ``{metric: value per epoch}``; empty when absent."""
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
-
-
-def _write_history(path: Path, history: dict[str, list[float]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = sorted(history)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["epoch", *keys])
-        for epoch in range(len(history[keys[0]])):
-            writer.writerow([epoch + 1, *(f"{history[k][epoch]:.6g}" for k in keys)])
+                       placement, resumed_from, kept)

@@ -43,7 +43,7 @@ def _drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_run_against_mlflow_on_postgres_and_a_prefectrunning_server(make_workspace, tmp_path):
+def test_run_against_mlflow_on_postgres_and_a_prefect_server(make_workspace, tmp_path):
     import httpx
     from mlflow import MlflowClient
 

@@ -43,7 +43,7 @@ def test_mlflow_models_serve_answers_a_request_that_carries_an_image(make_worksp
             "models:/medimg-classifier@champion", "--env-manager", "local",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with running_server(argv, f"http://127.0.0.1:{port}/ping", env, tmp_path / "serve.log",
-                 timeout=180):
+                        timeout=180):
         images = sorted(ws.raw_dir.rglob("*.png"))[:2]
         encoded = [[base64.b64encode(p.read_bytes()).decode()] for p in images]
         status, answer = _post(f"http://127.0.0.1:{port}/invocations",

@@ -61,7 +61,11 @@ def test_the_evaluate_stage_writes_slices_into_metrics_json(make_workspace):
     assert ingest_sources(ws, [ws.raw_dir]).balanced
     preprocess_workspace(ws)
     train_workspace(ws)
+    ws.plots_dir.mkdir(parents=True)
+    stale = ws.plots_dir / "gradcam_v0.png"  # an earlier model's plot, not made any more
+    stale.write_bytes(b"old")
     evaluate_workspace(ws)
+    assert not stale.exists(), "an earlier model's plot would be logged with this one"
     metrics = json.loads(ws.metrics_path.read_text())
     assert metrics["slices"]["format"]["png"]["n"] == metrics["n"]
     assert metrics["slices"]["format"]["png"]["recall"] == pytest.approx(metrics["recall"])

@@ -1,4 +1,5 @@
-"""Alias moves on a real SQLite MLflow registry: audited, rolled back, compare-and-set."""
+"""Alias moves on a real SQLite MLflow registry: audited, rolled back, compare-and-set; and the
+compare-and-set lock behind a real `mlflow server` (marked integration)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,8 @@ PROMOTER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("store", ["registry", "server_registry"])
+@pytest.mark.parametrize("store", ["registry", pytest.param("server_registry",
+                                                               marks=pytest.mark.integration)])
 def test_of_two_concurrent_promotions_exactly_one_wins(store, request, tmp_path: Path):
     client, uri = request.getfixturevalue(store)
     promote(client, NAME, "1", "first", "me", expected_champion=None)
@@ -174,6 +176,7 @@ def test_of_two_concurrent_promotions_exactly_one_wins(store, request, tmp_path:
     assert [m.name for m in client.search_registered_models()] == [NAME]  # no lock left behind
 
 
+@pytest.mark.integration
 def test_a_lock_left_by_a_crashed_promoter_is_broken_after_a_while(server_registry):
     client, _ = server_registry
     lock = f"{NAME}{aliases.LOCK_SUFFIX}"
@@ -185,6 +188,7 @@ def test_a_lock_left_by_a_crashed_promoter_is_broken_after_a_while(server_regist
     assert [m.name for m in client.search_registered_models()] == [NAME]  # no lock left
 
 
+@pytest.mark.integration
 def test_a_held_lock_makes_a_promoter_wait_then_say_who_holds_it(server_registry, monkeypatch):
     client, _ = server_registry
     lock = f"{NAME}{aliases.LOCK_SUFFIX}"

@@ -235,10 +235,14 @@ def test_the_bundle_keeps_the_best_epoch_or_the_last_as_asked(make_workspace):
 
     best = train_workspace(ws)
     losses = best.history["val_loss"]
-    assert best.best_epoch == int(np.argmin(losses)) + 1
+    assert best.best_epoch == int(np.argmin(losses)) + 1 < len(losses)  # the seeded run's
+    assert best.kept_epoch == best.best_epoch
     assert bundle_val_loss() == pytest.approx(min(losses), rel=1e-3)
 
     write_params(ws.root, {"train": {"restore_best_weights": False}})
     last = train_workspace(open_workspace(ws.root))
     assert last.history["val_loss"] == pytest.approx(losses, rel=1e-4)  # seeded: the same run
+    assert last.kept_epoch == 4
     assert bundle_val_loss() == pytest.approx(last.history["val_loss"][-1], rel=1e-3)
+    run = json.loads((ws.reports_dir / "train_run.json").read_text())
+    assert (run["best_epoch"], run["kept_epoch"]) == (best.best_epoch, 4)
