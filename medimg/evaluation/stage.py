@@ -97,6 +97,12 @@ def slice_metrics(
     return out
 
 
+def _keras_backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
 OUTCOMES = ("true positives", "false positives", "false negatives", "true negatives")
 WRONG_DISEASE = "wrong disease"  # several disease classes: sick, but called another disease
 
@@ -237,7 +243,10 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     history = read_history(ws.reports_dir / HISTORY_FILE)
     if history:
         plots.append(plot_training_curves(history, ws.plots_dir / "training_curves.png"))
-    if evaluate.gradcam_cases:
+    if evaluate.gradcam_cases and _keras_backend() != "tensorflow":
+        logger.warning("no Grad-CAM grid: it needs the TensorFlow backend, not %s",
+                       _keras_backend())
+    elif evaluate.gradcam_cases:
         plots.append(gradcam_grid(ws, bundle, test, probs, predicted,
                                   metrics["positive_classes"], evaluate.gradcam_cases))
     # last, so that a metrics file is only ever there beside complete predictions and plots
