@@ -441,6 +441,8 @@ def _run_flow(ws, sources: list[Path] | None) -> dict:
 
 
 def _metrics_table(metrics: dict) -> Table:
+    from medimg.evaluation.metrics import HEADLINE_METRICS
+
     point = metrics.get("operating_point") or {}
     chosen = f", {point['method']} on validation" if point.get("method") else ""
     ci = metrics.get("ci") or {}
@@ -448,8 +450,6 @@ def _metrics_table(metrics: dict) -> Table:
     table = Table("metric", "test split", f"{level:.0%} CI (by patient)",
                   title=f"Test metrics (n={metrics['n']}, threshold "
                   f"{metrics['threshold']:.4g}{chosen})")
-    from medimg.evaluation.metrics import HEADLINE_METRICS
-
     for key in HEADLINE_METRICS:
         if key in metrics:
             bounds = ci.get(key)

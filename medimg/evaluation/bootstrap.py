@@ -16,8 +16,6 @@ from medimg.evaluation.metrics import HEADLINE_METRICS, compute_metrics
 
 logger = logging.getLogger(__name__)
 
-CI_METRICS = HEADLINE_METRICS
-
 
 def bootstrap_intervals(
     y_true: np.ndarray,
@@ -48,13 +46,13 @@ def bootstrap_intervals(
     ids, members = np.unique(patients, return_inverse=True)
     by_patient = [np.flatnonzero(members == k) for k in range(len(ids))]
     rng = np.random.default_rng(seed)
-    values: dict[str, list[float]] = {m: [] for m in CI_METRICS}
+    values: dict[str, list[float]] = {m: [] for m in HEADLINE_METRICS}
     for _ in range(n_resamples):
         drawn = rng.integers(0, len(ids), len(ids))
         index = np.concatenate([by_patient[k] for k in drawn])
         metrics = compute_metrics(y_true[index], probs[index], class_names, threshold,
                                   undefined=float("nan"), positive_classes=positive_classes)
-        for name in CI_METRICS:
+        for name in HEADLINE_METRICS:
             value = metrics[name]
             if isinstance(value, float) and np.isfinite(value):
                 values[name].append(value)

@@ -17,6 +17,14 @@ def _figure():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion_matrix(cm: list[list[int]], class_names: list[str], path: Path) -> Path:
     plt = _figure()
     matrix = np.asarray(cm)
@@ -30,11 +38,7 @@ def plot_confusion_matrix(cm: list[list[int]], class_names: list[str], path: Pat
         colour = "white" if value > matrix.max() / 2 else "black"
         ax.text(j, i, str(value), ha="center", va="center", color=colour)
     ax.set_title("Confusion matrix (test split)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_roc(points: dict[str, list[float]], auc: float, path: Path) -> Path:
@@ -46,11 +50,7 @@ def plot_roc(points: dict[str, list[float]], auc: float, path: Path) -> Path:
     ax.set_ylabel("sensitivity (true positive rate)")
     ax.set_title("ROC (test split)")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _line_plot(path: Path, title: str, xlabel: str, ylabel: str,
@@ -68,11 +68,7 @@ def _line_plot(path: Path, title: str, xlabel: str, ylabel: str,
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_pr(points: dict[str, list[float]], pr_auc: float, prevalence: float, path: Path) -> Path:
@@ -126,11 +122,7 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> Path:
         ax.set_title(metric)
         ax.legend(loc="best", fontsize=8)
     fig.suptitle("Training curves")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_gradcam_grid(rows: dict[str, list[tuple[np.ndarray, np.ndarray, str]]], title: str,
@@ -161,8 +153,4 @@ def plot_gradcam_grid(rows: dict[str, list[tuple[np.ndarray, np.ndarray, str]]],
             ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0)
             ax.set_title(caption, fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

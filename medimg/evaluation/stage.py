@@ -122,7 +122,7 @@ def gradcam_grid(ws: Workspace, bundle: ModelBundle, test, probs: np.ndarray,
     from medimg.serving.gradcam import gradcam_maps
 
     names = bundle.meta.class_names
-    positive = [names.index(c) for c in positive_classes]
+    positive = tuple(names.index(c) for c in positive_classes)
     labels = np.asarray(test.labels)
     chosen: dict[str, np.ndarray] = {}
     if len(positive) < len(names):
@@ -136,21 +136,22 @@ def gradcam_grid(ws: Workspace, bundle: ModelBundle, test, probs: np.ndarray,
         for outcome, (mask, sign) in masks.items():
             index = np.flatnonzero(mask)
             chosen[outcome] = index[np.argsort(sign * disease[index], kind="stable")][:per_outcome]
-        explained = {int(i): positive for i in np.concatenate(list(chosen.values()))}
+        target = {int(i): positive for i in np.concatenate(list(chosen.values()))}
         shown = disease
     else:
         confidence = probs[np.arange(len(probs)), predicted]
         for outcome, mask in (("correct", labels == predicted), ("wrong", labels != predicted)):
             index = np.flatnonzero(mask)
             chosen[outcome] = index[np.argsort(-confidence[index], kind="stable")][:per_outcome]
-        explained = {int(i): [int(predicted[i])] for i in np.concatenate(list(chosen.values()))}
+        target = {int(i): (int(predicted[i]),) for i in np.concatenate(list(chosen.values()))}
         shown = confidence
+    groups: dict[tuple[int, ...], list[int]] = {}  # one Grad-CAM pass per explained class set
+    for i, classes in target.items():
+        groups.setdefault(classes, []).append(i)
     maps: dict[int, np.ndarray] = {}
-    for target in {tuple(v) for v in explained.values()}:
-        index = [i for i, v in explained.items() if tuple(v) == target]
-        for i, cam in zip(index, gradcam_maps(bundle.model, test.images[index], target),
-                          strict=True):
-            maps[i] = cam
+    for classes, index in groups.items():
+        maps.update(zip(index, gradcam_maps(bundle.model, test.images[index], classes),
+                        strict=True))
     rows, records = {}, []
     for outcome, index in chosen.items():
         rows[outcome] = []
@@ -243,9 +244,8 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     history = read_history(ws.reports_dir / HISTORY_FILE)
     if history:
         plots.append(plot_training_curves(history, ws.plots_dir / "training_curves.png"))
-    if evaluate.gradcam_cases and _keras_backend() != "tensorflow":
-        logger.warning("no Grad-CAM grid: it needs the TensorFlow backend, not %s",
-                       _keras_backend())
+    if evaluate.gradcam_cases and (backend := _keras_backend()) != "tensorflow":
+        logger.warning("no Grad-CAM grid: it needs the TensorFlow backend, not %s", backend)
     elif evaluate.gradcam_cases:
         plots.append(gradcam_grid(ws, bundle, test, probs, predicted,
                                   metrics["positive_classes"], evaluate.gradcam_cases))

@@ -130,7 +130,8 @@ def render_model_card(
         lines.append("")
         lines.append("No champion to compare with: the absolute gates alone applied.")
     if config.evaluate.gradcam_cases:
-        named = len(names) == 2 or bool(config.evaluate.positive_classes)
+        # as evaluation chose the grid's rows: disease outcomes unless every class is positive
+        named = set(metrics.get("positive_classes") or names) != set(names)
         outcomes = ("true and false positives and negatives" if named
                     else "correct and wrong predictions, for the class predicted")
         lines += ["", "## What the model looks at", "",
@@ -138,7 +139,9 @@ def render_model_card(
                   + ("disease score" if named else "predicted class's score")
                   + f" on the {config.evaluate.gradcam_cases} most confident test cases of each "
                   f"outcome ({outcomes}); `plots/gradcam_cases.csv` names them. Review the "
-                  "errors among them before clinical use."]
+                  "errors among them before clinical use. Grad-CAM is coarse (the last feature "
+                  "map's resolution) and shows where evidence was found, not why; it is not a "
+                  "segmentation."]
     lines += [
         "",
         "## Limitations",
@@ -148,8 +151,6 @@ def render_model_card(
         "- The intervals describe sampling variation of the test patients, not shifts in the "
         "population, the equipment or the labelling.",
         "- Labels are as given by the sources; their own error rate is not modelled.",
-        "- Grad-CAM is coarse (the last feature map's resolution) and shows where evidence was "
-        "found, not why; it is not a segmentation.",
         "- Calibration is measured on the test split; probabilities are not guaranteed to be "
         "calibrated elsewhere.",
         "",

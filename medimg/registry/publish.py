@@ -60,9 +60,10 @@ def test_split_hash(manifest: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
-def score_champion(ws: Workspace, config: Config, model_uri: str, manifest: pd.DataFrame
+def score_champion(ws: Workspace, config: Config, model_uri: str, test: pd.DataFrame
                    ) -> dict[str, object] | None:
-    """Re-score a registered model on this workspace's test split, from the raw files.
+    """Re-score a registered model on this workspace's test split (the manifest's ``test``
+    rows), from the raw files.
 
     Returns None (and the caller fails closed) when the model cannot be loaded or its classes
     differ from ``base.class_names``.
@@ -71,7 +72,6 @@ def score_champion(ws: Workspace, config: Config, model_uri: str, manifest: pd.D
 
     try:
         model = mlflow.pyfunc.load_model(model_uri)
-        test = manifest[manifest["split"] == "test"]
         frame = pd.DataFrame({"path": [str(ws.resolve(p)) for p in test["source_path"]]})
         out = model.predict(frame)
         names = [c.removeprefix("p_") for c in out.columns if c.startswith("p_")]
@@ -105,6 +105,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
     client = MlflowClient()
     name = config.registry.model_name
     manifest = load_manifest(ws.manifest_path)
+    test = manifest[manifest["split"] == "test"]
     split_hash = test_split_hash(manifest)
     lineage = {
         "git_commit": git_commit(ws),
@@ -129,7 +130,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
                             for k, bounds in (metrics.get("ci") or {}).items()
                             for end in ("low", "high")})
         for path in [ws.metrics_path, ws.validation_report_path,
-                     ws.reports_dir / "train_history.csv", ws.reports_dir / "train_run.json",
+                     ws.reports_dir / HISTORY_FILE, ws.reports_dir / "train_run.json",
                      ws.reports_dir / "predictions.csv"]:
             if path.is_file():
                 mlflow.log_artifact(str(path), artifact_path="reports")
@@ -140,7 +141,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             python_model=Path(pyfunc.__file__).with_name("mlflow_model.py"),
             artifacts={pyfunc.BUNDLE_ARTIFACT: str(ws.model_dir)},
             signature=pyfunc.signature_for(list(config.base.class_names)),
-            input_example=_input_example(ws, manifest),
+            input_example=_input_example(ws, test),
             # the model carries its own code, so it loads where medimg is not installed
             code_paths=[str(Path(pyfunc.__file__).resolve().parents[1])],
             pip_requirements=_requirements(),
@@ -148,9 +149,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         report = evaluate_gates(metrics, config.gates)
         result = PublishResult(run.info.run_id, metrics, report, ui_command=ui_command(ws))
         mlflow.set_tag("gate.passed", str(report.passed).lower())
-        for check in report.checks:
-            mlflow.set_tag(f"gate.{check.name}", ("passed: " if check.passed else "failed: ")
-                           + check.reason)
+        _tag_checks(report)
         card = {"config": config, "metrics": metrics, "lineage": lineage,
                 "manifest": manifest, "run_id": run.info.run_id}
         if not report.passed:
@@ -175,14 +174,12 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             comparison = None
             promoted = True
         else:
-            # the very version compared against: promotion below is compare-and-set on it
-            # always on this run's test split: when it differs from the one the champion was
-            # gated on, the old scores are not comparable and the champion is scored anew
+            # the very version, scored on this run's test split (a split changed since it was
+            # gated makes its old scores incomparable); promotion is compare-and-set on it
             champion_split = client.get_model_version(name, champion).tags.get(
                 "test_split_hash", "unknown")
             split_changed = champion_split not in (split_hash, "unknown")
-            champion_metrics = score_champion(ws, config, f"models:/{name}/{champion}",
-                                              manifest)
+            champion_metrics = score_champion(ws, config, f"models:/{name}/{champion}", test)
             comparison = GateReport(noninferiority_gates(metrics, champion_metrics, config.gates)
                                     + superiority_gates(metrics, champion_metrics, config.gates))
             promoted = comparison.passed
@@ -197,9 +194,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
                              "champion_test_split_hash": champion_split,
                              "test_split_changed": split_changed,
                              **comparison.to_dict()}, "reports/champion_comparison.json")
-            for check in comparison.checks:
-                mlflow.set_tag(f"gate.{check.name}", ("passed: " if check.passed else "failed: ")
-                               + check.reason)
+            _tag_checks(comparison)
         result.champion_checks = comparison
         promote_failed = ""
         if promoted:
@@ -220,12 +215,19 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
     return result
 
 
-def _input_example(ws: Workspace, manifest: pd.DataFrame) -> pd.DataFrame | None:
+def _tag_checks(report: GateReport) -> None:
+    """Each check as the run tag ``gate.<name>``: passed or failed, with value and bound."""
+    import mlflow
+
+    mlflow.set_tags({f"gate.{c.name}": ("passed: " if c.passed else "failed: ") + c.reason
+                     for c in report.checks})
+
+
+def _input_example(ws: Workspace, test: pd.DataFrame) -> pd.DataFrame | None:
     """One test image as a request carries it (base64 file bytes): ingest has de-identified it
     and a prediction on it checks the logged model end to end."""
     import base64
 
-    test = manifest[manifest["split"] == "test"]
     if test.empty:
         return None
     first = ws.resolve(test["source_path"].iloc[0])

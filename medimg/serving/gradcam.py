@@ -56,12 +56,12 @@ def split_at_feature_map(model: keras.Model) -> tuple[Callable, Callable, keras.
     return features, _chain(rest), output
 
 
-def _chain(layers: Sequence[Callable]) -> Callable:
+def _chain(layers: Sequence[keras.layers.Layer]) -> Callable:
     """Medimg's models are a chain of layers (the backbone nested as one); call them in order."""
 
     def run(x):
         for layer in layers:
-            x = layer(x, training=False) if isinstance(layer, keras.layers.Layer) else layer(x)
+            x = layer(x, training=False)
         return x
 
     return run

@@ -357,6 +357,22 @@ def train_workspace(
     logger.info("trained %d epochs in %.1fs (best epoch %d, kept epoch %d)", state["epoch"],
                 seconds, state["best_epoch"], kept)
 
+    result = TrainResult(history, state["epoch"], state["best_epoch"], seconds, ws.model_dir,
+                         placement, resumed_from, kept)
+    if chief:  # workers trained the same weights; only the chief chooses a threshold and saves
+        _save_bundle(ws, config, model, val, n_classes)
+        write_history(ws.reports_dir / HISTORY_FILE, history)
+        run = {**placement.as_dict(), "global_batch": batch, "epochs": state["epoch"],
+               "best_epoch": state["best_epoch"], "kept_epoch": kept,
+               "resumed_from_epoch": resumed_from, "seconds": round(seconds, 2)}
+        (ws.reports_dir / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+def _save_bundle(ws: Workspace, config: Config, model: keras.Model, val, n_classes: int) -> None:
+    """The bundle, with its operating point chosen on validation (two classes)."""
     meta = BundleMeta(
         class_names=list(config.base.class_names),
         image_size=config.base.image_size,
@@ -372,19 +388,4 @@ def train_workspace(
         meta = replace(meta, threshold=point.threshold, operating_point=point.as_dict())
         logger.info("threshold %.4f (%s): validation recall %.3f, precision %.3f",
                     point.threshold, point.method, point.recall, point.precision)
-    if not chief:
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
-        return TrainResult(history, state["epoch"], state["best_epoch"], seconds, ws.model_dir,
-                           placement, resumed_from, kept)
     ModelBundle(model, meta).save(ws.model_dir)
-    write_history(ws.reports_dir / HISTORY_FILE, history)
-    run = {**placement.as_dict(), "global_batch": batch, "epochs": state["epoch"],
-           "best_epoch": state["best_epoch"], "kept_epoch": kept,
-           "resumed_from_epoch": resumed_from,
-           "seconds": round(seconds, 2)}
-    (ws.reports_dir / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
-    if directory is not None:
-        shutil.rmtree(directory, ignore_errors=True)
-    return TrainResult(history, state["epoch"], state["best_epoch"], seconds, ws.model_dir,
-                       placement, resumed_from, kept)

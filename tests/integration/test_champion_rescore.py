@@ -82,3 +82,9 @@ def test_a_changed_test_split_rescores_the_champion_on_the_new_split(make_worksp
     trail = [json.loads(v) for k, v in sorted(client.get_registered_model(NAME).tags.items())
              if k.startswith("audit.")]
     assert trail[-1]["why"] == "non-inferior to v1 re-scored on the new test split"
+
+    # a champion that cannot be read, or that names other classes, is not scored: fails closed
+    assert publish.score_champion(ws, ws.config, f"models:/{NAME}/99", test) is None
+    other = ws.config.model_copy(update={"base": ws.config.base.model_copy(
+        update={"class_names": ["normal", "covid"]})})
+    assert publish.score_champion(ws, other, f"models:/{NAME}/1", test) is None
