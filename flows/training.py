@@ -12,6 +12,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from medimg.data.ingest import ingest_sources
+from medimg.data.quarantine import count_codes
 from medimg.errors import MedimgError
 from medimg.evaluation.stage import evaluate_workspace
 from medimg.lineage import record_dvc_lineage
@@ -38,9 +39,14 @@ def ingest(root: str, sources: list[str]) -> dict:
     summary = ingest_sources(open_workspace(root), [Path(s) for s in sources])
     logger = get_run_logger()
     logger.info("%s; %d rows in the manifest", summary.equation(), summary.manifest_rows)
+    if summary.dropped_columns:
+        logger.info("label-list columns not kept (not in data.metadata_columns): %s",
+                    ", ".join(summary.dropped_columns))
     if summary.quarantined:
-        logger.warning("%d file(s) quarantined; see data/quarantine/quarantine.jsonl",
-                       len(summary.quarantined))
+        counts = count_codes(summary.quarantined)
+        logger.warning("%d file(s) quarantined (%s); see data/quarantine/quarantine.jsonl",
+                       len(summary.quarantined),
+                       "; ".join(f"{n} {code}" for code, n in counts.most_common()))
     return asdict(summary)
 
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -165,6 +164,7 @@ def ingest(
     from rich.progress import Progress
 
     from medimg.data.ingest import ingest_sources
+    from medimg.data.quarantine import count_codes
 
     if source_format not in ("auto", "folder", "csv", "npz", "dicom"):
         raise MedimgError(f"--format {source_format!r} is not one of auto, folder, csv, npz, dicom")
@@ -180,11 +180,15 @@ def ingest(
     splits = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_split.items()))
     console.print(f"{summary.equation()}; manifest: {summary.manifest_rows} images ({splits})",
                   highlight=False)
+    if summary.dropped_columns:
+        console.print(f"label-list columns not kept: {', '.join(summary.dropped_columns)} (name "
+                      "the ones to keep for slicing in data.metadata_columns)", highlight=False)
     if summary.quarantined:
-        reasons = Counter(e["reason"].split(":")[0] for e in summary.quarantined)
-        named = "; ".join(f"{n} {r}" for r, n in reasons.most_common())
-        console.print(f"quarantined ({named}): see {ws.relative(ws.quarantine_dir)}/"
-                      "quarantine.jsonl", highlight=False)
+        named = "; ".join(f"{n} {code}" for code, n in count_codes(summary.quarantined)
+                          .most_common())
+        console.print(f"quarantined ({named}): left where they are, listed in "
+                      f"{ws.relative(ws.quarantine_log)}; `medimg quarantine --originals` "
+                      "shows where each one is", highlight=False)
     if summary.removed_by_dedupe:
         console.print(f"dedupe set aside {len(summary.removed_by_dedupe)} cross-split "
                       "duplicate(s), keeping the more locked copy", highlight=False)
@@ -195,6 +199,37 @@ def ingest(
         console.print(f"{summary.own_patient} new image(s) have no patient id; each counts as its "
                       "own patient, so patient leakage cannot be checked for them",
                       highlight=False)
+
+
+@app.command()
+@_friendly
+def quarantine(
+    workspace: WorkspaceOpt = None,
+    originals: Annotated[bool, typer.Option(
+        "--originals", help="Also show each file's original path, from this machine's private "
+        "map (it may name patients: for your own screen only).")] = False,
+) -> None:
+    """The files ingest could not use: reason code, message and where each one is."""
+    from medimg.data.private import Originals
+    from medimg.data.quarantine import count_codes, read_quarantine
+
+    ws = _workspace(workspace)
+    entries = read_quarantine(ws.quarantine_log)
+    if not entries:
+        console.print("nothing is quarantined", highlight=False)
+        return
+    local = Originals(ws) if originals else None
+    for entry in entries:  # one line a file (two with --originals), for grep and for reading
+        console.print(f"{entry['code']}\t{entry['path']}\t{entry['message']}", highlight=False,
+                      markup=False, soft_wrap=True)
+        if local is not None:
+            found = local.originals_of(entry["path"]) or ["(not in this machine's local map)"]
+            for path in found:
+                console.print(f"  original: {path}", highlight=False, markup=False,
+                              soft_wrap=True)
+    counts = "; ".join(f"{n} {code}" for code, n in count_codes(entries).most_common())
+    console.print(f"{len(entries)} file(s) quarantined ({counts}); nothing was copied or deleted",
+                  highlight=False)
 
 
 @app.command()

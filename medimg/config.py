@@ -57,6 +57,20 @@ class DataConfig(_Section):
     dicom_frame: Literal["first", "middle"] = "middle"
     allow_burned_in_annotation: bool = False
     workers: Annotated[int, Field(ge=0)] = 0
+    metadata_columns: list[str] = []
+
+    @field_validator("metadata_columns")
+    @classmethod
+    def _no_identifier_columns(cls, columns: list[str]) -> list[str]:
+        from medimg.data.phi import is_identifier_column
+
+        refused = [c for c in columns if is_identifier_column(c)]
+        if refused:
+            raise ValueError(
+                f"column {refused[0]!r} names a direct patient identifier and is never kept; "
+                "remove it from data.metadata_columns"
+            )
+        return columns
 
     @field_validator("split_fractions")
     @classmethod
@@ -91,6 +105,7 @@ CHECK_LEVELS: dict[str, Level] = {
     "patient_in_one_split": "critical",
     "patient_ids_present": "warning",
     "quarantine_rate": "critical",
+    "burned_in_annotation_known": "warning",
 }
 """Every data-contract check and its default level; ``validation.levels`` overrides them."""
 

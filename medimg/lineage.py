@@ -35,44 +35,18 @@ def is_dvc_repo(ws: Workspace) -> bool:
     return (ws.root / ".dvc").is_dir() and (ws.root / "dvc.yaml").is_file()
 
 
-def track_raw_data(ws: Workspace) -> None:
-    """Version ``data/raw`` with `dvc add` (a no-op when nothing changed).
-
-    Not when it holds DICOM: `dvc add` would copy the identified originals into the DVC cache
-    (and a `dvc push` to a remote). The de-identified copies in ``data/store`` and the manifest,
-    which the ingest stage's outputs version, are what later stages read instead.
-    """
-    if not (is_dvc_repo(ws) and ws.raw_dir.is_dir()):
-        return
-    if _raw_holds_dicom(ws):
-        logger.info("%s holds DICOM; versioning its de-identified copies in %s instead",
-                    ws.relative(ws.raw_dir), ws.relative(ws.store_dir))
-        return
-    dvc(ws, "add", "-q", ws.relative(ws.raw_dir))
-
-
-def _raw_holds_dicom(ws: Workspace) -> bool:
-    """True when any file under data/raw carries the DICOM preamble (quarantined ones too)."""
-    from medimg.data.images import is_dicom
-
-    for path in ws.raw_dir.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as handle:
-                if is_dicom(handle.read(132)):
-                    return True
-    return False
-
-
 def record_dvc_lineage(ws: Workspace) -> bool:
-    """Version the raw data and record the stage outputs in dvc.lock (`dvc commit`).
+    """Record the stage outputs in dvc.lock (`dvc commit`).
 
     The stages were run by the same functions `dvc repro` would call, with the same params, so
     afterwards `dvc repro` finds nothing to do and `dvc.lock` holds the data version.
+    ``data/raw`` is never `dvc add`-ed: it is the user's source folder, and its files, names and
+    side files (DICOM headers, label lists, reports) may identify patients. What DVC versions is
+    ingest's output: the manifest and the store of pixels-only and de-identified copies.
     Returns False (and does nothing) outside a DVC repository.
     """
     if not is_dvc_repo(ws):
         logger.warning("%s is not a DVC repository; no dvc.lock written", ws.root)
         return False
-    track_raw_data(ws)
     dvc(ws, "commit", "--force", "--quiet")
     return True

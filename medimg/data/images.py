@@ -6,6 +6,10 @@ EXIF orientation is applied, and deeper-than-8-bit or floating-point samples are
 per image. DICOM goes through its modality LUT (rescale), then its VOI LUT or first window, and
 MONOCHROME1 is inverted so that bright is dense in every output.
 
+DICOM is recognised by content, never by name, and its pixels are decoded by one function,
+:func:`decode_deidentified`, which takes only what :func:`medimg.data.deid.deidentify` returns:
+no DICOM pixel is decoded before its header has been de-identified.
+
 Nothing here logs or raises with a DICOM header value in it: headers carry patient data.
 """
 
@@ -14,6 +18,8 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import secrets
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +30,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
+    from medimg.data.deid import DeidResult
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +49,31 @@ _PHOTOMETRICS = frozenset(
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 # ITU-R 601 luma, as Pillow's convert("L")
 _LUMA = np.array([0.299, 0.587, 0.114])
-# A Part-10 file whose 128-byte preamble and 'DICM' were stripped starts with its file meta
-# group, (0002,0000) UL, (0002,0001) OB or (0002,0002) UI, in explicit VR little endian.
-_BARE_DICOM_STARTS = (b"\x02\x00\x00\x00UL", b"\x02\x00\x01\x00OB", b"\x02\x00\x02\x00UI")
+DICOM_SNIFF_BYTES = 1024
+"""How much of a file's head :func:`is_dicom` needs to recognise DICOM."""
+_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FL FD IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
+    b"UN UR US UT UV".split()
+)
+# A data set without preamble starts with its file meta group (0002) or, with no meta at all,
+# with its lowest group: (0008) in practice, as SOP Class UID (0008,0016) is mandatory.
+_FIRST_GROUPS = range(0x0002, 0x0029, 2)
 
 
 class UndecodableImage(Exception):
-    """A file that is not a readable image; its message is the quarantine reason."""
+    """A file that is not a readable image; its message is the quarantine reason and ``code``
+    the reason's code (``empty``, ``not_an_image``, ``corrupt``, ``unsupported``...)."""
+
+    def __init__(self, message: str, code: str = "corrupt") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TooManyPixels(UndecodableImage):
     """The image is larger than allowed; raised before any pixel data is decoded."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="too_many_pixels")
 
 
 @dataclass(frozen=True)
@@ -88,12 +110,38 @@ class DecodedImage:
 
 
 def is_dicom(data: bytes) -> bool:
-    """True for bytes that carry the DICOM preamble ('DICM' at offset 128)."""
-    return len(data) >= 132 and data[128:132] == b"DICM"
+    """True for bytes that parse as DICOM, whatever the file is called.
+
+    That is the 'DICM' magic after the 128-byte preamble, or, where an exporter left the
+    preamble out, a little-endian data set from byte 0: its file meta group, or a data set
+    without meta (explicit or implicit VR) whose first element is a known tag of a low group.
+    Give it at least :data:`DICOM_SNIFF_BYTES` of the file's head.
+    """
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return True
+    return _starts_with_element(data)
 
 
-def _is_bare_dicom(data: bytes) -> bool:
-    return data[:6] in _BARE_DICOM_STARTS
+def _starts_with_element(data: bytes) -> bool:
+    from pydicom.datadict import dictionary_has_tag
+
+    if len(data) < 8:
+        return False
+    group, element = struct.unpack_from("<HH", data)
+    tag = (group << 16) | element
+    if group not in _FIRST_GROUPS or not (element == 0 or dictionary_has_tag(tag)):
+        return False
+    if data[4:6] in _VRS:  # explicit VR
+        return True
+    # Implicit VR: a 32-bit length, then (when it is in the head) a higher tag.
+    (length,) = struct.unpack_from("<I", data, 4)
+    if length == 0xFFFFFFFF:
+        return True
+    following = 8 + length
+    if following + 4 > len(data):
+        return length < 1 << 24
+    next_group, next_element = struct.unpack_from("<HH", data, following)
+    return ((next_group << 16) | next_element) > tag
 
 
 def decode(
@@ -101,8 +149,8 @@ def decode(
 ) -> DecodedImage:
     """Decode PNG, JPEG, BMP, TIFF or DICOM bytes.
 
-    DICOM is recognised by its preamble, or by a file meta group at the very start when an
-    exporter left the preamble out; the file name plays no part.
+    DICOM is recognised by content (:func:`is_dicom`); the file name plays no part. Its header
+    is de-identified in memory, with a throwaway key, before its pixels are decoded.
 
     Args:
         data: The encoded file.
@@ -115,11 +163,9 @@ def decode(
         UndecodableImage: With the reason, when the bytes are not a complete, supported image.
     """
     if not data:
-        raise UndecodableImage("empty file (0 bytes)")
-    if is_dicom(data) or _is_bare_dicom(data):
-        return decode_dicom_dataset(
-            _read_dicom(data), dicom_frame=dicom_frame, max_pixels=max_pixels
-        )
+        raise UndecodableImage("empty file (0 bytes)", code="empty")
+    if is_dicom(data):
+        return _decode_dicom(data, dicom_frame=dicom_frame, max_pixels=max_pixels)
     return _decode_pil(data, max_pixels)
 
 
@@ -223,7 +269,8 @@ def _decode_pil(data: bytes, max_pixels: int | None) -> DecodedImage:
                 if fmt is None:
                     raise UndecodableImage(
                         f"unsupported image format {image.format}; "
-                        "use PNG, JPEG, BMP, TIFF or DICOM"
+                        "use PNG, JPEG, BMP, TIFF or DICOM",
+                        code="unsupported",
                     )
                 # Pillow reads only the header on open, so the size check comes before decoding.
                 _check_pixels(image.width, image.height, max_pixels)
@@ -234,7 +281,7 @@ def _decode_pil(data: bytes, max_pixels: int | None) -> DecodedImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise TooManyPixels(f"too many pixels (decompression bomb guard): {exc}") from None
     except UnidentifiedImageError:
-        raise UndecodableImage("not a recognised image format") from None
+        raise UndecodableImage("not a recognised image format", code="not_an_image") from None
     except Exception as exc:
         # Pillow signals damaged data with OSError, SyntaxError, ValueError, struct.error and
         # more; every one of them means the same to a caller.
@@ -304,27 +351,80 @@ def _from_palette(image: Image.Image) -> np.ndarray:
 # --- DICOM -----------------------------------------------------------------------------------
 
 
-def _read_dicom(data: bytes) -> Dataset:
+def read_dicom(data: bytes) -> Dataset:
+    """Parse DICOM bytes, with or without preamble, quietly: pydicom's warnings quote values.
+
+    Raises:
+        UndecodableImage: the header cannot be parsed (the message names no value).
+    """
     import pydicom
 
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=not is_dicom(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+            _complete_file_meta(ds)
     except Exception as exc:
         # The parser's message may quote element values, so only its type is kept.
         raise UndecodableImage(f"truncated or corrupt DICOM data ({type(exc).__name__})") from None
+    return ds
 
 
-def decode_dicom_dataset(
-    ds: Dataset, *, dicom_frame: DicomFrame = "middle", max_pixels: int | None = None
+def _complete_file_meta(ds: Dataset) -> None:
+    """A data set read without file meta gets the transfer syntax it was read in, so that its
+    pixels decode and it can be written as a proper Part-10 file."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else
+        ExplicitVRLittleEndian if little or little is None else ExplicitVRBigEndian
+    )
+    for meta_keyword, keyword in (("MediaStorageSOPClassUID", "SOPClassUID"),
+                                  ("MediaStorageSOPInstanceUID", "SOPInstanceUID")):
+        if keyword in ds and meta_keyword not in meta:
+            setattr(meta, meta_keyword, ds[keyword].value)
+
+
+def _decode_dicom(
+    data: bytes, *, dicom_frame: DicomFrame, max_pixels: int | None
 ) -> DecodedImage:
-    """Decode the pixels of a parsed DICOM dataset.
+    """DICOM bytes met outside ingest (a prediction request): de-identified in memory first,
+    with a key that is thrown away, so that nothing derived from them carries the header."""
+    from medimg.data import deid
+
+    ds = read_dicom(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = deid.deidentify(ds, secrets.token_bytes(32))
+    except Exception:  # what cannot be de-identified is not decoded
+        raise UndecodableImage("DICOM could not be de-identified", code="deid_failed") from None
+    return decode_deidentified(result, dicom_frame=dicom_frame, max_pixels=max_pixels)
+
+
+def decode_deidentified(
+    result: DeidResult, *, dicom_frame: DicomFrame = "middle", max_pixels: int | None = None
+) -> DecodedImage:
+    """Decode the pixels of a de-identified DICOM data set: the only DICOM pixel decoder.
+
+    It takes what :func:`medimg.data.deid.deidentify` returned, so no DICOM pixel is decoded
+    before its header is de-identified.
 
     Applies the modality LUT (Rescale Slope/Intercept), then the VOI LUT or the first Window
     Center/Width, then inverts MONOCHROME1. Without a VOI transform the values are min-max
     stretched. Colour (RGB, YBR, palette) comes out as RGB.
 
     Args:
-        ds: A dataset with file meta (for its transfer syntax); it is not modified.
+        result: The de-identified data set, with its file meta (for its transfer syntax); it is
+            not modified.
         dicom_frame: Which frame of a multi-frame image to keep.
         max_pixels: Refuse images whose Rows x Columns exceeds this, before decoding.
             ``None`` uses Pillow's decompression-bomb limit.
@@ -336,8 +436,9 @@ def decode_dicom_dataset(
     from pydicom.pixels import get_decoder, pixel_array
     from pydicom.pixels.utils import get_nr_frames
 
+    ds = result.dataset
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise UndecodableImage("DICOM has no pixel data")
+        raise UndecodableImage("DICOM has no pixel data", code="no_pixels")
     rows, columns = ds.get("Rows"), ds.get("Columns")
     if not isinstance(rows, int) or not isinstance(columns, int) or rows < 1 or columns < 1:
         raise UndecodableImage("DICOM has no valid Rows and Columns")
@@ -351,11 +452,12 @@ def decode_dicom_dataset(
         decoder = get_decoder(syntax)
     except NotImplementedError:
         raise UndecodableImage(
-            f"DICOM transfer syntax {label} is not supported by pydicom"
+            f"DICOM transfer syntax {label} is not supported by pydicom", code="unsupported"
         ) from None
     if not decoder.is_available:
         raise UndecodableImage(
-            f"DICOM transfer syntax {label} cannot be decoded by the installed pydicom plugins"
+            f"DICOM transfer syntax {label} cannot be decoded by the installed pydicom plugins",
+            code="unsupported",
         )
 
     frames = get_nr_frames(ds, warn=False)

@@ -9,9 +9,14 @@ The work runs in four passes:
    perceptually, and de-identify DICOM (:mod:`medimg.data.deid`). Workers write nothing.
 3. **Decide** in this process: labels, pseudonymous patient ids, splits (per patient, stratified
    and stable), duplicates and label conflicts, and ``--dedupe``.
-4. **Write**: de-identified copies into ``data/store/``, quarantined files and their reasons into
-   ``data/quarantine/``, and the manifest last, atomically. Nothing is written before the key
-   check and the decisions are done, so a failure leaves the workspace as it was.
+4. **Write**: pixels-only or de-identified copies into ``data/store/`` (what later stages read),
+   quarantined files' references and reasons into ``data/quarantine/``, and the manifest last,
+   atomically. Nothing is written before the key check and the decisions are done, so a failure
+   leaves the workspace as it was.
+
+Every identifier known at ingest (patient ids from any source, the identifying values of DICOM
+headers) is replaced by its pseudonym in every stored reference and log line; the way back to the
+original files is the local map of :mod:`medimg.data.private`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -39,16 +43,28 @@ from medimg.config import Config
 from medimg.data import deid
 from medimg.data.hashing import near_duplicates, phash, phash_hex, thumbnail_code
 from medimg.data.images import (
+    DICOM_SNIFF_BYTES,
     DecodedImage,
     UndecodableImage,
     decode,
     decode_array,
-    decode_dicom_dataset,
+    decode_deidentified,
     image_stats,
     is_dicom,
+    read_dicom,
 )
 from medimg.data.manifest import META_PREFIX, empty_manifest, load_manifest, write_manifest
-from medimg.data.sources import SourceFormat, SourceItem, discover, looks_like_image
+from medimg.data.phi import Scrubber
+from medimg.data.pixels_only import pixels_only_copy, png_pixels
+from medimg.data.private import Originals
+from medimg.data.quarantine import QuarantineLog, Reject
+from medimg.data.sources import (
+    SourceFormat,
+    SourceItem,
+    SourceNotes,
+    discover,
+    looks_like_image,
+)
 from medimg.data.splits import (
     LOCK_ORDER,
     NewPatient,
@@ -87,6 +103,8 @@ class IngestSummary:
     own_patient: int = 0
     manifest_rows: int = 0
     per_split: dict[str, int] = field(default_factory=dict)
+    dropped_columns: list[str] = field(default_factory=list)
+    """Label-list columns not kept, because ``data.metadata_columns`` does not name them."""
 
     @property
     def balanced(self) -> bool:
@@ -119,11 +137,10 @@ class _Options:
 class _Analysis:
     """A worker's verdict on one item. Original identifiers stay in memory, never written."""
 
-    reject: str | None = None
-    copyable: bool = True
+    reject: Reject | None = None
     fmt: str = ""
     values: dict[str, Any] = field(default_factory=dict)
-    store_bytes: bytes | None = None
+    store_bytes: bytes | None = None  # the de-identified DICOM; other copies are made on write
     store_suffix: str = ""
     patient: str | None = None
     identifiers: frozenset[str] = frozenset()
@@ -137,7 +154,8 @@ class _Found:
     ref: str
     image_id: str | None = None
     kind: str = "image"  # image, dicom, other
-    analysis: _Analysis | None = None
+    size: int | None = None
+    from_map: bool = False  # the reference was made by an earlier ingest
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -161,27 +179,28 @@ def analyse(path: Path | None, array: np.ndarray | None, options: _Options) -> _
     try:
         if array is not None:
             decoded = decode_array(array)
-            result = _Analysis(
-                fmt="npz", store_bytes=_png_bytes(decoded.pixels), store_suffix=".png"
-            )
+            result = _Analysis(fmt="npz", store_suffix=".png")
         else:
             assert path is not None
             data = path.read_bytes()
-            if is_dicom(data):
+            if is_dicom(data[:DICOM_SNIFF_BYTES]):
                 result, decoded = _analyse_dicom(data, options)
                 if result.reject:
                     return result
             else:
                 decoded = decode(data, max_pixels=options.max_pixels)
-                result = _Analysis(fmt=decoded.format)
+                pixels = decoded.pixels
+                _, suffix = pixels_only_copy(data, decoded.format, lambda: pixels)
+                result = _Analysis(fmt=decoded.format, store_suffix=suffix)
     except UndecodableImage as exc:
-        return _Analysis(reject=str(exc))
+        return _Analysis(reject=Reject(exc.code, str(exc)))
     except OSError as exc:
-        return _Analysis(reject=f"cannot read the file: {exc.strerror or exc}")
+        reason = f"cannot read the file: {exc.strerror or exc}"
+        return _Analysis(reject=Reject("unreadable", reason))
     assert decoded is not None
-    reason = _unusable(decoded, options)
-    if reason:
-        result.reject = reason
+    reject = _unusable(decoded, options)
+    if reject:
+        result.reject = reject
         result.store_bytes = None
         return result
     result.values = {
@@ -197,46 +216,41 @@ def analyse(path: Path | None, array: np.ndarray | None, options: _Options) -> _
 
 
 def _analyse_dicom(data: bytes, options: _Options) -> tuple[_Analysis, DecodedImage | None]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     if options.key is None:  # the parent checks first; this guards the worker on its own
         raise deid.PseudonymKeyMissing("a DICOM file reached a worker without a pseudonym key")
-    # pydicom warns about invalid values by quoting them; those values may be identifiers.
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError):
-        return _Analysis(reject="DICOM header cannot be read", copyable=False), None
+        ds = read_dicom(data)
+    except UndecodableImage:
+        return _Analysis(reject=Reject("dicom_unreadable", "DICOM header cannot be read")), None
     sop_uid = str(ds.get("SOPInstanceUID", "") or "") or None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = deid.deidentify(ds, options.key)
-    except Exception:  # noqa: BLE001 - any failure here must quarantine, never leak
-        return _Analysis(reject="DICOM could not be de-identified", copyable=False), None
+    except Exception:  # any failure here must quarantine, never leak
+        return _Analysis(
+            reject=Reject("deid_failed", "DICOM could not be de-identified")
+        ), None
     analysis = _Analysis(
         fmt="dicom",
-        copyable=False,  # even a de-identified copy may carry PHI burned into the pixels
         patient=result.patient_pseudonym,
         identifiers=result.identifiers,
         metadata=result.metadata,
         sop_uid=sop_uid,
     )
     if result.burned_in_annotation and not options.allow_burned_in:
-        analysis.reject = (
+        analysis.reject = Reject(
+            "burned_in",
             "DICOM BurnedInAnnotation is YES (identifiers may be in the pixels); set "
-            "data.allow_burned_in_annotation to accept such files"
+            "data.allow_burned_in_annotation to accept such files",
         )
         return analysis, None
     try:
-        decoded = decode_dicom_dataset(
-            ds, dicom_frame=options.dicom_frame, max_pixels=options.max_pixels
+        decoded = decode_deidentified(
+            result, dicom_frame=options.dicom_frame, max_pixels=options.max_pixels
         )
     except UndecodableImage as exc:
-        analysis.reject = str(exc)
+        analysis.reject = Reject(exc.code, str(exc))
         return analysis, None
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
@@ -245,25 +259,21 @@ def _analyse_dicom(data: bytes, options: _Options) -> tuple[_Analysis, DecodedIm
     return analysis, decoded
 
 
-def _unusable(decoded: DecodedImage, options: _Options) -> str | None:
+def _unusable(decoded: DecodedImage, options: _Options) -> Reject | None:
     if min(decoded.width, decoded.height) < options.min_side:
-        return f"too small: {decoded.width}x{decoded.height}, data.min_side is {options.min_side}"
+        return Reject(
+            "too_small",
+            f"too small: {decoded.width}x{decoded.height}, data.min_side is {options.min_side}",
+        )
     if decoded.width * decoded.height > options.max_pixels:
-        return f"too many pixels: {decoded.width}x{decoded.height}"
+        return Reject("too_many_pixels", f"too many pixels: {decoded.width}x{decoded.height}")
     if decoded.source_std8 < options.min_std:
-        return (
+        return Reject(
+            "blank",
             f"blank: near-constant image (std {decoded.source_std8:.2f} on a 0-255 scale, "
-            f"data.min_std is {options.min_std})"
+            f"data.min_std is {options.min_std})",
         )
     return None
-
-
-def _png_bytes(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # --- the parent ------------------------------------------------------------------------------
@@ -307,42 +317,44 @@ def ingest_sources(
     dedupe = config.data.dedupe_across_splits if dedupe is None else dedupe
     manifest = load_manifest(ws.manifest_path) if ws.manifest_path.exists() else empty_manifest()
     summary = IngestSummary()
-    quarantine = _QuarantineLog(ws)
+    quarantine = QuarantineLog(ws.quarantine_log)
+    originals = Originals(ws)
+    notes = SourceNotes()
 
     cache = _load_stat_cache(ws)
-    found = _find(ws, sources, config, fmt, labels, npz_class_names, label_by, cache)
+    found = _find(ws, sources, config, fmt, labels, npz_class_names, label_by, cache, notes,
+                  originals)
     summary.files_in = len(found)
     if not found:
         raise DataError(f"no files found under {', '.join(map(str, sources))}")
+    summary.dropped_columns = sorted(notes.dropped_columns)
     known_refs = dict(zip(manifest["source_ref"], manifest["image_id"], strict=True))
     by_image = {row["image_id"]: row for row in manifest.to_dict("records")}
-    todo: list[_Found] = []
-    seen_new: dict[str, _Found] = {}
-    accepted: list[_Found] = []
-    for entry in found:
-        if entry.item.reject_reason:
-            summary.quarantined.append(quarantine.add(entry, entry.item.reject_reason))
-        elif entry.kind == "other":
-            summary.quarantined.append(quarantine.add(entry, "not an image file"))
-        elif (previous := quarantine.reason_for(entry)) is not None:
-            summary.quarantined.append(previous)
-        elif known_refs.get(entry.ref) == entry.image_id or (
-            entry.kind == "dicom" and entry.image_id in by_image
-        ):
-            # A DICOM reference is stored scrubbed of identifiers, so it is known by content.
-            summary.already_present += 1
-        else:
-            accepted.append(entry)
-            if entry.image_id not in by_image and entry.image_id not in seen_new:
-                seen_new[entry.image_id] = entry
-                todo.append(entry)
 
+    def present(entry: _Found) -> bool:
+        # A reference is stored scrubbed of identifiers; DICOM is also known by its content.
+        return known_refs.get(entry.ref) == entry.image_id or (
+            entry.kind == "dicom" and entry.image_id in by_image
+        )
+
+    # What is new needs analysing: the first readable item of each content not seen before.
+    todo: dict[str, _Found] = {}
+    for entry in found:
+        if (
+            entry.kind != "other"
+            and not entry.item.reject_reason
+            and entry.image_id not in by_image
+            and quarantine.reason_for(entry.image_id, entry.ref) is None
+        ):
+            todo.setdefault(entry.image_id or "", entry)
     # The key is needed only for what is new: re-ingesting known files works without it.
+    unseen = [e for e in found if not present(e)]
     key = deid.pseudonym_key(
-        required=any(f.kind == "dicom" or f.item.patient for f in accepted),
+        required=any(e.item.patient for e in unseen) or any(
+            e.kind == "dicom" for e in todo.values()),
         reason=(
             "DICOM files carry patient identifiers"
-            if any(f.kind == "dicom" for f in accepted)
+            if any(e.kind == "dicom" for e in todo.values())
             else "the source gives patient ids"
         ),
     )
@@ -354,14 +366,40 @@ def ingest_sources(
         key=key,
         allow_burned_in=config.data.allow_burned_in_annotation,
     )
-    for entry, analysis in zip(
-        todo, _run_analyses(todo, options, config.data.workers, progress), strict=True
-    ):
-        entry.analysis = analysis
+    entries = list(todo.values())
+    analysed = dict(zip(
+        todo, _run_analyses(entries, options, config.data.workers, progress), strict=True
+    ))
 
-    rows, rejected = _decide_rows(ws, accepted, seen_new, by_image, key, config, label_by)
-    for entry, reason in rejected:
-        summary.quarantined.append(quarantine.add(entry, reason))
+    # Every identifier known now leaves every reference before anything is logged or written.
+    identifiers = {e.item.patient for e in found if e.item.patient}
+    for analysis in analysed.values():
+        identifiers |= analysis.identifiers
+    scrub = Scrubber(identifiers, key)
+    for entry in found:
+        if not entry.from_map:
+            entry.ref = scrub(entry.ref)
+        originals.record(entry.item.ref, entry.ref)
+
+    accepted: list[_Found] = []
+    for entry in found:
+        if entry.item.reject_reason:
+            reject = Reject(entry.item.reject_code or "unreadable",
+                            scrub(entry.item.reject_reason))
+            summary.quarantined.append(_quarantine(quarantine, entry, reject))
+        elif entry.kind == "other":
+            reject = Reject("not_an_image", "not an image file")
+            summary.quarantined.append(_quarantine(quarantine, entry, reject))
+        elif (previous := quarantine.reason_for(entry.image_id, entry.ref)) is not None:
+            summary.quarantined.append(previous)
+        elif present(entry):
+            summary.already_present += 1
+        else:
+            accepted.append(entry)
+
+    rows, rejected = _decide_rows(ws, accepted, analysed, by_image, key, config, label_by)
+    for entry, reject in rejected:
+        summary.quarantined.append(_quarantine(quarantine, entry, reject))
 
     manifest, new_rows = _place(manifest, rows, config, summary)
     if dedupe:
@@ -371,8 +409,9 @@ def ingest_sources(
     if not summary.balanced:  # pragma: no cover - a bug, not a user error
         raise AssertionError(f"ingest lost count of files: {summary.equation()}")
 
-    _write_store(ws, new_rows, seen_new)
+    _write_store(ws, new_rows, todo, analysed)
     quarantine.flush()
+    originals.save()
     # Both folders are DVC outputs of the ingest stage, so they exist even when empty.
     ws.store_dir.mkdir(parents=True, exist_ok=True)
     ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
@@ -388,6 +427,10 @@ def ingest_sources(
     return summary
 
 
+def _quarantine(log: QuarantineLog, entry: _Found, reject: Reject) -> dict[str, Any]:
+    return log.add(entry.ref, entry.image_id, entry.size, reject)
+
+
 def _find(
     ws: Workspace,
     sources: Sequence[Path],
@@ -397,8 +440,14 @@ def _find(
     npz_class_names: Sequence[str] | None,
     label_by: str,
     cache: dict[str, list[Any]],
+    notes: SourceNotes,
+    originals: Originals,
 ) -> list[_Found]:
-    """Every item of every source, with its content hash and kind."""
+    """Every item of every source, with its content hash, kind and size.
+
+    Its reference is the one an earlier ingest gave it, or else its path as found (to be
+    scrubbed once every identifier is known).
+    """
     found: list[_Found] = []
     for source in sources:
         source = Path(source).resolve()
@@ -409,12 +458,17 @@ def _find(
             labels=labels,
             npz_class_names=npz_class_names,
             label_by=label_by,
+            metadata_columns=config.data.metadata_columns,
+            notes=notes,
         ):
-            entry = _Found(item=item, ref=_ref(ws, item))
+            earlier = originals.ref_for(item.ref)
+            entry = _Found(item=item, ref=earlier or _ref(ws, item), from_map=earlier is not None)
             if item.array is not None:
                 entry.image_id = _array_id(item.array)
+                entry.size = int(item.array.nbytes)
             elif item.path is not None:
                 entry.image_id, entry.kind = _hash_file(item.path, cache)
+                entry.size = item.path.stat().st_size
             found.append(entry)
     return found
 
@@ -441,7 +495,7 @@ def _hash_file(path: Path, cache: dict[str, list[Any]]) -> tuple[str, str]:
         return hit[2], hit[3]
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        head = handle.read(132)
+        head = handle.read(DICOM_SNIFF_BYTES)
         digest.update(head)
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
@@ -456,7 +510,7 @@ def _run_analyses(
     workers: int,
     progress: Callable[[int, int], None] | None,
 ) -> list[_Analysis]:
-    tasks = [(f.item.path, f.item.array) for f in todo]
+    tasks = [(f.item.path, f.item.array) for f in todo]  # in the order of ``todo``
     workers = workers or (os.cpu_count() or 1)
     total = len(tasks)
     results: list[_Analysis] = []
@@ -485,24 +539,21 @@ def _run_analyses(
 def _decide_rows(
     ws: Workspace,
     accepted: list[_Found],
-    seen_new: dict[str, _Found],
+    analysed: dict[str, _Analysis],
     by_image: dict[str, dict[str, Any]],
     key: bytes | None,
     config: Config,
     label_by: str,
-) -> tuple[list[dict[str, Any]], list[tuple[_Found, str]]]:
+) -> tuple[list[dict[str, Any]], list[tuple[_Found, Reject]]]:
     """Candidate rows for accepted items, and the items to quarantine with their reasons."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     rows: list[dict[str, Any]] = []
-    rejected: list[tuple[_Found, str]] = []
+    rejected: list[tuple[_Found, Reject]] = []
     first_label: dict[str, tuple[str, str]] = {
         image_id: (row["label"], row["source_ref"]) for image_id, row in by_image.items()
     }
     for entry in accepted:
-        twin = seen_new.get(entry.image_id)
-        analysis = twin.analysis if twin is not None else None
-        if analysis is not None and analysis.identifiers and key is not None:
-            entry.ref = deid.scrub_text(entry.ref, analysis.identifiers, key)
+        analysis = analysed.get(entry.image_id or "")
         if analysis is not None and analysis.reject:
             rejected.append((entry, analysis.reject))
             continue
@@ -511,18 +562,16 @@ def _decide_rows(
         if label is None and item.label_by_uid and analysis is not None and analysis.sop_uid:
             label = item.label_by_uid.get(analysis.sop_uid) or None
         if label is None:
-            rejected.append(
-                (entry, "unlabelled: no class folder or label list entry gives its label")
-            )
+            rejected.append((entry, Reject(
+                "unlabelled", "unlabelled: no class folder or label list entry gives its label"
+            )))
             continue
         earlier = first_label.setdefault(entry.image_id, (label, entry.ref))
         if earlier[0] != label:
-            rejected.append(
-                (
-                    entry,
-                    f"label conflict: the same image is labelled {earlier[0]!r} at {earlier[1]}",
-                )
-            )
+            rejected.append((entry, Reject(
+                "label_conflict",
+                f"label conflict: the same image is labelled {earlier[0]!r} at {earlier[1]}",
+            )))
             continue
         if analysis is not None:
             values = dict(analysis.values)
@@ -543,7 +592,7 @@ def _decide_rows(
             {
                 "image_id": entry.image_id,
                 "source_ref": entry.ref,
-                "source_path": _readable_path(ws, entry, analysis, by_image),
+                "source_path": _readable_path(entry, analysis, by_image),
                 "format": fmt,
                 "label": label,
                 "label_source": item.label_source,
@@ -570,15 +619,13 @@ def _store_relpath(image_id: str, suffix: str) -> str:
 
 
 def _readable_path(
-    ws: Workspace, entry: _Found, analysis: _Analysis | None, by_image: dict[str, dict[str, Any]]
+    entry: _Found, analysis: _Analysis | None, by_image: dict[str, dict[str, Any]]
 ) -> str:
-    """The file later stages decode: a de-identified or materialised copy, or the original."""
-    if analysis is not None and analysis.store_bytes is not None:
+    """The file later stages decode: the pixels-only or de-identified copy in the store, never
+    the user's file (its name and its metadata may identify the patient)."""
+    if analysis is not None:
         return _store_relpath(entry.image_id or "", analysis.store_suffix)
-    if analysis is None and entry.image_id in by_image:
-        return str(by_image[entry.image_id]["source_path"])
-    assert entry.item.path is not None
-    return ws.relative(entry.item.path)
+    return str(by_image[entry.image_id]["source_path"])  # the same content, ingested before
 
 
 def _place(
@@ -723,7 +770,7 @@ def _dedupe(
     new_rows: list[dict[str, Any]],
     config: Config,
     summary: IngestSummary,
-    quarantine: _QuarantineLog,
+    quarantine: QuarantineLog,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Drop the less locked copy of every cross-split pair (exact or near); test is kept."""
     frame = manifest.reset_index(drop=True)
@@ -746,7 +793,9 @@ def _dedupe(
             f"{kind} duplicate of {keeper['source_ref']} in {keeper['split']}; dropped from "
             f"{row['split']} by dedupe"
         )
-        summary.removed_by_dedupe.append(quarantine.add_row(row, reason))
+        summary.removed_by_dedupe.append(quarantine.add(
+            row["source_ref"], row["image_id"], None, Reject("duplicate", reason), "set aside"
+        ))
     if not drop:
         return manifest, new_rows
     dropped_refs = set(frame.loc[sorted(drop), "source_ref"])
@@ -755,7 +804,7 @@ def _dedupe(
     for row in new_rows:
         if row["source_ref"] in dropped_refs:
             entry = next(
-                e for e in summary.removed_by_dedupe if e["source_ref"] == row["source_ref"]
+                e for e in summary.removed_by_dedupe if e["path"] == row["source_ref"]
             )
             summary.quarantined.append(entry)
     return frame.drop(index=sorted(drop)), kept_new
@@ -765,93 +814,35 @@ def _sorted(manifest: pd.DataFrame) -> pd.DataFrame:
     return manifest.sort_values(["split", "label", "source_ref"], kind="stable")
 
 
-def _write_store(ws: Workspace, rows: list[dict[str, Any]], seen_new: dict[str, _Found]) -> None:
+def _write_store(
+    ws: Workspace,
+    rows: list[dict[str, Any]],
+    todo: dict[str, _Found],
+    analysed: dict[str, _Analysis],
+) -> None:
+    """The copies later stages read: de-identified DICOM, and every other image pixels-only."""
     for row in rows:
-        entry = seen_new.get(row["image_id"])
-        if entry is None or entry.analysis is None or entry.analysis.store_bytes is None:
+        entry, analysis = todo.get(row["image_id"]), analysed.get(row["image_id"])
+        if entry is None or analysis is None:
             continue
         target = ws.resolve(row["source_path"])
         if target.exists():
             continue
+        if analysis.store_bytes is not None:
+            data = analysis.store_bytes
+        elif entry.item.array is not None:
+            data = png_pixels(decode_array(entry.item.array).pixels)
+        else:
+            assert entry.item.path is not None
+            original = entry.item.path.read_bytes()
+            data, suffix = pixels_only_copy(
+                original, analysis.fmt, lambda: decode(original).pixels  # noqa: B023
+            )
+            assert target.suffix == suffix, (target, suffix)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(entry.analysis.store_bytes)
+        tmp.write_bytes(data)
         os.replace(tmp, target)
-
-
-# --- quarantine ------------------------------------------------------------------------------
-
-
-class _QuarantineLog:
-    """``data/quarantine/quarantine.jsonl``: one line per quarantined file, ever.
-
-    Files are copied beside it, except DICOM, which is only referenced: its header, and perhaps
-    its pixels, carry identifiers that must not be copied anywhere.
-    """
-
-    def __init__(self, ws: Workspace) -> None:
-        self.ws = ws
-        self.path = ws.quarantine_log
-        self.entries: dict[tuple[str | None, str], dict[str, Any]] = {}
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    self.entries[(entry.get("image_id"), entry["source_ref"])] = entry
-        self.pending: list[tuple[dict[str, Any], Path | None]] = []
-
-    def reason_for(self, found: _Found) -> dict[str, Any] | None:
-        return self.entries.get((found.image_id, found.ref))
-
-    def add(self, found: _Found, reason: str) -> dict[str, Any]:
-        known = self.reason_for(found)
-        if known is not None:
-            return known
-        analysis = found.analysis
-        copyable = found.kind != "dicom" and (analysis is None or analysis.copyable)
-        path = found.item.path if copyable and found.item.path is not None else None
-        target = None
-        if path is not None:
-            stem = (found.image_id or "missing")[:12]
-            target = self.ws.relative(self.ws.quarantine_dir / f"{stem}_{path.name}")
-        entry = {
-            "image_id": found.image_id,
-            "source_ref": found.ref,
-            "reason": reason,
-            "quarantined_as": target,
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        self.entries[(found.image_id, found.ref)] = entry
-        self.pending.append((entry, path))
-        logger.warning("quarantined %s: %s", found.ref, reason)
-        return entry
-
-    def add_row(self, row: pd.Series, reason: str) -> dict[str, Any]:
-        """A manifest row set aside (by dedupe): referenced, not copied, like DICOM."""
-        entry = {
-            "image_id": row["image_id"],
-            "source_ref": row["source_ref"],
-            "reason": reason,
-            "quarantined_as": None,
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        self.entries[(row["image_id"], row["source_ref"])] = entry
-        self.pending.append((entry, None))
-        logger.warning("set aside %s: %s", row["source_ref"], reason)
-        return entry
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        self.ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as log:
-            for entry, path in self.pending:
-                if path is not None and entry["quarantined_as"]:
-                    target = self.ws.resolve(entry["quarantined_as"])
-                    if not target.exists():
-                        shutil.copyfile(path, target)
-                log.write(json.dumps(entry) + "\n")
-        self.pending = []
 
 
 # --- stat cache ------------------------------------------------------------------------------

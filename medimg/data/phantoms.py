@@ -151,6 +151,25 @@ def render_phantom(rng: np.random.Generator, image_size: int, positive: bool) ->
     return _render(anatomy, lesions if positive else (), acquisition, image_size, rng)
 
 
+def phantom_png(image_size: int, channels: int = 1, seed: int = 0) -> bytes:
+    """One phantom (no opacities) encoded as PNG bytes that hold pixels only: no text, time,
+    EXIF or colour-profile chunks. A stand-in image that carries no patient's data.
+
+    Args:
+        image_size: Side of the square image in pixels (at least 32).
+        channels: 1 for greyscale, 3 for RGB (the grey repeated).
+        seed: Non-negative seed; the same seed gives the same bytes.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels {channels!r} must be 1 or 3; set base.channels")
+    image = render_phantom(np.random.default_rng(seed), image_size, positive=False)
+    if channels == 3:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    from medimg.data.pixels_only import png_pixels
+
+    return png_pixels(image)
+
+
 def generate_phantoms(
     out_dir: Path,
     n_images: int = 800,

@@ -17,7 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from medimg.data.images import IMAGE_SUFFIXES, is_dicom
+from medimg.data.images import DICOM_SNIFF_BYTES, IMAGE_SUFFIXES, is_dicom
+from medimg.data.phi import is_identifier_column
 from medimg.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class SourceItem:
             a source has train and test only).
         label_by_uid: Labels keyed by SOPInstanceUID, for DICOM trees labelled that way.
         reject_reason: Why a listed file cannot be read (it is then quarantined).
+        reject_code: The reason's code (``missing_file``, ``bad_split``, ``not_dicom``).
     """
 
     ref: str
@@ -79,6 +81,15 @@ class SourceItem:
     source_splits: frozenset[str] = frozenset()
     label_by_uid: dict[str, str] | None = None
     reject_reason: str | None = None
+    reject_code: str = ""
+
+
+@dataclass
+class SourceNotes:
+    """What reading the sources noticed that the ingest summary reports once."""
+
+    dropped_columns: set[str] = field(default_factory=set)
+    """Label-list columns not named in ``data.metadata_columns``, so not kept."""
 
 
 def detect_format(source: Path, labels: Path | None = None) -> SourceFormat:
@@ -103,8 +114,13 @@ def discover(
     labels: Path | None = None,
     npz_class_names: Sequence[str] | None = None,
     label_by: str = "source",
+    metadata_columns: Sequence[str] = (),
+    notes: SourceNotes | None = None,
 ) -> Iterator[SourceItem]:
     """The items of one source, in a stable order.
+
+    Only the label-list columns named in ``metadata_columns`` are kept, as metadata; the names
+    of the others are added to ``notes``.
 
     Raises:
         DataError: the source does not fit its format (unknown class folders, a label list
@@ -115,11 +131,11 @@ def discover(
     if fmt == "folder":
         yield from _folder_items(source, class_names, label_by, dicom_only=False)
     elif fmt == "csv":
-        yield from _csv_items(source, class_names, label_by)
+        yield from _csv_items(source, class_names, label_by, metadata_columns, notes)
     elif fmt == "npz":
         yield from _npz_items(source, npz_class_names or class_names, label_by)
     elif fmt == "dicom":
-        yield from _dicom_items(source, class_names, labels, label_by)
+        yield from _dicom_items(source, class_names, labels, label_by, notes)
     else:  # pragma: no cover - typer restricts the choice
         raise DataError(f"unknown source format {fmt!r}; use auto, folder, csv, npz or dicom")
 
@@ -206,13 +222,17 @@ def _folder_items(
             relative = path.relative_to(root).as_posix()
             top = path.relative_to(folder).parts[0]
             label = class_of.get(folder / top) if len(path.relative_to(folder).parts) > 1 else None
-            if dicom_only and path.suffix.lower() not in ("", ".dcm", ".dicom"):
-                # A DICOM tree may hold DICOMDIR, reports and the like; the preamble decides.
-                if not is_dicom(_head(path)):
-                    yield SourceItem(
-                        ref=str(path), path=path, label=None, reject_reason="not a DICOM file"
-                    )
-                    continue
+            # A DICOM tree may hold DICOMDIR, reports and the like; the content decides.
+            if (
+                dicom_only
+                and path.suffix.lower() not in ("", ".dcm", ".dicom")
+                and not is_dicom(_head(path))
+            ):
+                yield SourceItem(
+                    ref=str(path), path=path, label=None, reject_reason="not a DICOM file",
+                    reject_code="not_dicom",
+                )
+                continue
             yield SourceItem(
                 ref=str(path),
                 path=path,
@@ -232,7 +252,7 @@ def _folder_items(
 
 def _head(path: Path) -> bytes:
     with path.open("rb") as handle:
-        return handle.read(132)
+        return handle.read(DICOM_SNIFF_BYTES)
 
 
 def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
@@ -264,7 +284,39 @@ def _class_of(value: str, class_names: Sequence[str]) -> str | None:
     return value  # an unknown label: ingested as given, and the contract names it
 
 
-def _csv_items(table: Path, class_names: Sequence[str], label_by: str) -> Iterator[SourceItem]:
+def _kept_columns(
+    table: Path,
+    columns: Sequence[str],
+    used: set[str | None],
+    metadata_columns: Sequence[str],
+    notes: SourceNotes | None,
+) -> list[str]:
+    """The label list's columns kept as metadata: those named in ``data.metadata_columns``.
+
+    Raises:
+        DataError: a kept column's name marks a direct identifier.
+    """
+    wanted = {_slug(c) for c in metadata_columns}
+    others = [c for c in columns if c not in used]
+    kept = [c for c in others if _slug(c) in wanted]
+    refused = [c for c in kept if is_identifier_column(c)]
+    if refused:
+        raise DataError(
+            f"{table.name}: column {refused[0]!r} names a direct patient identifier and is never "
+            "kept; remove it from data.metadata_columns"
+        )
+    if notes is not None:
+        notes.dropped_columns.update(c for c in others if c not in kept)
+    return kept
+
+
+def _csv_items(
+    table: Path,
+    class_names: Sequence[str],
+    label_by: str,
+    metadata_columns: Sequence[str] = (),
+    notes: SourceNotes | None = None,
+) -> Iterator[SourceItem]:
     columns, rows = _read_table(table)
     path_col = _pick(columns, _PATH_COLUMNS)
     label_col = _pick(columns, _LABEL_COLUMNS)
@@ -277,7 +329,7 @@ def _csv_items(table: Path, class_names: Sequence[str], label_by: str) -> Iterat
     split_col = _pick(columns, _SPLIT_COLUMNS)
     labeller_col = _pick(columns, _LABELLER_COLUMNS)
     used = {path_col, label_col, patient_col, split_col, labeller_col}
-    meta_cols = [c for c in columns if c not in used]
+    meta_cols = _kept_columns(table, columns, used, metadata_columns, notes)
     base = table.parent
     source_splits = frozenset(
         SPLIT_ALIASES.get(r[split_col].casefold(), r[split_col])
@@ -289,13 +341,14 @@ def _csv_items(table: Path, class_names: Sequence[str], label_by: str) -> Iterat
         path = (base / relative) if relative else None
         split_cell = row[split_col] if split_col else ""
         split = SPLIT_ALIASES.get(split_cell.casefold()) if split_cell else None
-        missing = None
+        missing, code = None, ""
         if path is None:
-            missing = f"row of {table.name} has no path"
+            missing, code = f"row of {table.name} has no path", "missing_file"
         elif not path.is_file():
-            missing = f"listed in {table.name} but the file does not exist"
+            missing, code = f"listed in {table.name} but the file does not exist", "missing_file"
         elif split_cell and split is None:
             missing = f"split {split_cell!r} in {table.name} is not train, val or test"
+            code = "bad_split"
         yield SourceItem(
             ref=str(path) if path is not None else f"{table}#row",
             path=path if missing is None else None,
@@ -307,6 +360,7 @@ def _csv_items(table: Path, class_names: Sequence[str], label_by: str) -> Iterat
             metadata={_slug(c): row[c] for c in meta_cols if row[c] != ""},
             source_splits=source_splits,
             reject_reason=missing,
+            reject_code=code,
         )
 
 
@@ -359,7 +413,11 @@ def _npz_items(archive: Path, class_names: Sequence[str], label_by: str) -> Iter
 
 
 def _dicom_items(
-    source: Path, class_names: Sequence[str], labels: Path | None, label_by: str
+    source: Path,
+    class_names: Sequence[str],
+    labels: Path | None,
+    label_by: str,
+    notes: SourceNotes | None = None,
 ) -> Iterator[SourceItem]:
     if labels is None:
         if source.is_file():
@@ -378,6 +436,7 @@ def _dicom_items(
             f"{labels} needs a label column and a path or sop_instance_uid column; it has {columns}"
         )
     patient_col = _pick(columns, _PATIENT_COLUMNS)
+    _kept_columns(labels, columns, {label_col, path_col, uid_col, patient_col}, (), notes)
     by_path = {r[path_col]: r for r in rows if path_col and r[path_col]}
     by_uid = {
         r[uid_col]: _class_of(r[label_col], class_names) or ""

@@ -18,9 +18,14 @@ def _figure():
 
 
 def _save(plt, fig, path: Path) -> Path:
+    """Write the figure as a PNG of pixels only; every plot medimg draws is saved here."""
+    from PIL.PngImagePlugin import PngInfo
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    # Matplotlib stamps text chunks (its "Software" key) into a PNG; an empty PngInfo replaces
+    # all of them, present and future, so the file holds pixels and its resolution only.
+    fig.savefig(path, format="png", pil_kwargs={"pnginfo": PngInfo()})
     plt.close(fig)
     return path
 

@@ -65,14 +65,26 @@ def score_champion(ws: Workspace, config: Config, model_uri: str, test: pd.DataF
     """Re-score a registered model on this workspace's test split (the manifest's ``test``
     rows), from the raw files.
 
+    The model is loaded with ``allow_paths`` so that it reads the workspace's files itself; a
+    model logged before that opt-in existed is sent the files' bytes instead.
+
     Returns None (and the caller fails closed) when the model cannot be loaded or its classes
     differ from ``base.class_names``.
     """
+    import base64
+
     import mlflow.pyfunc
 
+    from medimg.serving.pyfunc import ALLOW_PATHS
+
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
-        frame = pd.DataFrame({"path": [str(ws.resolve(p)) for p in test["source_path"]]})
+        model = mlflow.pyfunc.load_model(model_uri, model_config={ALLOW_PATHS: True})
+        files = [ws.resolve(p) for p in test["source_path"]]
+        if ALLOW_PATHS in model.model_config:
+            frame = pd.DataFrame({"path": [str(f) for f in files]})
+        else:  # MLflow drops an opt-in the model was not logged with, and it refuses paths
+            frame = pd.DataFrame({"image": [base64.b64encode(f.read_bytes()).decode("ascii")
+                                            for f in files]})
         out = model.predict(frame)
         names = [c.removeprefix("p_") for c in out.columns if c.startswith("p_")]
         if names != list(config.base.class_names):
@@ -141,7 +153,8 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             python_model=Path(pyfunc.__file__).with_name("mlflow_model.py"),
             artifacts={pyfunc.BUNDLE_ARTIFACT: str(ws.model_dir)},
             signature=pyfunc.signature_for(list(config.base.class_names)),
-            input_example=_input_example(ws, test),
+            input_example=_input_example(ws),
+            model_config=pyfunc.MODEL_CONFIG,
             # the model carries its own code, so it loads where medimg is not installed
             code_paths=[str(Path(pyfunc.__file__).resolve().parents[1])],
             pip_requirements=_requirements(),
@@ -223,15 +236,17 @@ def _tag_checks(report: GateReport) -> None:
                      for c in report.checks})
 
 
-def _input_example(ws: Workspace, test: pd.DataFrame) -> pd.DataFrame | None:
-    """One test image as a request carries it (base64 file bytes): ingest has de-identified it
-    and a prediction on it checks the logged model end to end."""
+def _input_example(ws: Workspace) -> pd.DataFrame:
+    """A request as a client sends it (base64 file bytes) holding a synthetic phantom at the
+    workspace's image size and channels: MLflow stores the example with the model, so it must
+    carry no patient's image, and a prediction on it still checks the logged model end to end."""
     import base64
 
-    if test.empty:
-        return None
-    first = ws.resolve(test["source_path"].iloc[0])
-    return pd.DataFrame({"image": [base64.b64encode(first.read_bytes()).decode("ascii")]})
+    from medimg.data.phantoms import phantom_png
+
+    base = ws.config.base
+    png = phantom_png(base.image_size, base.channels, seed=base.seed)
+    return pd.DataFrame({"image": [base64.b64encode(png).decode("ascii")]})
 
 
 def _description(metrics: dict[str, object], lineage: dict[str, str], report: GateReport) -> str:

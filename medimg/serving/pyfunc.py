@@ -1,7 +1,11 @@
 """The registered model: an MLflow pyfunc that wraps the bundle, preprocessing and threshold.
 
 ``mlflow.pyfunc.load_model("models:/medimg-classifier@champion")`` predicts from a DataFrame
-whose rows carry either ``image`` (base64-encoded file bytes) or ``path`` (an image file).
+whose rows carry ``image``: the bytes of a PNG, JPEG, BMP, TIFF or DICOM file, base64-encoded.
+The model reads no files. A row with a ``path`` is refused, before the path is looked at, unless
+the caller opted in when loading, ``load_model(uri, model_config={"allow_paths": True})``, as
+medimg's own re-scoring of a workspace's files does. ``mlflow models serve`` answers a refused
+row with HTTP 400.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
@@ -20,19 +25,32 @@ from medimg.bundle import ModelBundle
 from medimg.data.images import UndecodableImage, decode_image, read_image
 
 BUNDLE_ARTIFACT = "bundle"
+ALLOW_PATHS = "allow_paths"
+# Logged with the model: MLflow lets `load_model(model_config=...)` set only the keys logged here.
+MODEL_CONFIG: dict[str, bool] = {ALLOW_PATHS: False}
+PATHS_REFUSED = (
+    "this model reads no files, so the 'path' column is refused: send the image file's bytes "
+    "base64-encoded in the 'image' column, or load the model with "
+    'model_config={"allow_paths": true} to let it read local files'
+)
 
 
-def _decode_row(row: pd.Series) -> np.ndarray:
+def _decode_row(row: pd.Series, allow_paths: bool) -> np.ndarray:
+    path = row.get("path")
+    has_path = isinstance(path, str) and bool(path)
+    if has_path and not allow_paths:
+        # INVALID_PARAMETER_VALUE: the scoring server answers 400 with this message
+        raise MlflowException.invalid_parameter_value(PATHS_REFUSED)
     image = row.get("image")
     if isinstance(image, str) and image:
         try:
             return decode_image(base64.b64decode(image, validate=True))
         except binascii.Error:
             raise UndecodableImage("the image column is not valid base64") from None
-    path = row.get("path")
-    if isinstance(path, str) and path:
+    if has_path:
         return read_image(Path(path))
-    raise UndecodableImage("each row needs an 'image' (base64 bytes) or a 'path'")
+    raise UndecodableImage("each row needs an 'image': the file's bytes, base64-encoded"
+                           + (", or a 'path'" if allow_paths else ""))
 
 
 class ClassifierModel(mlflow.pyfunc.PythonModel):
@@ -40,10 +58,12 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.bundle = ModelBundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
+        # only a literal true opts in; a string such as "false" must not
+        self.allow_paths = (context.model_config or {}).get(ALLOW_PATHS) is True
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = pd.DataFrame(model_input)
-        decoded = [_decode_row(row) for _, row in frame.iterrows()]
+        decoded = [_decode_row(row, self.allow_paths) for _, row in frame.iterrows()]
         probs = self.bundle.predict_pixels(decoded)
         names = self.bundle.meta.class_names
         chosen = self.bundle.decide(probs)

@@ -65,7 +65,7 @@ def test_a_changed_test_split_rescores_the_champion_on_the_new_split(make_worksp
 
     # the champion's scores are v1's own predictions on the new test images
     test = manifest[manifest["split"] == "test"]
-    v1 = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    v1 = mlflow.pyfunc.load_model(f"models:/{NAME}/1", model_config={"allow_paths": True})
     out = v1.predict(pd.DataFrame({"path": [str(ws.resolve(p)) for p in test["source_path"]]}))
     names = list(ws.config.base.class_names)
     expected = compute_metrics(np.array([names.index(x) for x in test["label"]]),

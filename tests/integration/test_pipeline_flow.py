@@ -89,8 +89,9 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
                                                              rel=1e-5)
     assert "min_f1 pass" in version.tags["gate_report"]
 
-    # the registered model predicts from image files through its own preprocessing
-    model = mlflow.pyfunc.load_model("models:/medimg-classifier@champion")
+    # the registered model predicts from image files, when its loader opts in to reading them
+    model = mlflow.pyfunc.load_model("models:/medimg-classifier@champion",
+                                     model_config={"allow_paths": True})
     paths = sorted(str(p) for p in ws.raw_dir.rglob("*.png"))[:3]
     out = model.predict(pd.DataFrame({"path": paths}))
     assert list(out.columns) == ["label", "p_normal", "p_pneumonia", "threshold"]

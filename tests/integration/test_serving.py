@@ -61,3 +61,16 @@ def test_mlflow_models_serve_answers_a_request_that_carries_an_image(make_worksp
         status, answer = _post(f"http://127.0.0.1:{port}/invocations",
                                {"dataframe_split": {"columns": ["image"], "data": [["@@@"]]}})
         assert status >= 400 and "base64" in str(answer)
+        # the served model reads no files: a path is refused with the fix, the file untouched.
+        # Opening a FIFO blocks until a writer comes, so a server that opened it would hang.
+        fifo = tmp_path / "no-writer.png"
+        os.mkfifo(fifo)
+        for path in (images[0], fifo):
+            status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+                                   {"dataframe_split": {"columns": ["path"],
+                                                        "data": [[str(path)]]}})
+            assert status == 400, answer
+            error = json.loads(answer)
+            assert error["error_code"] == "INVALID_PARAMETER_VALUE"
+            assert "base64-encoded in the 'image' column" in error["message"]
+            assert 'model_config={"allow_paths": true}' in error["message"]

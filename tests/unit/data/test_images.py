@@ -27,7 +27,7 @@ from medimg.data.images import (
     UndecodableImage,
     decode,
     decode_array,
-    decode_dicom_dataset,
+    decode_deidentified,
     decode_image,
     image_stats,
     is_dicom,
@@ -431,11 +431,51 @@ def test_dicom_without_extension_is_recognised_by_its_preamble(tmp_path):
     np.testing.assert_array_equal(read_image(path), _expected(default_pixels()))
 
 
-def test_dicom_without_preamble_still_decodes(tmp_path):
+def test_dicom_without_preamble_is_recognised_by_content_and_decodes(tmp_path):
     path = write_dicom(tmp_path / "bare", preamble=False)
     data = path.read_bytes()
-    assert not is_dicom(data)
+    assert data[128:132] != b"DICM" and is_dicom(data)
     np.testing.assert_array_equal(decode_image(data), _expected(default_pixels()))
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_a_data_set_without_file_meta_is_recognised_as_dicom_and_decodes(tmp_path, implicit):
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = pydicom.dcmread(write_dicom(tmp_path / "x.dcm"))
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, implicit
+    write_dataset(out, ds)  # no preamble, no 'DICM', no file meta: the data set alone
+    data = out.getvalue()
+    assert data[:2] == b"\x08\x00" and is_dicom(data[:1024])
+    np.testing.assert_array_equal(decode_image(data), _expected(default_pixels()))
+
+
+@pytest.mark.parametrize("make", ["png", "jpeg", "bmp", "tiff", "text", "csv", "zeros"])
+def test_other_files_are_not_taken_for_dicom(make):
+    if make in ("png", "jpeg", "bmp", "tiff"):
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((40, 40), np.uint8)).save(buffer, format=make.upper())
+        data = buffer.getvalue()
+    else:
+        data = {"text": b"Radiology report\nPatient: DOE^JANE\n" * 20,
+                "csv": b"path,label\na.png,0\n" * 40, "zeros": b"\x00" * 64}[make]
+    assert not is_dicom(data[:1024])
+
+
+def test_dicom_pixels_are_decoded_only_after_de_identification(tmp_path):
+    """The one DICOM pixel decoder takes a de-identification result, never a raw data set."""
+    import inspect
+
+    from medimg.data import images
+
+    parameters = list(inspect.signature(images.decode_deidentified).parameters)
+    assert parameters[0] == "result"
+    assert not hasattr(images, "decode_dicom_dataset")
+    ds = pydicom.dcmread(write_dicom(tmp_path / "x.dcm"))
+    with pytest.raises(AttributeError):
+        decode_deidentified(ds)  # a bare data set has no .dataset: it was not de-identified
 
 
 def test_dicom_without_pixel_data(tmp_path):
@@ -465,11 +505,14 @@ def test_dicom_errors_never_carry_header_values(tmp_path):
         assert not any(value in reason for value in PHI_VALUES.values()), reason
 
 
-def test_decoding_a_parsed_dataset_equals_decoding_its_bytes(tmp_path):
+def test_decoding_a_deidentified_dataset_equals_decoding_its_bytes(tmp_path):
+    from medimg.data.deid import deidentify
+
     path = write_dicom(tmp_path / "x.dcm", frames=3, window=(1000.0, 2000.0))
-    ds = pydicom.dcmread(path)
+    result = deidentify(pydicom.dcmread(path), b"k" * 32)
+    ds = result.dataset
     before = ds.to_json_dict()
-    from_ds = decode_dicom_dataset(ds, dicom_frame="first")
+    from_ds = decode_deidentified(result, dicom_frame="first")
     from_bytes = decode(path.read_bytes(), dicom_frame="first")
     np.testing.assert_array_equal(from_ds.pixels, from_bytes.pixels)
     assert from_ds.bit_depth == from_bytes.bit_depth == 12

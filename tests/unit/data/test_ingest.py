@@ -17,6 +17,7 @@ from medimg.data.images import read_image
 from medimg.data.ingest import ingest_sources
 from medimg.data.manifest import COLUMNS, load_manifest
 from medimg.data.phantoms import generate_phantoms
+from medimg.data.private import Originals
 from medimg.errors import DataError
 from medimg.validation.stage import validate_workspace
 
@@ -52,9 +53,17 @@ def test_manifest_has_one_row_per_image_with_every_column(make_workspace, phanto
     assert summary.ingested == len(files) == len(manifest)
     assert list(manifest.columns) == list(COLUMNS)
     row = manifest.iloc[0]
-    source = ws.resolve(row["source_path"])
-    assert row["source_ref"] == row["source_path"]  # a plain image file is read where it is
+    # later stages read a pixels-only copy in the store; the reference names the file with its
+    # patient id (the phantoms are named after their patients) replaced by the pseudonym
+    stored = ws.resolve(row["source_path"])
+    assert stored.is_relative_to(ws.store_dir)
+    [original] = Originals(ws).originals_of(row["source_ref"])
+    source = Path(original)
+    assert source.is_relative_to(ws.raw_dir) and source.name.split("_")[0] not in row["source_ref"]
+    assert row["source_ref"] == ws.relative(source).replace(
+        source.name.split("_")[0], row["patient_id"])
     assert row["image_id"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    np.testing.assert_array_equal(read_image(stored), read_image(source))
     assert row["label"] == source.parent.name
     assert (row["width"], row["height"], row["channels"], row["bit_depth"]) == (64, 64, 1, 8)
     assert (row["format"], row["label_source"], row["split_source"]) == (
@@ -69,7 +78,7 @@ def test_manifest_has_one_row_per_image_with_every_column(make_workspace, phanto
     # patient ids are pseudonymised with the key; the originals appear nowhere in the manifest
     patients = pd.read_csv(phantom_source / "patients.csv")
     truth = dict(zip(patients["path"], patients["patient_id"], strict=True))
-    original = truth[Path(row["source_path"]).relative_to("data/raw").as_posix()]
+    original = truth[source.relative_to(ws.raw_dir).as_posix()]
     assert row["patient_id"] == pseudonymise(original, KEY) and row["patient_source"] == "source"
     assert not set(patients["patient_id"]) & set(manifest["patient_id"])
     # all images of a patient share one split, and every split has both classes
@@ -114,22 +123,26 @@ def test_every_quarantine_reason_is_recorded_and_nothing_is_lost(make_workspace,
     shutil.copyfile(src / "normal" / "n0.png", src / "pneumonia" / "copy_of_n0.png")
     summary = ingest_sources(ws, [src])
 
-    reasons = {Path(q["source_ref"]).name: q["reason"] for q in summary.quarantined}
-    assert reasons["truncated.png"].startswith("truncated or corrupt")
-    assert reasons["empty.png"] == "empty file (0 bytes)"
-    assert reasons["words.png"] == "not a recognised image format"
-    assert reasons["notes.txt"] == "not an image file"
-    assert reasons["blank.png"].startswith("blank")
-    assert reasons["tiny.png"].startswith("too small")
-    assert reasons["huge.png"].startswith("too many pixels")
-    assert reasons["loose.png"].startswith("unlabelled")
-    assert reasons["copy_of_n0.png"].startswith("label conflict")
+    reasons = {Path(q["path"]).name: (q["code"], q["message"]) for q in summary.quarantined}
+    assert reasons["truncated.png"][0] == "corrupt"
+    assert reasons["truncated.png"][1].startswith("truncated or corrupt")
+    assert reasons["empty.png"] == ("empty", "empty file (0 bytes)")
+    assert reasons["words.png"] == ("not_an_image", "not a recognised image format")
+    assert reasons["notes.txt"] == ("not_an_image", "not an image file")
+    assert reasons["blank.png"][0] == "blank" and reasons["blank.png"][1].startswith("blank")
+    assert reasons["tiny.png"][0] == "too_small"
+    assert reasons["huge.png"][0] == "too_many_pixels"
+    assert reasons["loose.png"][0] == "unlabelled"
+    assert reasons["copy_of_n0.png"][0] == "label_conflict"
     assert summary.ingested == 6 and summary.balanced
-    # copies sit in the quarantine folder; the originals are untouched
+    # quarantined by reference: nothing is copied, the originals stay, and the log gives each
+    # file's sha256 and size
+    assert [p.name for p in ws.quarantine_dir.iterdir()] == ["quarantine.jsonl"]
     for entry in summary.quarantined:
-        original = ws.resolve(entry["source_ref"])
+        original = ws.resolve(entry["path"])
         assert original.exists()
-        assert ws.resolve(entry["quarantined_as"]).read_bytes() == original.read_bytes()
+        assert entry["sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
+        assert entry["size"] == original.stat().st_size
     # a re-ingest finds the same files, counts them again, and logs nothing twice
     again = ingest_sources(ws, [src])
     assert len(again.quarantined) == 9 and again.ingested == 0 and again.balanced
@@ -218,12 +231,13 @@ def test_cross_split_duplicates_are_kept_for_the_contract_then_deduped(
 
     deduped = ingest_sources(ws, [src], dedupe=True)
     after = load_manifest(ws.manifest_path)
-    dropped = sorted(Path(e["source_ref"]).name for e in deduped.removed_by_dedupe)
+    dropped = sorted(Path(e["path"]).name for e in deduped.removed_by_dedupe)
     assert dropped == ["t0.png", "t1.png"]  # the train/val copies go; the test copies stay
     assert after["source_ref"].str.endswith("t0_copy.png").any()
     assert after["source_ref"].str.endswith("t1_small.jpg").any()
     assert (after.groupby("image_id")["split"].nunique() == 1).all()
-    reasons = [e["reason"] for e in deduped.removed_by_dedupe]
+    assert {e["code"] for e in deduped.removed_by_dedupe} == {"duplicate"}
+    reasons = [e["message"] for e in deduped.removed_by_dedupe]
     assert any(r.startswith("exact duplicate") for r in reasons)
     assert any(r.startswith("near (distance") for r in reasons)
     # set aside for good: a plain re-ingest does not bring them back
@@ -233,7 +247,7 @@ def test_cross_split_duplicates_are_kept_for_the_contract_then_deduped(
 
 
 def test_label_list_brings_patients_splits_and_metadata(make_workspace, tmp_path):
-    ws = make_workspace(with_data=False)
+    ws = make_workspace({"data": {"metadata_columns": ["sex", "Site"]}}, with_data=False)
     src = tmp_path / "list"
     rows = []
     for i in range(8):
@@ -245,6 +259,9 @@ def test_label_list_brings_patients_splits_and_metadata(make_workspace, tmp_path
                 "Patient ID": f"MRN{i // 2}",
                 "Sex": "F" if i < 4 else "M",
                 "Site": "north",
+                "Patient Name": f"DOE^JANE{i}",
+                "DOB": "19700101",
+                "Scanner": "X100",
                 "split": "",
             }
         )
@@ -256,6 +273,9 @@ def test_label_list_brings_patients_splits_and_metadata(make_workspace, tmp_path
             "Patient ID": "MRN9",
             "Sex": "F",
             "Site": "south",
+            "Patient Name": "ROE^RICHARD",
+            "DOB": "19800101",
+            "Scanner": "X100",
             "split": "",
         }
     )
@@ -268,10 +288,16 @@ def test_label_list_brings_patients_splits_and_metadata(make_workspace, tmp_path
     assert first["patient_id"] == pseudonymise("MRN0", KEY)
     assert first["label_source"] == "csv:labels.csv"
     assert (first["meta_sex"], first["meta_site"]) == ("F", "north")
+    # only the allow-listed columns are kept; the others are named once and dropped
+    assert [c for c in manifest.columns if c.startswith("meta_")] == ["meta_sex", "meta_site"]
+    assert summary.dropped_columns == ["DOB", "Patient Name", "Scanner"]
+    cells = " ".join(manifest.reset_index().astype(str).to_numpy().ravel())
+    assert "DOE^JANE" not in cells and "19700101" not in cells and "MRN" not in cells
     assert manifest.loc[ws.relative(src / "images" / "1.png"), "label"] == "pneumonia"
     [missing] = summary.quarantined
-    assert missing["reason"] == "listed in labels.csv but the file does not exist"
-    assert missing["quarantined_as"] is None
+    assert missing["code"] == "missing_file"
+    assert missing["message"] == "listed in labels.csv but the file does not exist"
+    assert missing["sha256"] is None and missing["size"] is None
     assert summary.balanced and summary.ingested == 8
 
 
@@ -293,6 +319,20 @@ def test_medmnist_npz_is_ingested_per_split_with_copies_in_the_store(make_worksp
     assert stored.is_relative_to(ws.store_dir)
     np.testing.assert_array_equal(read_image(stored), arrays["val_images"][3])
     assert ingest_sources(ws, [archive]).already_present == 18
+
+
+@pytest.mark.parametrize("column", ["patient_name", "Date of Birth", "MRN", "email"])
+def test_a_label_list_column_naming_an_identifier_is_refused_even_when_allow_listed(
+    make_workspace, tmp_path, column
+):
+    from medimg.errors import ConfigError
+
+    ws = make_workspace({"data": {"metadata_columns": ["sex", column]}}, with_data=False)
+    src = _two_class_source(tmp_path / "src", 2)
+    with pytest.raises(ConfigError, match=f"'{column}' names a direct patient identifier") as err:
+        ingest_sources(ws, [src])
+    assert "\n" not in str(err.value).strip()
+    assert not ws.manifest_path.exists() and not ws.store_dir.exists()
 
 
 def test_rgb_npz_with_flat_labels_and_named_classes(make_workspace, tmp_path):
@@ -375,8 +415,8 @@ def test_burned_in_annotation_is_quarantined_by_reference_only(make_workspace, t
     write_dicom(src / "pneumonia" / "burned.dcm", burned_in="DOE JANE")
     summary = ingest_sources(ws, [src])
     [entry] = summary.quarantined
-    assert entry["reason"].startswith("DICOM BurnedInAnnotation is YES")
-    assert entry["quarantined_as"] is None  # a file with identifiers is never copied
+    assert entry["code"] == "burned_in"
+    assert entry["message"].startswith("DICOM BurnedInAnnotation is YES")
     assert [p.name for p in ws.quarantine_dir.iterdir()] == ["quarantine.jsonl"]
 
 
