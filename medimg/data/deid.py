@@ -453,6 +453,12 @@ _TABLE = _resolve_table(retain_patient_characteristics=False)
 _TABLE_RETAINING = _resolve_table(retain_patient_characteristics=True)
 
 
+UNKNOWN = "unknown"
+"""A ``metadata`` value the dataset does not state (no Modality, no Burned In Annotation)."""
+BURNED_IN_STATES = ("yes", "no", UNKNOWN)
+"""``metadata["burned_in_annotation"]``: Burned In Annotation YES or NO, or anything else."""
+
+
 class PseudonymKeyMissing(DataError):
     """No usable pseudonymisation key in ``MEDIMG_PSEUDONYM_KEY`` (unset, empty or too short)."""
 
@@ -462,6 +468,9 @@ class DeidResult:
     """A de-identified dataset and what the caller needs to know about the original.
 
     ``identifiers`` holds original identifying values: never log or store them.
+    ``burned_in_annotation`` is true only when Burned In Annotation says YES; ``metadata``
+    (values for slicing: modality, view, body part...) gives its state as ``yes``, ``no`` or
+    ``unknown`` under the same key, and the modality as ``unknown`` when the dataset has none.
     """
 
     dataset: Dataset = field(repr=False)
@@ -523,7 +532,8 @@ def deidentify(
     """De-identify ``ds`` in place per PS3.15 Annex E (Basic Profile, Modified Dates Option).
 
     Pixel data and the image pixel attributes are untouched; burned-in text in the pixels is not
-    removed, only reported through ``burned_in_annotation``.
+    removed, only reported through ``burned_in_annotation`` and, with an absent or unexpected
+    Burned In Annotation reported as ``unknown`` rather than as NO, through ``metadata``.
 
     Args:
         ds: the dataset, with its ``file_meta`` if it has one.
@@ -535,7 +545,6 @@ def deidentify(
         The result, whose ``dataset`` is ``ds`` itself.
     """
     _check_key(key)
-    burned_in = _text(ds.get("BurnedInAnnotation")).upper() == "YES"
     metadata = _slicing_metadata(ds, retain_patient_characteristics)
     patient_id = _text(ds.get("PatientID"))
     pseudonym = pseudonymise(patient_id, key) if patient_id else None
@@ -559,7 +568,7 @@ def deidentify(
         dataset=ds,
         patient_pseudonym=pseudonym,
         identifiers=frozenset(ctx.identifiers),
-        burned_in_annotation=burned_in,
+        burned_in_annotation=metadata["burned_in_annotation"] == "yes",
         metadata=metadata,
     )
 
@@ -635,6 +644,11 @@ def _slicing_metadata(ds: Dataset, retain_patient_characteristics: bool) -> dict
         value = _text(ds.get(keyword))
         if value:
             metadata[name] = value
+    # Every DICOM gets these two, so images whose burned-in text nobody vouched for can be counted
+    # per modality. Only an explicit NO counts as no: an absent attribute says nothing.
+    metadata.setdefault("modality", UNKNOWN)
+    stated = _text(ds.get("BurnedInAnnotation")).lower()
+    metadata["burned_in_annotation"] = stated if stated in BURNED_IN_STATES else UNKNOWN
     return metadata
 
 

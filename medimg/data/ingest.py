@@ -587,7 +587,7 @@ def _decide_rows(
             patient, patient_source = dicom_patient, "source"
         else:
             patient, patient_source = f"img-{entry.image_id[:16]}", "image"
-        metadata.update(item.metadata)
+        metadata = {**item.metadata, **metadata}  # what the DICOM header says wins
         rows.append(
             {
                 "image_id": entry.image_id,

@@ -1,11 +1,11 @@
 """The manifest data contract, checked with Great Expectations.
 
 Every check is a real GX expectation. Where a rule spans rows (class counts per split, an image or
-a patient in two splits, near-duplicate pairs) or combines columns (intensity), pandas first
-derives a small frame and GX validates that frame, so the Data Docs show every rule next to the
-data it judged. The checks, and their default levels, are those of
-:data:`medimg.config.CHECK_LEVELS`; a failed ``critical`` check fails the contract, a failed
-``warning`` is reported and logged only.
+a patient in two splits, near-duplicate pairs, DICOMs of unknown burned-in text per modality) or
+combines columns (intensity), pandas first derives a small frame and GX validates that frame, so
+the Data Docs show every rule next to the data it judged. The checks, and their default levels,
+are those of :data:`medimg.config.CHECK_LEVELS`; a failed ``critical`` check fails the contract, a
+failed ``warning`` is reported and logged only.
 
 GX runs in an ephemeral, in-memory context: it writes nothing but the Data Docs we ask for, and is
 imported only when :func:`validate_manifest` runs, because importing it takes seconds.
@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from medimg.config import CHECK_LEVELS, ValidationConfig
+from medimg.data.deid import BURNED_IN_STATES, UNKNOWN
 from medimg.data.hashing import near_duplicates, parse_phash, phash_hex
-from medimg.data.manifest import COLUMNS
+from medimg.data.manifest import COLUMNS, META_PREFIX
 from medimg.workspace import SPLITS
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ _FRAME_INDEX_COLUMNS: dict[str, list[str]] = {
     "near_duplicates": ["image_a", "split_a", "image_b", "split_b"],
     "patient_splits": ["split"],
     "quarantine": ["quarantined", "manifest_rows"],
+    "burned_in_annotation": ["modality"],
 }
 # The manifest columns each derived frame is built from.
 _FRAME_NEEDS: dict[str, tuple[str, ...]] = {
@@ -79,6 +81,7 @@ _FRAME_NEEDS: dict[str, tuple[str, ...]] = {
     "near_duplicates": ("image_id", "split", "phash"),
     "patient_splits": ("patient_id", "split"),
     "quarantine": (),
+    "burned_in_annotation": ("image_id", "format"),
 }
 
 Summary = tuple[object, str, list[str]]
@@ -295,6 +298,7 @@ def _derive_frames(
                                                     max_thumbnail_distance),
         "patient_splits": lambda: _distinct_pairs(manifest, "patient_id"),
         "quarantine": lambda: _quarantine(len(manifest), quarantined),
+        "burned_in_annotation": lambda: _burned_in_counts(manifest),
     }
     frames = {"manifest": manifest}
     unavailable: dict[str, str] = {}
@@ -423,6 +427,38 @@ def _quarantine(manifest_rows: int, quarantined: int) -> pd.DataFrame:
             "quarantined_fraction": [quarantined / total if total else 0.0],
         }
     )
+
+
+def _dicom_images(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per DICOM image: its id, modality and Burned In Annotation state.
+
+    An image whose rows (exact duplicates share an id) record no state, as in a manifest made
+    before ingest recorded it, is ``unknown`` like one whose file did not say YES or NO.
+    """
+    dicom = manifest[manifest["format"].isin(["dicom"])]  # a missing format is not DICOM
+    wanted = {"modality": f"{META_PREFIX}modality", "state": f"{META_PREFIX}burned_in_annotation"}
+    columns = {name: dicom[c] if c in dicom.columns else pd.NA for name, c in wanted.items()}
+    images = (
+        pd.DataFrame({"image_id": dicom["image_id"], **columns}, index=dicom.index)
+        .astype("string")
+        .groupby("image_id", sort=False)
+        .first()  # the first value each column has among an image's rows
+        .reset_index()
+    )
+    images["modality"] = images["modality"].fillna(UNKNOWN)
+    known = [s for s in BURNED_IN_STATES if s != UNKNOWN]
+    images["state"] = images["state"].where(images["state"].isin(known), UNKNOWN)
+    return images
+
+
+def _burned_in_counts(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per modality: its DICOM images and how many have an unknown burned-in state."""
+    images = _dicom_images(manifest)
+    images["unknown"] = images["state"] == UNKNOWN
+    counts = images.groupby("modality").agg(
+        n_images=("image_id", "size"), n_unknown=("unknown", "sum")
+    )
+    return counts.reset_index().astype({"modality": "string", "n_images": int, "n_unknown": int})
 
 
 # --- The checks, in the order of CHECK_LEVELS. ---
@@ -595,6 +631,13 @@ def _define_checks(
                 column="quarantined_fraction", max_value=cfg.max_quarantine_fraction
             ),
             _summarise_quarantine(frames["quarantine"], cfg.max_quarantine_fraction),
+        ),
+        _Check(
+            "burned_in_annotation_known",
+            "burned_in_annotation",
+            E.ExpectColumnValuesToBeBetween(column="n_unknown", max_value=0),
+            _summarise_burned_in(manifest, frames["burned_in_annotation"]),
+            _FRAME_NEEDS["burned_in_annotation"],
         ),
     ]
     for check in checks:
@@ -1066,6 +1109,32 @@ def _summarise_quarantine(quarantine: pd.DataFrame, max_fraction: float) -> Summ
             )
             return observed, details, []
         return observed, f"{share}; at most {max_fraction:.1%} allowed)", []
+
+    return summarise
+
+
+def _summarise_burned_in(manifest: pd.DataFrame, counts: pd.DataFrame) -> Summarise:
+    per_modality = _by(counts, "modality", "n_unknown", int)
+    total = sum(_by(counts, "modality", "n_images", int).values())
+
+    def summarise(result: dict[str, Any]) -> Summary:
+        unknown = {m: per_modality[m] for (m,) in _offending_rows(result, ["modality"])}
+        count = sum(unknown.values())
+        observed = {"unknown_count": count, "unknown_by_modality": unknown, "dicom_images": total}
+        if not total:
+            return observed, "no DICOM images, so no Burned In Annotation to check", []
+        if not count:
+            details = f"every DICOM image states Burned In Annotation YES or NO ({_images(total)})"
+            return observed, details, []
+        images = _dicom_images(manifest)
+        ids = images.loc[images["state"] == UNKNOWN, "image_id"].astype(str).to_list()
+        have = "1 DICOM image has" if count == 1 else f"{count} DICOM images have"
+        details = (
+            f"{have} no Burned In Annotation YES or NO, by modality {unknown}: they were not "
+            "checked for text burned into the pixels (names, ids, dates); review them, or set "
+            "BurnedInAnnotation at the source"
+        )
+        return observed, details + _naming(ids, count), ids[:MAX_LISTED]
 
     return summarise
 

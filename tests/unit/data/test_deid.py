@@ -314,6 +314,7 @@ def test_patient_characteristics_are_removed_unless_retained():
         "view_position": "PA",
         "body_part": "CHEST",
         "photometric": "MONOCHROME2",
+        "burned_in_annotation": "no",
     }
     kept = deidentify(_phi_dataset(), KEY, retain_patient_characteristics=True)
     assert kept.dataset.PatientSex == "F" and kept.dataset.PatientAge == "062Y"
@@ -323,8 +324,17 @@ def test_patient_characteristics_are_removed_unless_retained():
     assert "113108" in codes
 
 
-@pytest.mark.parametrize(("flag", "expected"), [("YES", True), ("NO", False), (None, False)])
-def test_burned_in_annotation_is_reported_and_kept(flag, expected):
+@pytest.mark.parametrize(
+    ("flag", "expected", "state"),
+    [
+        ("YES", True, "yes"),
+        ("NO", False, "no"),
+        (None, False, "unknown"),  # absent says nothing: not the same as NO
+        ("", False, "unknown"),
+        ("MAYBE", False, "unknown"),
+    ],
+)
+def test_burned_in_annotation_is_reported_and_kept(flag, expected, state):
     ds = _phi_dataset()
     if flag is None:
         del ds.BurnedInAnnotation
@@ -332,7 +342,17 @@ def test_burned_in_annotation_is_reported_and_kept(flag, expected):
         ds.BurnedInAnnotation = flag
     result = deidentify(ds, KEY)
     assert result.burned_in_annotation is expected
+    assert result.metadata["burned_in_annotation"] == state
     assert result.dataset.get("BurnedInAnnotation") == flag
+
+
+def test_a_dataset_without_modality_or_burned_in_annotation_reports_both_unknown():
+    ds = _phi_dataset()
+    del ds.Modality
+    del ds.BurnedInAnnotation
+    metadata = deidentify(ds, KEY).metadata
+    assert metadata["modality"] == "unknown"
+    assert metadata["burned_in_annotation"] == "unknown"
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DA")

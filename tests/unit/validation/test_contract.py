@@ -114,8 +114,21 @@ def _rows(per_class: int = 3) -> dict[str, dict[str, Any]]:
 
 
 def _frame(rows: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> pd.DataFrame:
-    """A manifest with the dtypes ``load_manifest`` gives."""
-    return pd.DataFrame(list(rows), columns=list(COLUMNS)).astype(COLUMNS)
+    """A manifest with the dtypes ``load_manifest`` gives; a ``meta_`` key in any row becomes a
+    column, empty in the rows without it."""
+    rows = list(rows)
+    meta = sorted({k for row in rows for k in row if k.startswith("meta_")})
+    types = {**COLUMNS, **dict.fromkeys(meta, "string")}
+    return pd.DataFrame(rows, columns=list(types)).astype(types)
+
+
+def _dicom(modality: str | None, burned_in: str | None) -> dict[str, Any]:
+    """Row changes for a DICOM image as ingest records it; None leaves a value unrecorded."""
+    return {
+        "format": "dicom",
+        "meta_modality": modality,
+        "meta_burned_in_annotation": burned_in,
+    }
 
 
 @dataclass(frozen=True)
@@ -200,7 +213,8 @@ def test_clean_run_writes_data_docs_for_every_frame(clean: Run) -> None:
     index = clean.docs / "index.html"
     html = index.read_text()
 
-    for frame in ("manifest", "null_counts", "class_shares", "near_duplicates", "quarantine"):
+    derived = ("null_counts", "class_shares", "near_duplicates", "quarantine")
+    for frame in ("manifest", *derived, "burned_in_annotation"):
         assert f"medimg_{frame}" in html
     page = next((clean.docs / "validations" / "medimg_near_duplicates").rglob("*.html"))
     assert "distance" in page.read_text()
@@ -265,7 +279,12 @@ def test_broken_manifest_fails_each_check_it_breaks(broken: Run) -> None:
     report = broken.report
 
     assert not report.success
-    passed = {"columns_present", "manifest_not_empty", "splits_non_empty"}
+    passed = {
+        "columns_present",
+        "manifest_not_empty",
+        "splits_non_empty",
+        "burned_in_annotation_known",  # no DICOM images
+    }
     assert _failed(report) == set(CHECK_LEVELS) - passed
     assert {c.name for c in report.warnings} == WARNINGS
     assert {c.name for c in report.failed_critical} == set(CHECK_LEVELS) - passed - WARNINGS
@@ -447,6 +466,85 @@ def test_thresholds_come_from_the_config_and_arguments(tmp_path: Path) -> None:
     assert _failed(run.report) == set()
     assert "at most 10.0% allowed" in _check(run.report, "patient_ids_present").details
     assert "pHash distance <= 2" in _check(run.report, "no_near_duplicate_within_split").details
+
+
+# --- Burned-in text: DICOM images whose Burned In Annotation is not YES or NO, per modality. ---
+
+
+def _burned_in_manifest() -> pd.DataFrame:
+    rows = _rows()
+    rows["train-normal-0"].update(_dicom("CR", "unknown"))
+    rows["train-normal-1"].update(_dicom("CR", "unknown"))
+    rows["val-normal-0"].update(_dicom("CR", "no"))
+    rows["val-normal-1"].update(_dicom("DX", "yes"))  # known, and allowed in by ingest's setting
+    rows["test-normal-0"].update(_dicom("unknown", "unknown"))  # no Modality in the file either
+    rows["test-normal-1"].update(_dicom(None, None))  # a row from before ingest recorded them
+    # Not a DICOM (a label list can bring any column): not counted.
+    rows["train-pneumonia-0"]["meta_burned_in_annotation"] = "unknown"
+    return _frame(rows.values())
+
+
+@pytest.fixture(scope="module")
+def burned_in(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _run(tmp_path_factory.mktemp("burned_in"), _burned_in_manifest(), docs=True)
+
+
+def test_unknown_burned_in_annotation_warns_with_counts_per_modality(burned_in: Run) -> None:
+    check = _check(burned_in.report, "burned_in_annotation_known")
+
+    assert not check.success and check.level == "warning"
+    assert check.expectation == "expect_column_values_to_be_between"
+    assert check.observed == {
+        "unknown_count": 4,
+        "unknown_by_modality": {"CR": 2, "unknown": 2},
+        "dicom_images": 6,
+    }
+    assert check.offending_ids == [
+        _id(k) for k in ("train-normal-0", "train-normal-1", "test-normal-0", "test-normal-1")
+    ]
+    assert "4 DICOM images have no Burned In Annotation YES or NO" in check.details
+    assert "{'CR': 2, 'unknown': 2}" in check.details
+    assert "not checked for text burned into the pixels" in check.details
+    assert "set BurnedInAnnotation at the source" in check.details
+
+
+def test_unknown_burned_in_annotation_does_not_fail_the_contract(burned_in: Run) -> None:
+    assert burned_in.report.success
+    assert [c.name for c in burned_in.report.warnings] == ["burned_in_annotation_known"]
+    assert burned_in.written["success"] is True
+    assert burned_in.written["failed"] == []
+    assert burned_in.written["warnings"] == ["burned_in_annotation_known"]
+
+
+def test_burned_in_data_docs_show_the_unknown_count_per_modality(burned_in: Run) -> None:
+    page = next((burned_in.docs / "validations" / "medimg_burned_in_annotation").rglob("*.html"))
+    html = page.read_text()
+
+    assert "n_unknown" in html and "CR" in html
+
+
+def test_dicom_images_all_stating_no_pass_the_burned_in_check(tmp_path: Path) -> None:
+    rows = _rows()
+    for key in ("train-normal-0", "val-normal-0", "test-normal-0"):
+        rows[key].update(_dicom("CR", "no"))
+    rows["test-pneumonia-0"].update(_dicom("unknown", "no"))
+
+    run = _run(tmp_path, _frame(rows.values()))
+
+    check = _check(run.report, "burned_in_annotation_known")
+    assert check.success, check.details
+    assert check.observed == {"unknown_count": 0, "unknown_by_modality": {}, "dicom_images": 4}
+    assert check.details == "every DICOM image states Burned In Annotation YES or NO (4 images)"
+    assert run.report.warnings == []
+
+
+def test_a_manifest_without_dicom_columns_passes_the_burned_in_check(clean: Run) -> None:
+    check = _check(clean.report, "burned_in_annotation_known")
+
+    assert "meta_burned_in_annotation" not in _frame(_rows().values()).columns
+    assert check.success
+    assert check.observed == {"unknown_count": 0, "unknown_by_modality": {}, "dicom_images": 0}
+    assert check.details.startswith("no DICOM images")
 
 
 # --- Degenerate manifests fail their checks with a reason, never crash. ---
