@@ -55,6 +55,6 @@ mlflow-ui: $(STAMP)
 # phantoms it generated itself).
 clean-demo:
 	rm -rf mlflow.db mlartifacts reports models/classifier data/manifest.parquet data/processed \
-	  data/store data/.ingest_cache.json \
+	  data/store data/.ingest_cache.json data/.private \
 	  data/quarantine dvc.lock
 	@if [ -f data/raw/.phantoms ]; then rm -rf data/raw data/raw.dvc; fi

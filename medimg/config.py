@@ -62,7 +62,7 @@ class DataConfig(_Section):
     @field_validator("metadata_columns")
     @classmethod
     def _no_identifier_columns(cls, columns: list[str]) -> list[str]:
-        from medimg.data.phi import is_identifier_column
+        from medimg.phi import is_identifier_column
 
         refused = [c for c in columns if is_identifier_column(c)]
         if refused:

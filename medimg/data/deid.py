@@ -17,7 +17,7 @@ import hmac
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -433,7 +433,6 @@ _FILE_META_KEEP = frozenset(
 )
 # Name components after the middle name are prefixes and suffixes ("DR", "JR"), not identifying.
 _NAME_COMPONENTS_REPORTED = 3
-_MIN_SCRUB_LENGTH = 3
 
 
 def _resolve_table(retain_patient_characteristics: bool) -> dict[int, str]:
@@ -571,29 +570,6 @@ def deidentify(
         burned_in_annotation=metadata["burned_in_annotation"] == "yes",
         metadata=metadata,
     )
-
-
-def scrub_text(text: str, identifiers: Iterable[str], key: bytes) -> str:
-    """Replace each identifier (3 characters or more) in ``text`` with its pseudonym.
-
-    Matching is case-insensitive and longest first, in one pass, so a pseudonym is never
-    scrubbed again. Person-name components must be passed separately ("DOE", "JANE") to catch
-    paths like ``DOE_JANE/...``; :attr:`DeidResult.identifiers` already holds them.
-    """
-    canonical: dict[str, str] = {}
-    for identifier in sorted({i.strip() for i in identifiers}):
-        if len(identifier) >= _MIN_SCRUB_LENGTH:
-            canonical.setdefault(identifier.lower(), identifier)
-    if not canonical or not text:
-        return text
-    ordered = sorted(canonical.values(), key=lambda s: (-len(s), s))
-    pattern = re.compile("|".join(re.escape(s) for s in ordered), re.IGNORECASE)
-
-    def replace(match: re.Match[str]) -> str:
-        found = match.group(0)
-        return pseudonymise(canonical.get(found.lower(), found), key)
-
-    return pattern.sub(replace, text)
 
 
 # --- internals --------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from medimg.data.images import (
     read_dicom,
 )
 from medimg.data.manifest import META_PREFIX, empty_manifest, load_manifest, write_manifest
-from medimg.data.phi import Scrubber
+from medimg.phi import Scrubber
 from medimg.data.pixels_only import pixels_only_copy, png_pixels
 from medimg.data.private import Originals
 from medimg.data.quarantine import QuarantineLog, Reject
@@ -375,7 +375,7 @@ def ingest_sources(
     identifiers = {e.item.patient for e in found if e.item.patient}
     for analysis in analysed.values():
         identifiers |= analysis.identifiers
-    scrub = Scrubber(identifiers, key)
+    scrub = Scrubber(identifiers, (lambda value: deid.pseudonymise(value, key)) if key else None)
     for entry in found:
         if not entry.from_map:
             entry.ref = scrub(entry.ref)

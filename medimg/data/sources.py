@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from medimg.data.images import DICOM_SNIFF_BYTES, IMAGE_SUFFIXES, is_dicom
-from medimg.data.phi import is_identifier_column
+from medimg.phi import is_identifier_column
 from medimg.errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -109,7 +109,7 @@ def _plant(raw: Path, listed: Path, phantoms: Path) -> tuple[set[str], list[Path
     the identified files a client will send to the served model."""
     patients = pd.read_csv(phantoms / "patients.csv")
     planted = {v for k, v in PHI_VALUES.items() if not k.endswith("Time")}
-    table, listing, to_send = [], [], []
+    table, listing, to_send, sent = [], [], [], set()
     (listed / "imgs").mkdir(parents=True)
     for n, (_patient, group) in enumerate(patients.groupby("patient_id")):
         identity = _identity(n)
@@ -128,8 +128,9 @@ def _plant(raw: Path, listed: Path, phantoms: Path) -> tuple[set[str], list[Path
             elif kind == 1:  # DICOM without preamble or extension, in a folder named by MRN
                 folder = raw / label / mrn
                 folder.mkdir(parents=True, exist_ok=True)
-                _bare_dicom(folder / f"IM{k:04d}", pixels, identity)
-                planted.add(str(pydicom.dcmread(folder / f"IM{k:04d}", force=True).SOPInstanceUID))
+                target = folder / f"IM{k:04d}"
+                _bare_dicom(target, pixels, identity)
+                planted.add(str(pydicom.dcmread(target, force=True).SOPInstanceUID))
             elif kind in (2, 3):  # PNG text chunks or JPEG EXIF, named after the patient id
                 (raw / label).mkdir(parents=True, exist_ok=True)
                 if kind == 2:
@@ -148,9 +149,9 @@ def _plant(raw: Path, listed: Path, phantoms: Path) -> tuple[set[str], list[Path
                                 "patient_id": mrn, "patient_name": identity["PatientName"],
                                 "date_of_birth": identity["PatientBirthDate"], "mrn": mrn,
                                 "view": "PA"})
-            if k == 0 and kind in (0, 1, 3) and len(to_send) < 3:
-                to_send.append(next(p for p in sorted(target.parent.iterdir())
-                                    if p.is_file()) if kind == 1 else target)
+            if kind in (0, 1, 3) and kind not in sent:  # one identified file of each kind
+                sent.add(kind)
+                to_send.append(target)
         if kind == 2:  # a report beside the images, named and filled with identifiers
             label = Path(group["path"].iloc[0]).parts[0]
             report = raw / label / f"{mrn}_report.txt"
@@ -272,7 +273,7 @@ def test_no_planted_identifier_appears_in_anything_medimg_writes(
     # Prefect's API logs are shipped in batches; let the last one land
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler.flush()
+    APILogHandler().flush()
     time.sleep(3)
     written = _files(ws.root, (ws.raw_dir, ws.root / ".git", ws.root / "data" / ".private"))
     assert any(p.is_relative_to(ws.root / ".dvc" / "cache") for p in written)

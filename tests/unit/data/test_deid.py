@@ -25,11 +25,15 @@ from medimg.data.deid import (
     deidentify,
     pseudonym_key,
     pseudonymise,
-    scrub_text,
 )
+from medimg.phi import Scrubber
 from medimg.errors import DataError
 
 KEY = b"unit-test-key-0123456789abcdef"
+
+
+def _pseudonym(value: str) -> str:
+    return pseudonymise(value, KEY)
 OTHER_KEY = b"another-key-fedcba9876543210"
 ROOT = "1.2.826.0.1.3680043.8.498.7731."
 
@@ -393,22 +397,23 @@ def test_short_key_is_rejected_without_echoing_it(monkeypatch):
     assert pseudonym_key(required=True) == b"0123456789abcdef"
 
 
-def test_scrub_text_replaces_name_components_and_ids_case_insensitively():
+def test_identifiers_found_in_a_header_leave_a_path_whatever_their_case_and_separators():
     ds = _phi_dataset(PatientName="DOE^JANE", PatientID="MRN123")
     identifiers = deidentify(ds, KEY).identifiers
     assert {"DOE^JANE", "DOE", "JANE", "MRN123"} <= identifiers
     path = "incoming/Doe_Jane/mrn123/DOE-jane-chest.dcm"
-    scrubbed = scrub_text(path, identifiers, KEY)
+    scrubbed = Scrubber(identifiers, _pseudonym)(path)
     assert not re.search("doe|jane|mrn123", scrubbed, re.IGNORECASE)
-    doe, jane, mrn = (pseudonymise(v, KEY) for v in ("DOE", "JANE", "MRN123"))
-    assert scrubbed == f"incoming/{doe}_{jane}/{mrn}/{doe}-{jane}-chest.dcm"
+    name, mrn = (pseudonymise(v, KEY) for v in ("DOE^JANE", "MRN123"))
+    assert scrubbed == f"incoming/{name}/{mrn}/{name}-chest.dcm"
 
 
-def test_scrub_text_prefers_longer_identifiers_and_skips_short_ones():
-    scrubbed = scrub_text("MRN1234/MRN123/JO/x.dcm", {"MRN123", "MRN1234", "JO", ""}, KEY)
-    expected = f"{pseudonymise('MRN1234', KEY)}/{pseudonymise('MRN123', KEY)}/JO/x.dcm"
-    assert scrubbed == expected
-    assert scrub_text("nothing here", [], KEY) == "nothing here"
+def test_longer_identifiers_win_and_short_ones_go_only_as_whole_words():
+    scrub = Scrubber({"MRN123", "MRN1234", "JO", ""}, _pseudonym)
+    scrubbed = scrub("MRN1234/MRN123/JOHN/JO/x.dcm")
+    mrn4, mrn3, jo = (pseudonymise(v, KEY) for v in ("MRN1234", "MRN123", "JO"))
+    assert scrubbed == f"{mrn4}/{mrn3}/JOHN/{jo}/x.dcm"
+    assert Scrubber(set(), _pseudonym)("nothing here") == "nothing here"
 
 
 def test_every_table_keyword_is_known_to_pydicom():

@@ -1,4 +1,4 @@
-"""What counts as a direct identifier in a column name, wherever medimg reads columns.
+"""Identifiers in names: columns that name one, and known values replaced in paths and logs.
 
 A label list brings columns; only those named in ``data.metadata_columns`` are kept, and a name
 that marks a direct identifier (HIPAA Safe Harbor's list, and its equivalents elsewhere) is
@@ -8,6 +8,7 @@ refused even when it is named there.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 # Each pattern is matched against the column name folded to ``lower_snake_case`` and against
 # its words, so ``Patient Name``, ``patientName`` and ``PATIENT-NAME`` all match.
@@ -61,14 +62,16 @@ class Scrubber:
 
     Matching ignores case and the separators inside an identifier ("PT-0001" is also found as
     "pt0001", "PT_0001" or "pt 0001"), and takes the longest identifier at each position, so a
-    pseudonym is never scrubbed again. Identifiers of 3 characters or more are replaced wherever they occur
-    ("MRN-770_cxr.png"); shorter ones only as a whole word ("7/cxr.png"), so that a patient
-    called "7" does not rewrite every 7 in a path. The cost is linear in the text and the number
-    of distinct identifier lengths, not in the number of identifiers.
+    pseudonym is never scrubbed again. Identifiers of 3 characters or more are replaced wherever
+    they occur ("MRN-770_cxr.png"); shorter ones only as a whole word ("7/cxr.png"), so that a
+    patient called "7" does not rewrite every 7 in a path. The cost is linear in the text and the
+    number of distinct identifier lengths, not in the number of identifiers.
     """
 
-    def __init__(self, identifiers: set[str] | frozenset[str], key: bytes | None) -> None:
-        self.key = key
+    def __init__(
+        self, identifiers: set[str] | frozenset[str], pseudonym: Callable[[str], str] | None
+    ) -> None:
+        self.pseudonym = pseudonym
         self.canonical: dict[str, str] = {}
         for identifier in sorted({i.strip() for i in identifiers if i and i.strip()}):
             for variant in _variants(identifier):
@@ -76,14 +79,12 @@ class Scrubber:
         self.lengths = sorted({len(k) for k in self.canonical}, reverse=True)
 
     def __bool__(self) -> bool:
-        return bool(self.canonical) and self.key is not None
+        return bool(self.canonical) and self.pseudonym is not None
 
     def __call__(self, text: str) -> str:
         if not self or not text:
             return text
-        from medimg.data.deid import pseudonymise
-
-        assert self.key is not None
+        assert self.pseudonym is not None
         folded = text.casefold()
         if len(folded) != len(text):  # casefold changed the length (ß, ligatures): fold by char
             folded = "".join(c.casefold()[:1] or c for c in text)
@@ -95,7 +96,7 @@ class Scrubber:
                 if found is not None and (length >= _MIN_SUBSTRING or _whole_word(
                         text, position, length)):
                     out.append(text[start:position])
-                    out.append(pseudonymise(found, self.key))
+                    out.append(self.pseudonym(found))
                     position += length
                     start = position
                     break
