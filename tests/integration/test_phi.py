@@ -169,7 +169,7 @@ def _texts(path: Path) -> list[str]:
     data = path.read_bytes()
     texts = [data.decode("latin-1")]
     if data[:4] == b"PAR1":
-        texts.append(" ".join(pd.read_parquet(path).astype(str).to_numpy().ravel()))
+        texts.append(" ".join(map(str, pd.read_parquet(path).to_numpy().ravel())))
     elif data[:16] == b"SQLite format 3\x00":
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             for (table,) in db.execute("select name from sqlite_master where type='table'"):
