@@ -53,70 +53,112 @@ def is_identifier_column(name: str) -> bool:
     return bool(words & _IDENTIFIER_WORDS) or folded.replace("_", "") in _IDENTIFIER_WORDS
 
 
-_MIN_SUBSTRING = 3
-"""Shorter identifiers are replaced only where they stand as a whole word of a path."""
+_MIN_SQUEEZED = 4
+"""Identifiers with this many letters and digits or more are found whatever the separators;
+shorter ones only where they stand as a whole word."""
+
+
+def squeeze(text: str) -> str:
+    """Letters and digits only, case-folded: the form in which identifiers are compared."""
+    return "".join(c.casefold() for c in text if c.isalnum())
 
 
 class Scrubber:
     """Replaces every known identifier in a text by its pseudonym, in one left-to-right pass.
 
-    Matching ignores case and the separators inside an identifier ("PT-0001" is also found as
-    "pt0001", "PT_0001" or "pt 0001"), and takes the longest identifier at each position, so a
-    pseudonym is never scrubbed again. Identifiers of 3 characters or more are replaced wherever
-    they occur ("MRN-770_cxr.png"); shorter ones only as a whole word ("7/cxr.png"), so that a
-    patient called "7" does not rewrite every 7 in a path. The cost is linear in the text and the
-    number of distinct identifier lengths, not in the number of identifiers.
+    Identifiers are compared on their letters and digits only, ignoring case, so "PT-0001" is
+    found as "pt0001", "PT_0001" or "pt-00-01", and "19710203" as "1971-02-03"; at each position
+    the longest identifier wins, and a pseudonym is never scrubbed again. Identifiers with fewer
+    than 4 letters and digits are replaced only where they stand as a whole word, so that a
+    patient called "7" does not rewrite every 7 in a path.
+
+    Identifiers met in earlier ingests are known only by keyed digests (``digests``: digest of
+    the squeezed value -> pseudonym, with ``digest`` computing one), so nothing stored names
+    them. The cost is linear in the text and the number of distinct identifier lengths.
     """
 
     def __init__(
-        self, identifiers: set[str] | frozenset[str], pseudonym: Callable[[str], str] | None
+        self,
+        identifiers: set[str] | frozenset[str],
+        pseudonym: Callable[[str], str] | None,
+        digests: dict[str, str] | None = None,
+        digest: Callable[[str], str] | None = None,
     ) -> None:
         self.pseudonym = pseudonym
-        self.canonical: dict[str, str] = {}
+        self.long: dict[str, str] = {}
+        self.short: dict[str, str] = {}
         for identifier in sorted({i.strip() for i in identifiers if i and i.strip()}):
-            for variant in _variants(identifier):
-                self.canonical.setdefault(variant, identifier)
-        self.lengths = sorted({len(k) for k in self.canonical}, reverse=True)
+            key = squeeze(identifier)
+            if len(key) >= _MIN_SQUEEZED:
+                self.long.setdefault(key, identifier)
+            elif key:
+                self.short.setdefault(identifier.casefold(), identifier)
+        self.digests = digests or {}
+        self.digest = digest if self.digests else None
+        lengths = {len(k) for k in self.long}
+        if self.digest is not None:
+            lengths |= {int(d.partition(":")[0]) for d in self.digests}
+        self.lengths = sorted(lengths, reverse=True)
+        self.short_lengths = sorted({len(k) for k in self.short}, reverse=True)
 
     def __bool__(self) -> bool:
-        return bool(self.canonical) and self.pseudonym is not None
+        return self.pseudonym is not None and bool(self.long or self.short or self.digest)
 
     def __call__(self, text: str) -> str:
         if not self or not text:
             return text
-        assert self.pseudonym is not None
-        folded = text.casefold()
-        if len(folded) != len(text):  # casefold changed the length (ß, ligatures): fold by char
-            folded = "".join(c.casefold()[:1] or c for c in text)
+        spans = self._long_spans(text) + self._short_spans(text)
         out: list[str] = []
-        start = position = 0
-        while position < len(text):
+        end = 0
+        for start, stop, replacement in sorted(spans, key=lambda s: (s[0], -s[1])):
+            if start < end:
+                continue  # overlaps a longer match already taken
+            out += [text[end:start], replacement]
+            end = stop
+        out.append(text[end:])
+        return "".join(out)
+
+    def _long_spans(self, text: str) -> list[tuple[int, int, str]]:
+        assert self.pseudonym is not None
+        chars: list[str] = []
+        where: list[int] = []
+        for index, char in enumerate(text):
+            if char.isalnum():
+                for folded in char.casefold():
+                    chars.append(folded)
+                    where.append(index)
+        squeezed = "".join(chars)
+        spans = []
+        position = 0
+        while position < len(squeezed):
             for length in self.lengths:
-                found = self.canonical.get(folded[position:position + length])
-                if found is not None and (length >= _MIN_SUBSTRING or _whole_word(
-                        text, position, length)):
-                    out.append(text[start:position])
-                    out.append(self.pseudonym(found))
+                piece = squeezed[position:position + length]
+                if len(piece) < length:
+                    continue
+                replacement = None
+                if piece in self.long:
+                    replacement = self.pseudonym(self.long[piece])
+                elif self.digest is not None:
+                    replacement = self.digests.get(self.digest(piece))
+                if replacement is not None:
+                    spans.append((where[position], where[position + length - 1] + 1,
+                                  replacement))
                     position += length
-                    start = position
                     break
             else:
                 position += 1
-        out.append(text[start:])
-        return "".join(out)
+        return spans
 
-
-_SEPARATORS = re.compile(r"[\s\-_.^,/]+")
-
-
-def _variants(identifier: str) -> set[str]:
-    """The identifier as it may be written in a file name: its separators dropped or swapped."""
-    folded = identifier.casefold()
-    parts = [p for p in _SEPARATORS.split(folded) if p]
-    variants = {folded}
-    if len(parts) > 1:
-        variants |= {joiner.join(parts) for joiner in ("", "_", "-", " ", ".")}
-    return {v for v in variants if v}
+    def _short_spans(self, text: str) -> list[tuple[int, int, str]]:
+        assert self.pseudonym is not None
+        folded = text.casefold() if len(text.casefold()) == len(text) else text
+        spans = []
+        for length in self.short_lengths:
+            for start in range(len(text) - length + 1):
+                found = self.short.get(folded[start:start + length])
+                if found is not None and _whole_word(text, start, length):
+                    spans.append((start, start + length, self.pseudonym(found)))
+        return spans
 
 
 def _whole_word(text: str, start: int, length: int) -> bool:

@@ -54,9 +54,8 @@ from medimg.data.images import (
     read_dicom,
 )
 from medimg.data.manifest import META_PREFIX, empty_manifest, load_manifest, write_manifest
-from medimg.phi import Scrubber
 from medimg.data.pixels_only import pixels_only_copy, png_pixels
-from medimg.data.private import Originals
+from medimg.data.private import KnownIdentifiers, Originals
 from medimg.data.quarantine import QuarantineLog, Reject
 from medimg.data.sources import (
     SourceFormat,
@@ -73,6 +72,7 @@ from medimg.data.splits import (
     carve_val_from_train,
 )
 from medimg.errors import DataError
+from medimg.phi import Scrubber, squeeze
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,10 @@ def analyse(path: Path | None, array: np.ndarray | None, options: _Options) -> _
             assert path is not None
             data = path.read_bytes()
             if is_dicom(data[:DICOM_SNIFF_BYTES]):
-                result, decoded = _analyse_dicom(data, options)
+                # pydicom warns about invalid values by quoting them: they may be identifiers
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    result, decoded = _analyse_dicom(data, options)
                 if result.reject:
                     return result
             else:
@@ -224,13 +227,11 @@ def _analyse_dicom(data: bytes, options: _Options) -> tuple[_Analysis, DecodedIm
         return _Analysis(reject=Reject("dicom_unreadable", "DICOM header cannot be read")), None
     sop_uid = str(ds.get("SOPInstanceUID", "") or "") or None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = deid.deidentify(ds, options.key)
+        result = deid.deidentify(ds, options.key)
     except Exception:  # any failure here must quarantine, never leak
-        return _Analysis(
-            reject=Reject("deid_failed", "DICOM could not be de-identified")
-        ), None
+        # what the header names is still scrubbed from the file's path
+        return _Analysis(reject=Reject("deid_failed", "DICOM could not be de-identified"),
+                         identifiers=deid.collect_identifiers(ds)), None
     analysis = _Analysis(
         fmt="dicom",
         patient=result.patient_pseudonym,
@@ -253,7 +254,11 @@ def _analyse_dicom(data: bytes, options: _Options) -> tuple[_Analysis, DecodedIm
         analysis.reject = Reject(exc.code, str(exc))
         return analysis, None
     buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
+    try:
+        ds.save_as(buffer, enforce_file_format=True)
+    except Exception:  # the message may quote a value
+        analysis.reject = Reject("deid_failed", "the de-identified DICOM could not be written")
+        return analysis, None
     analysis.store_bytes = buffer.getvalue()
     analysis.store_suffix = ".dcm"
     return analysis, decoded
@@ -347,15 +352,18 @@ def ingest_sources(
             and quarantine.reason_for(entry.image_id, entry.ref) is None
         ):
             todo.setdefault(entry.image_id or "", entry)
-    # The key is needed only for what is new: re-ingesting known files works without it.
-    unseen = [e for e in found if not present(e)]
+    # The key is needed only for what is new: re-ingesting known files works without it. New
+    # file names are checked against the identifiers of earlier ingests, which needs it too.
+    known_identifiers = KnownIdentifiers(ws)
+    unseen = [e for e in found if not present(e) and not e.from_map]
+    dicom_new = any(e.kind == "dicom" for e in todo.values())
     key = deid.pseudonym_key(
-        required=any(e.item.patient for e in unseen) or any(
-            e.kind == "dicom" for e in todo.values()),
+        required=dicom_new or any(e.item.patient for e in unseen)
+        or bool(unseen and known_identifiers.digests),
         reason=(
-            "DICOM files carry patient identifiers"
-            if any(e.kind == "dicom" for e in todo.values())
-            else "the source gives patient ids"
+            "DICOM files carry patient identifiers" if dicom_new
+            else "the source gives patient ids" if any(e.item.patient for e in unseen)
+            else "earlier ingests met patient identifiers, which new file names are checked for"
         ),
     )
     options = _Options(
@@ -375,7 +383,7 @@ def ingest_sources(
     identifiers = {e.item.patient for e in found if e.item.patient}
     for analysis in analysed.values():
         identifiers |= analysis.identifiers
-    scrub = Scrubber(identifiers, (lambda value: deid.pseudonymise(value, key)) if key else None)
+    scrub = _scrubber(identifiers, key, known_identifiers)
     for entry in found:
         if not entry.from_map:
             entry.ref = scrub(entry.ref)
@@ -397,7 +405,7 @@ def ingest_sources(
         else:
             accepted.append(entry)
 
-    rows, rejected = _decide_rows(ws, accepted, analysed, by_image, key, config, label_by)
+    rows, rejected = _decide_rows(accepted, analysed, by_image, key, label_by, scrub)
     for entry, reject in rejected:
         summary.quarantined.append(_quarantine(quarantine, entry, reject))
 
@@ -412,6 +420,7 @@ def ingest_sources(
     _write_store(ws, new_rows, todo, analysed)
     quarantine.flush()
     originals.save()
+    known_identifiers.save()
     # Both folders are DVC outputs of the ingest stage, so they exist even when empty.
     ws.store_dir.mkdir(parents=True, exist_ok=True)
     ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
@@ -425,6 +434,20 @@ def ingest_sources(
         (manifest.groupby("image_id")["split"].nunique() > 1).sum()
     )
     return summary
+
+
+def _scrubber(identifiers: set[str], key: bytes | None, known: KnownIdentifiers) -> Scrubber:
+    """The scrubber for this ingest: the identifiers met now, and those of earlier ingests by
+    their digests; the new ones are remembered (as digests) for the next."""
+    if key is None:
+        return Scrubber(identifiers, None)
+    digest = KnownIdentifiers.digester(key)
+    for identifier in identifiers:
+        squeezed = squeeze(identifier)
+        if len(squeezed) >= 4:
+            known.add(digest(squeezed), deid.pseudonymise(identifier, key))
+    return Scrubber(identifiers, lambda value: deid.pseudonymise(value, key), known.digests,
+                    digest)
 
 
 def _quarantine(log: QuarantineLog, entry: _Found, reject: Reject) -> dict[str, Any]:
@@ -537,15 +560,17 @@ def _run_analyses(
 
 
 def _decide_rows(
-    ws: Workspace,
     accepted: list[_Found],
     analysed: dict[str, _Analysis],
     by_image: dict[str, dict[str, Any]],
     key: bytes | None,
-    config: Config,
     label_by: str,
+    scrub: Scrubber,
 ) -> tuple[list[dict[str, Any]], list[tuple[_Found, Reject]]]:
-    """Candidate rows for accepted items, and the items to quarantine with their reasons."""
+    """Candidate rows for accepted items, and the items to quarantine with their reasons.
+
+    A label, annotator or metadata cell may hold an identifier too: each goes through ``scrub``.
+    """
     now = datetime.now(UTC).isoformat(timespec="seconds")
     rows: list[dict[str, Any]] = []
     rejected: list[tuple[_Found, Reject]] = []
@@ -561,6 +586,7 @@ def _decide_rows(
         label = item.label
         if label is None and item.label_by_uid and analysis is not None and analysis.sop_uid:
             label = item.label_by_uid.get(analysis.sop_uid) or None
+        label = scrub(label) if label is not None else None
         if label is None:
             rejected.append((entry, Reject(
                 "unlabelled", "unlabelled: no class folder or label list entry gives its label"
@@ -595,15 +621,15 @@ def _decide_rows(
                 "source_path": _readable_path(entry, analysis, by_image),
                 "format": fmt,
                 "label": label,
-                "label_source": item.label_source,
-                "label_by": item.label_by or label_by,
+                "label_source": scrub(item.label_source),
+                "label_by": scrub(item.label_by or label_by),
                 "label_at": now,
                 "patient_id": patient,
                 "patient_source": patient_source,
                 "split": item.split,
                 "split_source": "predefined" if item.split else "assigned",
                 **values,
-                **{f"{META_PREFIX}{k}": str(v) for k, v in metadata.items()},
+                **{f"{META_PREFIX}{k}": scrub(str(v)) for k, v in metadata.items()},
                 "_source_splits": item.source_splits,
             }
         )

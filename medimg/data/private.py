@@ -5,7 +5,9 @@ quarantine log and the logs name ``data/raw/p-1f0c.../cxr.png``, never the patie
 original, ``data/.private/originals.json`` maps each reference to the path the file was read
 from. That folder ignores itself for git (its own ``.gitignore``) and is listed in
 ``.dvcignore``; it is never a stage output, so DVC neither caches nor pushes it. It holds the
-original paths, which may name patients: keep it on this machine.
+original paths, which may name patients: keep it on this machine. Beside it,
+``identifiers.json`` holds keyed digests of the identifiers ingest has met (no identifier
+itself), so that a later ingest still finds them in new file names.
 """
 
 from __future__ import annotations
@@ -49,15 +51,20 @@ class Originals:
     def save(self) -> None:
         if not self.changed:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        ignore = self.folder / ".gitignore"
-        if not ignore.is_file():
-            ignore.write_text("# medimg: original paths, which may name patients\n*\n")
-        _dvcignore(self.ws)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.by_original, indent=0, sort_keys=True))
-        os.replace(tmp, self.path)
+        _write_private(self.ws, self.path, json.dumps(self.by_original, indent=0, sort_keys=True))
         self.changed = False
+
+
+def _write_private(ws: Workspace, path: Path, text: str) -> None:
+    """Write a file of the private folder, which ignores itself for git and is in .dvcignore."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ignore = path.parent / ".gitignore"
+    if not ignore.is_file():
+        ignore.write_text("# medimg: original paths, which may name patients\n*\n")
+    _dvcignore(ws)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _dvcignore(ws: Workspace) -> None:
@@ -67,3 +74,46 @@ def _dvcignore(ws: Workspace) -> None:
     if line not in present:
         with target.open("a") as handle:
             handle.write(("\n" if present and present[-1] else "") + line + "\n")
+
+
+IDENTIFIERS_FILE = "identifiers.json"
+_DIGEST_DOMAIN = b"medimg/identifier/v1\x00"
+
+
+class KnownIdentifiers:
+    """Keyed digests of every identifier ingest has met, so a later ingest can still find them in
+    new file names. Only digests and pseudonyms are kept: the file names no one."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.path = ws.root / PRIVATE_DIR / IDENTIFIERS_FILE
+        self.digests: dict[str, str] = {}
+        if self.path.is_file():
+            try:
+                self.digests = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, OSError):
+                self.digests = {}
+        self.changed = False
+
+    @staticmethod
+    def digester(key: bytes):
+        """``squeezed value -> "<length>:<digest>"``, keyed so that it cannot be reversed."""
+        import hashlib
+        import hmac
+
+        def digest(squeezed: str) -> str:
+            mac = hmac.new(key, _DIGEST_DOMAIN + squeezed.encode("utf-8"), hashlib.sha256)
+            return f"{len(squeezed)}:{mac.hexdigest()[:32]}"
+
+        return digest
+
+    def add(self, digest: str, pseudonym: str) -> None:
+        if self.digests.get(digest) != pseudonym:
+            self.digests[digest] = pseudonym
+            self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        _write_private(self.ws, self.path, json.dumps(self.digests, sort_keys=True))
+        self.changed = False

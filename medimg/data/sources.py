@@ -167,9 +167,12 @@ def _class_folders(root: Path, class_names: Sequence[str]) -> dict[str, Path]:
     matched = {p: _match_class(p.name, class_names) for p in folders}
     unknown = sorted(p.name for p, c in matched.items() if c is None)
     if unknown:
+        # The names stay out of the message: a tree organised by patient has folders named
+        # after them, and this message reaches logs and the Prefect server.
         raise DataError(
-            f"{root} has folders {unknown} that are not classes {list(class_names)}; "
-            "set base.class_names in params.yaml or move the folders"
+            f"{root} has {len(unknown)} folder(s) that are not classes {list(class_names)} "
+            "(not named here, as they may name patients); set base.class_names in params.yaml, "
+            "move the folders, or label a tree organised by patient with --labels LIST.csv"
         )
     return {c: p for p, c in matched.items() if c is not None}
 
@@ -181,9 +184,9 @@ def _split_folders(root: Path) -> dict[str, Path] | None:
     if not folders or any(s is None for s in splits.values()):
         if any(s is not None for s in splits.values()) and any(s is None for s in splits.values()):
             named = sorted(p.name for p, s in splits.items() if s is not None)
-            others = sorted(p.name for p, s in splits.items() if s is None)
+            others = sum(1 for s in splits.values() if s is None)
             raise DataError(
-                f"{root} mixes split folders {named} with other folders {others}; put every "
+                f"{root} mixes split folders {named} with {others} other folder(s); put every "
                 "class folder inside a split folder, or use no split folders at all"
             )
         return None

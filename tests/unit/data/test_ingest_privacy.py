@@ -192,3 +192,49 @@ def test_stored_images_carry_pixels_only(make_workspace, tmp_path):
         [original] = Originals(ws).originals_of(row["source_ref"])
         np.testing.assert_array_equal(read_image(ws.resolve(row["source_path"])),
                                       read_image(original))
+
+
+def test_a_later_ingest_still_finds_earlier_identifiers_in_new_file_names(
+    make_workspace, tmp_path
+):
+    ws = make_workspace(with_data=False)
+    src = tmp_path / "src"
+    for i in range(3):
+        _png(src / "normal" / f"n{i}.png", i)
+    (src / "pneumonia").mkdir()
+    smith = {"PatientID": "MRN-55-SMITH", "PatientName": "SMITHSON^ANNA",
+             "PatientBirthDate": "19710203"}
+    write_dicom(src / "pneumonia" / "scan.dcm", phi=smith)
+    ingest_sources(ws, [src])
+    # a follow-up arrives later, named after the patient and her birth date in another spelling
+    _png(src / "pneumonia" / "Smithson_Anna_1971-02-03_followup.png", 99)
+    second = ingest_sources(ws, [src])
+    assert second.ingested == 1 and second.already_present == 4
+    refs = " ".join(load_manifest(ws.manifest_path)["source_ref"])
+    assert "smithson" not in refs.casefold() and "1971" not in refs
+    assert f"{pseudonymise('SMITHSON^ANNA', KEY)}" in refs
+    # what lets it find them holds keyed digests, never the identifiers themselves
+    known = (ws.root / "data" / ".private" / "identifiers.json").read_text()
+    for value in (*smith.values(), "SMITHSON", "smithsonanna", "19710203"):
+        assert value.casefold() not in known.casefold()
+
+
+def test_label_annotator_metadata_and_list_name_cells_are_scrubbed_too(make_workspace, tmp_path):
+    ws = make_workspace({"data": {"metadata_columns": ["site"]}}, with_data=False)
+    src = tmp_path / "list"
+    rows = []
+    for i in range(6):
+        _png(src / f"{i}.png", 300 + i)
+        rows.append({"path": f"{i}.png", "label": i % 2, "patient_id": f"ZQXPID{i:02d}",
+                     "site": "north", "annotator": "dr-who"})
+    rows[1]["label"] = "ZQXPID01"  # an identifier typed into the label column
+    rows[2]["site"] = "ZQXPID02"
+    rows[3]["annotator"] = "ZQXPID03"
+    listed = src / "ZQXPID04.csv"  # a list named after a patient
+    pd.DataFrame(rows).to_csv(listed, index=False)
+    ingest_sources(ws, [listed])
+    manifest = load_manifest(ws.manifest_path)
+    cells = " ".join(map(str, manifest.to_numpy().ravel()))
+    assert "ZQXPID" not in cells
+    assert pseudonymise("ZQXPID01", KEY) in set(manifest["label"])  # still an unknown label
+    assert f"csv:{pseudonymise('ZQXPID04', KEY)}.csv" in set(manifest["label_source"])

@@ -59,3 +59,22 @@ def test_short_identifiers_are_replaced_only_as_whole_words():
 def test_without_a_key_or_identifiers_nothing_changes():
     assert Scrubber(set(), _pseudonym)("a/b.png") == "a/b.png"
     assert Scrubber({"MRN-770"}, None)("MRN-770.png") == "MRN-770.png"
+
+
+def test_separators_are_ignored_on_both_sides():
+    scrub = Scrubber({"ZQXPID01", "19710203", "DOE^JANE"}, _pseudonym)
+    pid, dob, name = (pseudonymise(v, KEY) for v in ("ZQXPID01", "19710203", "DOE^JANE"))
+    assert scrub("ZQX-PID01_b.png") == f"{pid}_b.png"
+    assert scrub("scan_1971-02-03.png") == f"scan_{dob}.png"
+    assert scrub("Jane/DOE JANE/x.png") == f"Jane/{name}/x.png"
+
+
+def test_identifiers_known_only_by_their_digests_are_found():
+    from medimg.data.private import KnownIdentifiers
+    from medimg.phi import squeeze
+
+    digest = KnownIdentifiers.digester(KEY)
+    digests = {digest(squeeze("MRN-770-QX")): "p-known"}
+    scrub = Scrubber(set(), _pseudonym, digests, digest)
+    assert scrub("imgs/mrn770qx_cxr.png") == "imgs/p-known_cxr.png"
+    assert "770" not in " ".join(digests)
