@@ -192,8 +192,12 @@ def analyse(path: Path | None, array: np.ndarray | None, options: _Options) -> _
                     return result
             else:
                 decoded = decode(data, max_pixels=options.max_pixels)
+                # the copy itself is made on write; here only its suffix is needed (a JPEG that
+                # cannot be stripped exactly becomes a PNG, as every other format does)
                 pixels = decoded.pixels
-                _, suffix = pixels_only_copy(data, decoded.format, lambda: pixels)
+                suffix = ".png"
+                if decoded.format == "jpeg":
+                    _, suffix = pixels_only_copy(data, decoded.format, lambda: pixels)
                 result = _Analysis(fmt=decoded.format, store_suffix=suffix)
     except UndecodableImage as exc:
         return _Analysis(reject=Reject(exc.code, str(exc)))
