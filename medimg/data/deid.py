@@ -7,31 +7,65 @@ Patient ids become keyed pseudonyms (HMAC-SHA256) and instance UIDs are remapped
 key, so one patient's images, studies and series stay together across files and ingests.
 
 Table E.1-1 cannot anticipate every file, so after it a generic pass cleans whatever is left:
-private elements, person names, dates, instance UIDs, overlays, curves and free text.
+private elements, public elements missing from the data dictionary, person names, dates,
+instance UIDs, overlays, curves, free text and retired coded strings. A last residue pass then
+removes any remaining text value, kept ones included (manufacturer, body part, code meanings),
+that still holds one of the identifying values met on the way (see :func:`collect_identifiers`).
+
+The pixel data is not re-encoded. Encapsulated frames are cleaned of the metadata their own
+format can carry:
+
+- JPEG, JPEG Lossless and JPEG-LS frames lose their APPn segments (EXIF, XMP, ICC, vendor notes;
+  JFIF and Adobe stay, without thumbnail) and their comments, through
+  :func:`medimg.data.pixels_only.strip_jpeg`. A frame that cannot be walked this way makes the
+  whole dataset fail, so it is quarantined rather than stored.
+- JPEG 2000 and HTJ2K frames lose their comment (COM) segments, from the main header and from
+  tile-part headers (whose lengths are rewritten). A frame wrapped in JP2 boxes, which DICOM
+  forbids and whose boxes can carry XML, or a tile-part comment beside a TLM table of tile-part
+  lengths, makes the dataset fail.
+- RLE frames carry no metadata. Video (MPEG, HEVC) is not looked into: its user data is kept.
+
+Frames of a syntax that no installed pydicom plugin decodes are left as they are: medimg cannot
+decode such a dataset, so never stores it (ingest stores only what
+:func:`medimg.data.images.decode_deidentified` has read), and it is reported as unsupported,
+which names the plugin missing, rather than as not de-identifiable.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import logging
 import os
 import re
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 import pydicom
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
+from pydicom.charset import python_encoding
+from pydicom.datadict import (
+    dictionary_has_tag,
+    dictionary_is_retired,
+    keyword_for_tag,
+    repeater_has_tag,
+    tag_for_keyword,
+)
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.multival import MultiValue
+from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, SecondaryCaptureImageStorage
 
+from medimg.data.pixels_only import NotStrippable, strip_jpeg
 from medimg.errors import DataError
+from medimg.phi import squeeze
 
 logger = logging.getLogger(__name__)
 
@@ -412,6 +446,8 @@ _KEEP_TEXT = frozenset(
 )
 # Versions of coding resources, not events in a patient's care.
 _UNSHIFTED_DATES = frozenset({"ContextGroupVersion", "ContextGroupLocalVersion"})
+# UIDs and dates the generic pass leaves as they are, so it reports none of them.
+_UNCHANGED = _KEEP_UIDS | _UNSHIFTED_DATES
 _TEXT_VRS = frozenset({"AE", "AS", "LO", "LT", "SH", "ST", "UC", "UR", "UT"})
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 # Image pixel, LUT and palette data (0028,xxxx) and pixel data (7FE0,xxxx) are the image.
@@ -433,6 +469,64 @@ _FILE_META_KEEP = frozenset(
 )
 # Name components after the middle name are prefixes and suffixes ("DR", "JR"), not identifying.
 _NAME_COMPONENTS_REPORTED = 3
+
+# --- residue pass -----------------------------------------------------------------------------
+# Every VR whose value is text, so can hold an identifier the passes above kept.
+_RESIDUE_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+     "UR", "UT"}
+)  # fmt: skip
+# In the image pixel group (0028) only descriptions are checked: the coded and numeric values
+# there (photometric interpretation, windows, LUT descriptors) say how to decode the pixels.
+_DESCRIPTION_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
+# Type 1 and 2 attributes of the modules every image has (Patient, General Study, General
+# Series, General Equipment, General Image, SOP Common): emptied, not removed, when they match,
+# so the file keeps its structure.
+_EMPTIED_NOT_REMOVED = frozenset(
+    {
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+        "Modality",
+        "SeriesInstanceUID",
+        "SeriesNumber",
+        "Laterality",
+        "Manufacturer",
+        "InstanceNumber",
+        "PatientOrientation",
+        "ImageType",
+        "SOPClassUID",
+        "SOPInstanceUID",
+    }
+)
+# Identifiers with this many letters and digits are looked for inside values, whatever the
+# separators (the threshold of medimg.phi's Scrubber); shorter ones only as a whole value, and
+# a single character identifies no one.
+_MIN_INSIDE = 4
+_MIN_WHOLE = 2
+# Needed to decode anything at all; standard or private, it names a syntax, not a patient.
+_NEVER_CHECKED = frozenset({"TransferSyntaxUID"})
+_DUMMIES = {"PN": "ANONYMOUS", "TM": "000000", "IS": "0", "DS": "0", "AS": "000Y"}
+_DUMMY_TEXT = "ANONYMIZED"
+
+# --- encapsulated frames ----------------------------------------------------------------------
+# Transfer syntaxes whose frames are JPEG-style streams of marker segments: JPEG Baseline,
+# Extended, Lossless (and SV1), JPEG-LS, and the retired JPEG processes.
+_JPEG_SYNTAXES = frozenset(
+    f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, *range(52, 57), *range(58, 67))
+)
+# JPEG 2000 (Part 1 and Part 2 multi-component) and High-Throughput JPEG 2000 codestreams.
+_J2K_SYNTAXES = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in (90, 91, 92, 93, 201, 202, 203))
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+_J2K_SOC, _J2K_SIZ, _J2K_TLM, _J2K_COM = 0xFF4F, 0xFF51, 0xFF55, 0xFF64
+_J2K_SOT, _J2K_SOD, _J2K_EOC = 0xFF90, 0xFF93, 0xFFD9
 
 
 def _resolve_table(retain_patient_characteristics: bool) -> dict[int, str]:
@@ -462,6 +556,10 @@ class PseudonymKeyMissing(DataError):
     """No usable pseudonymisation key in ``MEDIMG_PSEUDONYM_KEY`` (unset, empty or too short)."""
 
 
+class NotDeidentifiable(DataError):
+    """A part of the dataset (an encapsulated frame) cannot be cleaned; the file is quarantined."""
+
+
 @dataclass
 class DeidResult:
     """A de-identified dataset and what the caller needs to know about the original.
@@ -470,6 +568,7 @@ class DeidResult:
     ``burned_in_annotation`` is true only when Burned In Annotation says YES; ``metadata``
     (values for slicing: modality, view, body part...) gives its state as ``yes``, ``no`` or
     ``unknown`` under the same key, and the modality as ``unknown`` when the dataset has none.
+    A metadata value that holds one of the identifiers is left out (the modality: ``unknown``).
     """
 
     dataset: Dataset = field(repr=False)
@@ -485,6 +584,8 @@ class _Context:
     table: dict[int, str]
     day_offset: int
     identifiers: set[str] = field(default_factory=set)
+    # Values medimg wrote (pseudonyms, remapped UIDs, dummies): never matched as residue.
+    written: set[str] = field(default_factory=set)
 
 
 def pseudonym_key(
@@ -530,9 +631,11 @@ def deidentify(
 ) -> DeidResult:
     """De-identify ``ds`` in place per PS3.15 Annex E (Basic Profile, Modified Dates Option).
 
-    Pixel data and the image pixel attributes are untouched; burned-in text in the pixels is not
-    removed, only reported through ``burned_in_annotation`` and, with an absent or unexpected
-    Burned In Annotation reported as ``unknown`` rather than as NO, through ``metadata``.
+    The pixel values are untouched: encapsulated frames lose the metadata segments of their
+    format (see the module docstring) without being re-encoded. Burned-in text in the pixels is
+    not removed, only reported through ``burned_in_annotation`` and, with an absent or unexpected
+    Burned In Annotation reported as ``unknown`` rather than as NO, through ``metadata``. The
+    file meta always ends up with the SOP class and instance UIDs a Part-10 file needs.
 
     Args:
         ds: the dataset, with its ``file_meta`` if it has one.
@@ -542,9 +645,42 @@ def deidentify(
 
     Returns:
         The result, whose ``dataset`` is ``ds`` itself.
+
+    Raises:
+        NotDeidentifiable: an encapsulated frame cannot be cleaned. On this or any other error
+            ``ds`` is left as it was, so :func:`collect_identifiers` still finds what it names.
     """
     _check_key(key)
+    saved = _snapshot(ds)
+    try:
+        return _deidentify(ds, key, retain_patient_characteristics)
+    except Exception:
+        _restore(ds, saved)
+        raise
+
+
+def collect_identifiers(ds: Dataset) -> frozenset[str]:
+    """The identifying values :func:`deidentify` would report for ``ds``, without changing it.
+
+    For a dataset whose header could be read but which could not be de-identified, so that its
+    path can still be scrubbed. Best effort: an element that cannot be read is skipped, and
+    nothing is raised.
+    """
+    found: set[str] = set()
+    try:
+        _collect_all(ds, found)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            _collect_all(meta, found)
+    except Exception:  # best effort: what was found so far is still worth scrubbing
+        logger.debug("collecting identifiers stopped early")
+    return frozenset(found)
+
+
+def _deidentify(ds: Dataset, key: bytes, retain_patient_characteristics: bool) -> DeidResult:
     metadata = _slicing_metadata(ds, retain_patient_characteristics)
+    # First, as it is the step most likely to refuse a file.
+    _strip_frame_metadata(ds)
     patient_id = _text(ds.get("PatientID"))
     pseudonym = pseudonymise(patient_id, key) if patient_id else None
     # Without a patient id the offset follows whatever still groups the images best.
@@ -553,6 +689,7 @@ def deidentify(
         key=key,
         table=_TABLE_RETAINING if retain_patient_characteristics else _TABLE,
         day_offset=_day_offset(anchor, key),
+        identifiers=set(collect_identifiers(ds)),
     )
 
     if getattr(ds, "preamble", None):
@@ -561,8 +698,14 @@ def deidentify(
         ds.preamble = b"\x00" * 128
     _clean_dataset(ds, ctx)
     _clean_file_meta(ds, ctx)
+    residue = _Matcher(ctx.identifiers)
+    _clean_residue(ds, ctx, residue, top_level=True)
+    if getattr(ds, "file_meta", None) is not None:
+        _clean_residue(ds.file_meta, ctx, residue, top_level=False)
+    _complete_file_meta(ds, ctx)
     _mark_deidentified(ds, pseudonym, retain_patient_characteristics)
     logger.debug("de-identified a dataset; %d identifying values removed", len(ctx.identifiers))
+    metadata = _metadata_without(metadata, residue)
     return DeidResult(
         dataset=ds,
         patient_pseudonym=pseudonym,
@@ -655,6 +798,9 @@ def _clean_dataset(ds: Dataset, ctx: _Context) -> None:
             elem.tag.element == 0  # group lengths: obsolete and wrong once values change
             or group in _REMOVED_GROUPS
             or (group & 0xFF00) in _REMOVED_GROUP_PREFIXES
+            # Public but in no edition of the standard pydicom knows (repeating groups
+            # included): nothing says what it holds, so it cannot be vouched for.
+            or not (dictionary_has_tag(elem.tag) or repeater_has_tag(elem.tag))
         ):
             _remove(ds, elem, ctx)
             continue
@@ -681,6 +827,7 @@ def _apply(ds: Dataset, elem: DataElement, action: str, ctx: _Context) -> None:
         _collect(elem, ctx)
         values = _values(elem)
         elem.value = pseudonymise(values[0], ctx.key) if values else ""
+        ctx.written.add(elem.value)
     elif action == "K":
         if elem.VR == "SQ":
             _clean_items(elem, ctx)
@@ -707,6 +854,10 @@ def _clean_generic(ds: Dataset, elem: DataElement, ctx: _Context) -> None:
     elif vr in _TEXT_VRS:
         if keyword not in _KEEP_TEXT:
             _remove(ds, elem, ctx)
+    elif vr == "CS" and elem.tag.group not in _BINARY_GROUPS and _is_retired(elem.tag):
+        # ACR-NEMA and trial-era codes, some of them identifiers (Source Image IDs, Modified
+        # Image ID); those of the pixel group describe its old compression and are kept.
+        _remove(ds, elem, ctx)
     elif vrs & _BINARY_VRS and (elem.tag.group not in _BINARY_GROUPS or "UN" in vrs):
         _remove(ds, elem, ctx)
     # CS, AT and the numeric VRs are kept: coded or measured values, not free text.
@@ -743,13 +894,14 @@ def _dummy(ds: Dataset, elem: DataElement, ctx: _Context) -> None:
         _shift(ds, elem, ctx)
     else:
         _collect(elem, ctx)
-        dummies = {"PN": "ANONYMOUS", "TM": "000000", "IS": "0", "DS": "0", "AS": "000Y"}
-        if vr in dummies:
-            elem.value = dummies[vr]
+        if vr in _DUMMIES:
+            elem.value = _DUMMIES[vr]
         elif vr in _TEXT_VRS or vr == "CS":
-            elem.value = "ANONYMIZED"
+            elem.value = _DUMMY_TEXT
         else:
             del ds[elem.tag]
+            return
+        ctx.written.add(_DUMMIES.get(vr, _DUMMY_TEXT))
 
 
 def _remap(elem: DataElement, ctx: _Context) -> None:
@@ -758,6 +910,7 @@ def _remap(elem: DataElement, ctx: _Context) -> None:
         uid if uid.startswith(_STANDARD_UID_ROOT) else _remap_uid(uid, ctx.key)
         for uid in _values(elem)
     ]
+    ctx.written.update(new)
     elem.value = new[0] if len(new) == 1 else (new or "")
 
 
@@ -793,24 +946,55 @@ def _shift_value(value: str, vr: str, days: int) -> str | None:
 
 def _collect(elem: DataElement, ctx: _Context) -> None:
     """Record the original identifying values in ``elem`` (recursively) for path scrubbing."""
+    _collect_into(elem, ctx.identifiers)
+
+
+def _collect_into(elem: DataElement, found: set[str]) -> None:
     vr = elem.VR
     if vr == "SQ":
         for item in elem.value or []:
             for _, sub in _elements(item):
                 if sub is not None:
-                    _collect(sub, ctx)
+                    _collect_into(sub, found)
         return
     values = _values(elem)
     if vr == "PN":
         for value in values:
-            ctx.identifiers.update(_name_parts(value))
+            found.update(_name_parts(value))
     elif vr == "UI":
-        ctx.identifiers.update(v for v in values if not v.startswith(_STANDARD_UID_ROOT))
+        found.update(v for v in values if not v.startswith(_STANDARD_UID_ROOT))
     elif vr in ("DA", "DT"):
-        ctx.identifiers.update(values)
-        ctx.identifiers.update(v[:8] for v in values if len(v) > 8)
+        found.update(values)
+        for value in values:
+            found.update(_date_spellings(value))
     elif keyword_for_tag(elem.tag) in _IDENTIFYING:
-        ctx.identifiers.update(values)
+        found.update(values)
+
+
+def _collect_all(ds: Dataset, found: set[str]) -> None:
+    """What :func:`_collect` would record for every element that :func:`deidentify` changes."""
+    for tag, elem in _elements(ds):
+        try:
+            if elem is None or Tag(tag).is_private:
+                continue  # removed unread by deidentify too
+            if elem.VR == "SQ":
+                for item in elem.value or []:
+                    _collect_all(item, found)
+            elif keyword_for_tag(tag) not in _UNCHANGED:
+                _collect_into(elem, found)
+        except Exception:  # one odd element does not hide the others
+            continue
+
+
+def _date_spellings(value: str) -> set[str]:
+    """A DA (or the date of a DT) as file names spell it: 19710203 is also 1971-02-03,
+    1971.02.03, 03.02.1971, 03/02/1971 and 02/03/1971."""
+    match = _DA.match(value.strip())
+    if match is None:
+        return set()
+    y, m, d = match.groups()
+    return {f"{y}{m}{d}", f"{y}-{m}-{d}", f"{y}.{m}.{d}", f"{d}.{m}.{y}", f"{d}/{m}/{y}",
+            f"{m}/{d}/{y}"}  # fmt: skip
 
 
 def _name_parts(name: str) -> set[str]:
@@ -835,14 +1019,37 @@ def _clean_file_meta(ds: Dataset, ctx: _Context) -> None:
                 _collect(elem, ctx)
             del meta[tag]
     if "MediaStorageSOPInstanceUID" in meta:
-        if "SOPInstanceUID" in ds:
-            _collect(meta["MediaStorageSOPInstanceUID"], ctx)
-            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        else:
-            _remap(meta["MediaStorageSOPInstanceUID"], ctx)
+        # The same UID as the remapped SOP Instance UID, when the two agreed.
+        _remap(meta["MediaStorageSOPInstanceUID"], ctx)
+
+
+def _complete_file_meta(ds: Dataset, ctx: _Context) -> None:
+    """Give the file meta what a Part-10 file needs, whatever the original lacked."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = (
+        _text(ds.get("SOPClassUID"))
+        or _text(meta.get("MediaStorageSOPClassUID"))
+        or SecondaryCaptureImageStorage
+    )
+    meta.MediaStorageSOPInstanceUID = (
+        _text(ds.get("SOPInstanceUID"))
+        or _text(meta.get("MediaStorageSOPInstanceUID"))
+        or _remap_uid(f"medimg-pixel-data:{_pixel_digest(ds)}", ctx.key)
+    )
     # The file is now written by pydicom, whatever wrote the original.
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"PYDICOM {pydicom.__version__}"[:16]
+
+
+def _pixel_digest(ds: Dataset) -> str:
+    digest = hashlib.sha256()
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        value = ds.get(keyword)
+        if isinstance(value, bytes | bytearray):
+            digest.update(value)
+    return digest.hexdigest()
 
 
 def _mark_deidentified(ds: Dataset, pseudonym: str | None, retained: bool) -> None:
@@ -870,3 +1077,245 @@ def _mark_deidentified(ds: Dataset, pseudonym: str | None, retained: bool) -> No
         items.append(item)
     ds.DeidentificationMethodCodeSequence = Sequence(items)
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
+
+
+def _is_retired(tag: int) -> bool:
+    try:
+        return dictionary_is_retired(tag)
+    except KeyError:
+        return False
+
+
+# --- all or nothing ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Snapshot:
+    elements: list[DataElement | RawDataElement]
+    file_meta: Dataset | None
+    preamble: bytes | None
+
+
+def _snapshot(ds: Dataset) -> _Snapshot:
+    """A copy of everything :func:`deidentify` may change; the pixel data is shared, not copied
+    (it is only ever replaced, never changed in place)."""
+    elements: list[DataElement | RawDataElement] = []
+    for tag in list(ds.keys()):
+        elem = ds.get_item(tag)
+        if isinstance(elem, RawDataElement):
+            elements.append(elem)  # immutable
+        elif Tag(tag).group == 0x7FE0:
+            elements.append(copy.copy(elem))
+        else:
+            elements.append(copy.deepcopy(elem))
+    meta = getattr(ds, "file_meta", None)
+    return _Snapshot(
+        elements, copy.deepcopy(meta) if meta is not None else None, getattr(ds, "preamble", None)
+    )
+
+
+def _restore(ds: Dataset, saved: _Snapshot) -> None:
+    for tag in list(ds.keys()):
+        del ds[tag]
+    for elem in saved.elements:
+        ds[elem.tag] = elem
+    if saved.file_meta is not None:
+        ds.file_meta = saved.file_meta
+    elif hasattr(ds, "file_meta"):
+        del ds.file_meta
+    ds.preamble = saved.preamble
+
+
+# --- residue pass -----------------------------------------------------------------------------
+
+
+class _Matcher:
+    """Whether a value holds one of the identifiers, compared on letters and digits only."""
+
+    def __init__(self, identifiers: Iterable[str]) -> None:
+        squeezed = {squeeze(i) for i in identifiers}
+        self.inside = {s for s in squeezed if len(s) >= _MIN_INSIDE}
+        self.whole = {s for s in squeezed if _MIN_WHOLE <= len(s) < _MIN_INSIDE}
+
+    def __call__(self, values: list[str]) -> bool:
+        if not values:
+            return False
+        if any(squeeze(v) in self.whole for v in values):
+            return True
+        joined = squeeze("".join(values))
+        return any(identifier in joined for identifier in self.inside)
+
+
+def _clean_residue(ds: Dataset, ctx: _Context, matches: _Matcher, *, top_level: bool) -> None:
+    """Remove the text values that still hold an identifier, wherever they are."""
+    for tag, elem in _elements(ds):
+        if elem is None:
+            del ds[tag]
+            continue
+        group, vr = elem.tag.group, str(elem.VR)
+        if group == 0x7FE0:
+            continue
+        if vr == "SQ":
+            for item in elem.value or []:
+                _clean_residue(item, ctx, matches, top_level=False)
+            continue
+        if vr not in _RESIDUE_VRS or (group == 0x0028 and vr not in _DESCRIPTION_VRS):
+            continue
+        keyword = keyword_for_tag(elem.tag)
+        values = _residue_values(elem, keyword, ctx)
+        if not matches(values):
+            continue
+        logger.debug("removed %s: it holds an identifying value", elem.tag)
+        if group == 0x0028 or (top_level and keyword in _EMPTIED_NOT_REMOVED):
+            elem.value = ""
+        else:
+            del ds[tag]
+
+
+def _residue_values(elem: DataElement, keyword: str, ctx: _Context) -> list[str]:
+    """The values of ``elem`` that could name someone: those medimg did not write, less the
+    standard UIDs and the terms of the character set."""
+    if keyword in _NEVER_CHECKED:
+        return []
+    if isinstance(elem.value, bytes | bytearray):
+        values = [elem.value.decode("latin-1")]
+    else:
+        values = _values(elem)
+    if keyword == "SpecificCharacterSet" and all(v in python_encoding for v in values):
+        return []  # the defined terms of a character set, which decoding needs
+    if elem.VR == "UI":
+        values = [v for v in values if not v.startswith(_STANDARD_UID_ROOT)]
+    return [v for v in values if v not in ctx.written]
+
+
+def _metadata_without(metadata: dict[str, str], matches: _Matcher) -> dict[str, str]:
+    """``metadata`` less its values that hold an identifier; the modality becomes unknown."""
+    kept = {}
+    for name, value in metadata.items():
+        if name == "burned_in_annotation" or not matches([value]):
+            kept[name] = value
+        elif name == "modality":
+            kept[name] = UNKNOWN
+    return kept
+
+
+# --- encapsulated frames ----------------------------------------------------------------------
+
+
+def _strip_frame_metadata(ds: Dataset) -> None:
+    """Rewrite each encapsulated frame without the metadata segments of its format."""
+    syntax = _text(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None))
+    strip: Callable[[bytes], bytes]
+    if syntax in _JPEG_SYNTAXES:
+        strip = strip_jpeg
+    elif syntax in _J2K_SYNTAXES:
+        strip = _strip_j2k
+    else:
+        return
+    if "PixelData" not in ds or not _decodable(syntax):
+        return
+    data = ds.PixelData
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    try:
+        expected = int(ds.get("NumberOfFrames") or 1)
+        frames = list(generate_frames(data, number_of_frames=expected, extended_offsets=extended))
+    except Exception:
+        raise NotDeidentifiable("the encapsulated pixel data cannot be split into frames") from None
+    if len(frames) != expected:
+        raise NotDeidentifiable(
+            f"the encapsulated pixel data holds {len(frames)} frames, not {expected}"
+        )
+    try:
+        stripped = [strip(frame) for frame in frames]
+    except Exception as exc:  # NotStrippable, or a parser error on a malformed frame
+        reason = str(exc) if isinstance(exc, NotStrippable) else type(exc).__name__
+        raise NotDeidentifiable(
+            f"a frame of the pixel data cannot be cleaned of its metadata segments ({reason})"
+        ) from None
+    if stripped == frames:
+        return
+    if extended is not None:
+        data, offsets, lengths = encapsulate_extended(stripped)
+        ds.ExtendedOffsetTable = offsets
+        ds.ExtendedOffsetTableLengths = lengths
+    else:
+        data = encapsulate(stripped)
+    ds.PixelData = data
+    ds["PixelData"].is_undefined_length = True
+
+
+def _decodable(syntax: str) -> bool:
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except NotImplementedError:
+        return False
+
+
+def _strip_j2k(data: bytes) -> bytes:
+    """A JPEG 2000 codestream without its comment (COM) segments.
+
+    Raises:
+        NotStrippable: JP2 boxes instead of a bare codestream, a structure this walk does not
+            follow, or a tile-part comment whose removal would need the TLM table rewritten.
+    """
+    if data.startswith(_JP2_SIGNATURE):
+        raise NotStrippable("JPEG 2000 frame in JP2 boxes")
+    if struct.pack(">H", _J2K_COM) not in data:
+        return data  # no comment anywhere: nothing to walk for
+    if _marker(data, 0) != _J2K_SOC or _marker(data, 2) != _J2K_SIZ:
+        raise NotStrippable("not a JPEG 2000 codestream")
+    out = [data[:2]]
+    position, has_tlm = 2, False
+    while (marker := _marker(data, position)) != _J2K_SOT:  # main header
+        end = _segment_end(data, position, len(data))
+        has_tlm |= marker == _J2K_TLM
+        if marker != _J2K_COM:
+            out.append(data[position:end])
+        position = end
+    while _marker(data, position) == _J2K_SOT:
+        if position + 12 > len(data) or struct.unpack_from(">H", data, position + 2)[0] != 10:
+            raise NotStrippable("JPEG 2000 SOT segment of unexpected length")
+        (length,) = struct.unpack_from(">I", data, position + 6)
+        end = position + length if length else data.rfind(struct.pack(">H", _J2K_EOC))
+        if end < position + 12 or end > len(data):
+            raise NotStrippable("JPEG 2000 tile-part runs past the frame")
+        header, removed, cursor = [], 0, position + 12
+        while _marker(data, cursor) != _J2K_SOD:  # tile-part header
+            segment_end = _segment_end(data, cursor, end)
+            if _marker(data, cursor) == _J2K_COM:
+                removed += segment_end - cursor
+            else:
+                header.append(data[cursor:segment_end])
+            cursor = segment_end
+        if removed and has_tlm:
+            raise NotStrippable("JPEG 2000 tile-part comment beside a TLM table")
+        sot = bytearray(data[position : position + 12])
+        if length:
+            struct.pack_into(">I", sot, 6, length - removed)
+        out += [bytes(sot), *header, data[cursor:end]]
+        position = end
+    if _marker(data, position) != _J2K_EOC:
+        raise NotStrippable("JPEG 2000 codestream without EOC")
+    out.append(data[position : position + 2])
+    return b"".join(out)
+
+
+def _marker(data: bytes, position: int) -> int:
+    if position + 2 > len(data):
+        raise NotStrippable("JPEG 2000 codestream ends early")
+    (marker,) = struct.unpack_from(">H", data, position)
+    if marker < 0xFF00:
+        raise NotStrippable("JPEG 2000 marker expected")
+    return marker
+
+
+def _segment_end(data: bytes, position: int, limit: int) -> int:
+    if position + 4 > limit:
+        raise NotStrippable("JPEG 2000 segment runs past its end")
+    (length,) = struct.unpack_from(">H", data, position + 2)
+    end = position + 2 + length
+    if length < 2 or end > limit:
+        raise NotStrippable("JPEG 2000 segment runs past its end")
+    return end

@@ -140,6 +140,7 @@ def write_dicom(
     sop_instance_uid: str | None = None,
     pixel_data: bool = True,
     preamble: bool = True,
+    frame_segments: tuple[bytes, ...] = (),
 ) -> Path:
     """Write a DICOM Part-10 file with realistic PHI and the given pixels.
 
@@ -167,6 +168,9 @@ def write_dicom(
         pixel_data: ``False`` writes the header only, without Pixel Data.
         preamble: ``False`` writes no 128-byte preamble and no ``DICM`` prefix (non-conformant
             files that some exporters still make).
+        frame_segments: Whole marker segments (marker, length and payload) put into every
+            JPEG frame right after its SOI, or every JPEG 2000 frame right after its SIZ, such
+            as a COM or an APP1 EXIF segment carrying text.
 
     Returns:
         ``path``.
@@ -231,7 +235,7 @@ def write_dicom(
         ds.VOILUTSequence = Sequence([_voi_item(np.asarray(voi_lut))])
 
     if pixel_data:
-        _set_pixels(ds, pixels, photometric, bits_stored, transfer_syntax)
+        _set_pixels(ds, pixels, photometric, bits_stored, transfer_syntax, frame_segments)
     else:
         ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
 
@@ -245,7 +249,12 @@ def write_dicom(
 
 
 def _set_pixels(
-    ds: Dataset, pixels: np.ndarray, photometric: str, bits_stored: int, syntax: str
+    ds: Dataset,
+    pixels: np.ndarray,
+    photometric: str,
+    bits_stored: int,
+    syntax: str,
+    frame_segments: tuple[bytes, ...] = (),
 ) -> None:
     stored = pixels
     if photometric == "YBR_FULL":
@@ -259,7 +268,7 @@ def _set_pixels(
     elif syntax == RLELossless:
         ds.compress(RLELossless, generate_instance_uid=False)
     elif syntax in (JPEGBaseline8Bit, JPEG2000Lossless):
-        _encapsulate_with_pillow(ds, pixels, syntax, bits_stored)
+        _encapsulate_with_pillow(ds, pixels, syntax, bits_stored, frame_segments)
     else:
         raise ValueError(
             f"write_dicom cannot encode {syntax.name}; use one of "
@@ -267,7 +276,9 @@ def _set_pixels(
         )
 
 
-def _encapsulate_with_pillow(ds: Dataset, pixels: np.ndarray, syntax: UID, bits: int) -> None:
+def _encapsulate_with_pillow(
+    ds: Dataset, pixels: np.ndarray, syntax: UID, bits: int, segments: tuple[bytes, ...] = ()
+) -> None:
     frames = pixels if "NumberOfFrames" in ds else pixels[None]
     colour = frames.ndim == 4
     if syntax == JPEGBaseline8Bit and (frames.dtype != np.uint8 or bits != 8):
@@ -287,7 +298,7 @@ def _encapsulate_with_pillow(ds: Dataset, pixels: np.ndarray, syntax: UID, bits:
             image.save(buffer, format="JPEG", quality=95, subsampling=1)
         else:
             image.save(buffer, format="JPEG2000", irreversible=False, no_jp2=True)
-        fragments.append(buffer.getvalue())
+        fragments.append(_with_segments(buffer.getvalue(), segments, syntax))
     ds.PixelData = encapsulate(fragments)
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
@@ -298,6 +309,14 @@ def _encapsulate_with_pillow(ds: Dataset, pixels: np.ndarray, syntax: UID, bits:
             ds.PhotometricInterpretation = "YBR_FULL_422"
     elif colour:
         ds.PhotometricInterpretation = "RGB"
+
+
+def _with_segments(frame: bytes, segments: tuple[bytes, ...], syntax: UID) -> bytes:
+    if not segments:
+        return frame
+    # JPEG: after SOI; JPEG 2000: after SIZ, which must follow SOC directly.
+    at = 2 if syntax == JPEGBaseline8Bit else 4 + int.from_bytes(frame[4:6], "big")
+    return frame[:at] + b"".join(segments) + frame[at:]
 
 
 def _check_pixels(pixels: np.ndarray, bits: int, signed: bool, samples: int) -> np.ndarray:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import struct
 from datetime import date
 
 import numpy as np
@@ -10,30 +11,42 @@ import pydicom
 import pytest
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     UID,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
     RLELossless,
+    SecondaryCaptureImageStorage,
 )
+from support.dicoms import write_dicom
 
 from medimg.data import deid
 from medimg.data.deid import (
     KEY_ENV,
+    NotDeidentifiable,
     PseudonymKeyMissing,
+    collect_identifiers,
     deidentify,
     pseudonym_key,
     pseudonymise,
 )
-from medimg.phi import Scrubber
+from medimg.data.images import UndecodableImage, decode_deidentified, read_dicom
 from medimg.errors import DataError
+from medimg.phi import Scrubber
 
 KEY = b"unit-test-key-0123456789abcdef"
 
 
 def _pseudonym(value: str) -> str:
     return pseudonymise(value, KEY)
+
+
 OTHER_KEY = b"another-key-fedcba9876543210"
 ROOT = "1.2.826.0.1.3680043.8.498.7731."
 
@@ -420,3 +433,320 @@ def test_every_table_keyword_is_known_to_pydicom():
     keywords = [*deid._BASIC_PROFILE, *deid._KEEP_UIDS, *deid._KEEP_TEXT, *deid._IDENTIFYING]
     assert [k for k in keywords if tag_for_keyword(k) is None] == []
     assert set(deid._BASIC_PROFILE.values()) <= {"D", "Z", "X", "K", "U", *deid._RESOLVED}
+
+
+# --- planted values: each carries ZQX, which no pseudonym or remapped UID can contain ----------
+
+PLANTED_NAME = "ZQXDSMITH^ZQXDANNA"
+PLANTED_ID = "ZQXPID_4471"
+
+
+def _planted_dataset(**overrides: str) -> Dataset:
+    ds = _phi_dataset(PatientName=PLANTED_NAME, PatientID=PLANTED_ID, **overrides)
+    ds.Manufacturer = "ZQXDSMITH medical"
+    ds.ManufacturerModelName = PLANTED_ID
+    ds.BodyPartExamined = PLANTED_ID
+    region = Dataset()
+    region.CodeValue = "T-D3000"
+    region.CodingSchemeDesignator = "SRT"
+    region.CodeMeaning = "ZQXDANNA seq"
+    ds.AnatomicRegionSequence = Sequence([region])
+    ds.RescaleType = "ZQXDSMITH units"
+    ds.WindowCenterWidthExplanation = f"window for {PLANTED_ID}"
+    return ds
+
+
+def _assert_nothing_planted(saved: bytes) -> None:
+    assert b"zqx" not in saved.lower()
+
+
+def _decoded(ds: Dataset) -> np.ndarray:
+    """What a later stage sees of the pixels of ``ds``, de-identified with its own copy."""
+    return decode_deidentified(deidentify(ds, KEY)).pixels
+
+
+def test_identifiers_inside_kept_values_are_removed_and_the_pixels_stay():
+    ds = _planted_dataset()
+    result = deidentify(ds, KEY)
+    saved = _saved(result.dataset)
+    _assert_nothing_planted(saved)
+    out = pydicom.dcmread(io.BytesIO(saved))
+    # Type 2 in General Equipment: emptied; the others (Type 3) removed
+    assert out.Manufacturer == ""
+    assert "ManufacturerModelName" not in out and "BodyPartExamined" not in out
+    region = out.AnatomicRegionSequence[0]
+    assert region.CodeValue == "T-D3000" and "CodeMeaning" not in region
+    # descriptions in the pixel group are emptied; what decodes the pixels is untouched
+    assert out.RescaleType == "" and out.WindowCenterWidthExplanation == ""
+    assert out.PhotometricInterpretation == "MONOCHROME2" and out.WindowCenter == 2048
+    np.testing.assert_array_equal(out.pixel_array, _pixels())
+    np.testing.assert_array_equal(decode_deidentified(result).pixels, _decoded(_phi_dataset()))
+    # what medimg wrote is still there
+    assert out.PatientID == pseudonymise(PLANTED_ID, KEY) == str(out.PatientName)
+    assert out.ViewCodeSequence[0].CodeMeaning == "postero-anterior"
+    assert "PS3.15" in out.DeidentificationMethod[0]
+
+
+def test_identifiers_are_found_whatever_their_case_and_separators():
+    ds = _phi_dataset(PatientName=PLANTED_NAME, PatientID=PLANTED_ID)
+    ds.Manufacturer = "zqx-d smith Medical"  # the surname, spelt another way
+    ds.ManufacturerModelName = "ZQXPID4471 Mk II"  # the patient id without its hyphen
+    ds.StationName = "XR"
+    ds.DetectorType = "XR"  # a short identifier counts only as a whole value...
+    ds.ImagerPixelSpacing = ["0.1", "0.1"]
+    out = deidentify(ds, KEY).dataset
+    _assert_nothing_planted(_saved(out))
+    assert out.Manufacturer == "" and "ManufacturerModelName" not in out
+    assert "DetectorType" not in out
+    assert out.ImageType == ["ORIGINAL", "PRIMARY"]  # ...never inside one
+
+
+def test_values_medimg_wrote_are_never_taken_for_identifiers():
+    # identifiers that happen to sit inside the pseudonym and a remapped UID
+    pseudonym = pseudonymise(PHI["PatientID"], KEY)
+    remapped = deid._remap_uid(UIDS["SOPInstanceUID"], KEY)
+    ds = _phi_dataset(AccessionNumber=pseudonym[2:8], StudyID=remapped[5:13])
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientComments = "ISO_IR 100"  # an identifier equal to the character set's term
+    result = deidentify(ds, KEY)
+    out = pydicom.dcmread(io.BytesIO(_saved(result.dataset)))
+    assert out.PatientID == pseudonym
+    assert out.SOPInstanceUID == remapped == out.file_meta.MediaStorageSOPInstanceUID
+    assert out.SpecificCharacterSet == "ISO_IR 100"
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+
+
+def test_metadata_values_that_hold_an_identifier_are_dropped():
+    ds = _planted_dataset()
+    ds.ViewPosition = "ZQXDANNA"
+    metadata = deidentify(ds, KEY).metadata
+    assert "body_part" not in metadata and "view_position" not in metadata
+    assert metadata == {
+        "modality": "DX",
+        "photometric": "MONOCHROME2",
+        "burned_in_annotation": "no",
+    }
+    assert "zqx" not in repr(metadata).lower()
+    # a modality that matches is reported as unknown, not dropped
+    short = _phi_dataset(StationName="DX")
+    assert deidentify(short, KEY).metadata["modality"] == "unknown"
+
+
+def test_unknown_public_elements_are_removed_and_known_repeating_ones_cleaned():
+    ds = _phi_dataset()
+    ds.add_new(0x0018FFF0, "CS", "ZQXUNKNOWN CS")
+    ds.add_new(0x0028FFF0, "OB", b"ZQXUNKNOWN OB")
+    ds.add_new(0x7FE0FFF0, "OB", b"ZQXUNKNOWN PX")
+    ds.add_new(0x00203100, "CS", "ZQXSOURCEID")  # Source Image IDs (0020,31xx), retired
+    ds.add_new(0x00203402, "CS", "ZQXMODIFIEDID")  # Modified Image ID, retired
+    ds.add_new(0x00280040, "CS", "RECT")  # Image Format, retired, of the pixel group
+    ds.add_new(0x10000010, "US", [1, 2, 3])  # Escape Triplet (1000,xxx0), a repeater
+    # read back as a file would be: unknown tags keep their explicit VR
+    reread = read_dicom(_saved(ds))
+    pixel_bytes = reread.PixelData
+    out = deidentify(reread, KEY).dataset
+    saved = _saved(out)
+    _assert_nothing_planted(saved)
+    for tag in (0x0018FFF0, 0x0028FFF0, 0x7FE0FFF0, 0x00203100, 0x00203402):
+        assert tag not in out, hex(tag)
+    assert out[0x00280040].value == "RECT" and out[0x10000010].value == [1, 2, 3]
+    assert out.PixelData == pixel_bytes
+    np.testing.assert_array_equal(pydicom.dcmread(io.BytesIO(saved)).pixel_array, _pixels())
+
+
+def test_identifiers_include_the_spellings_of_dates_file_names_use():
+    ds = _phi_dataset(PatientBirthDate="19580923")
+    identifiers = deidentify(ds, KEY).identifiers
+    for spelling in ("19580923", "1958-09-23", "1958.09.23", "23.09.1958", "23/09/1958",
+                     "09/23/1958"):  # fmt: skip
+        assert spelling in identifiers, spelling
+    assert "2021-03-17" in identifiers and "17.03.2021" in identifiers  # StudyDate
+    assert "2021-03-19" in identifiers  # the date of the AcquisitionDateTime
+    scrubbed = Scrubber(identifiers, _pseudonym)("in/23.09.1958/09-23-1958_x.dcm")
+    assert "1958" not in scrubbed
+
+
+def test_collect_identifiers_reports_what_deidentify_would_and_changes_nothing():
+    ds = _phi_dataset()
+    before = _saved(ds)
+    collected = collect_identifiers(ds)
+    assert _saved(ds) == before
+    assert collected == deidentify(ds, KEY).identifiers
+    assert {PHI["PatientID"], "ZQFAMILY", "1958-09-23", UIDS["StudyInstanceUID"]} <= collected
+    assert collect_identifiers(Dataset()) == frozenset()
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return struct.pack(">HH", marker, len(payload) + 2) + payload
+
+
+def _exif(orientation: int | None = None) -> bytes:
+    """An APP1 EXIF segment with a text tag (ImageDescription) and maybe an Orientation."""
+    text = b"ZQXEXIF DOE JANE\x00"
+    entries = [(0x010E, 2, len(text), 8 + 2 + 12 * 2 + 4)]
+    if orientation is not None:
+        entries.append((0x0112, 3, 1, orientation))
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        ifd += struct.pack("<HHII", tag, kind, count, value)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd.ljust(2 + 12 * 2, b"\x00") + b"\x00" * 4
+    return _jpeg_segment(0xFFE1, b"Exif\x00\x00" + tiff + text)
+
+
+def _jpeg_file(tmp_path, name: str, segments: tuple[bytes, ...] = (), frames: int = 1) -> bytes:
+    path = write_dicom(tmp_path / name, bits_stored=8, frames=frames, phi={"PatientID": PLANTED_ID},
+                       transfer_syntax=JPEGBaseline8Bit, frame_segments=segments)  # fmt: skip
+    return path.read_bytes()
+
+
+def test_jpeg_frames_lose_their_comments_and_exif_and_keep_their_pixels(tmp_path):
+    comment = _jpeg_segment(0xFFFE, b"ZQXCOMMENT " + PLANTED_ID.encode())
+    data = _jpeg_file(tmp_path, "planted.dcm", (comment, _exif()), frames=2)
+    assert b"ZQXCOMMENT" in data and b"ZQXEXIF" in data
+    clean = read_dicom(_jpeg_file(tmp_path, "clean.dcm", frames=2))
+    result = deidentify(read_dicom(data), KEY)
+    saved = _saved(result.dataset)
+    _assert_nothing_planted(saved)
+    out = pydicom.dcmread(io.BytesIO(saved))
+    assert out.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+    # no re-encoding: the same pixels, frame by frame, and the same picture downstream
+    np.testing.assert_array_equal(out.pixel_array, clean.pixel_array)
+    np.testing.assert_array_equal(decode_deidentified(result).pixels, _decoded(clean))
+    frames = list(generate_frames(out.PixelData, number_of_frames=2))
+    assert all(f.startswith(b"\xff\xd8") and f.rstrip(b"\x00").endswith(b"\xff\xd9")
+               for f in frames)  # fmt: skip
+
+
+def test_a_jpeg_frame_that_cannot_be_stripped_fails_and_leaves_the_dataset_as_it_was(tmp_path):
+    # an EXIF orientation would turn the picture if dropped: the stripper refuses it
+    data = _jpeg_file(tmp_path, "turned.dcm", (_exif(orientation=6),))
+    ds = read_dicom(data)
+    before = _saved(ds)
+    with pytest.raises(NotDeidentifiable, match="frame"):
+        deidentify(ds, KEY)
+    assert _saved(ds) == before
+    # so what the header names can still be scrubbed from the file's path
+    identifiers = collect_identifiers(ds)
+    assert {PLANTED_ID, "DOE", "JANE", "1961-07-04", "04.07.1961"} <= identifiers
+
+
+def test_jpeg_pixel_data_that_is_not_a_jpeg_stream_fails(tmp_path):
+    ds = read_dicom(_jpeg_file(tmp_path, "broken.dcm"))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([b"ZQX not a JPEG" + frame[2:]])
+    with pytest.raises(NotDeidentifiable):
+        deidentify(ds, KEY)
+
+
+@pytest.mark.skipif(
+    get_decoder(JPEGLSLossless).is_available, reason="only without a JPEG-LS plugin installed"
+)
+def test_frames_no_installed_plugin_decodes_are_left_to_be_refused_as_unsupported(tmp_path):
+    ds = read_dicom(_jpeg_file(tmp_path, "jls.dcm"))
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless  # not a JPEG-LS stream: no walk could read it
+    result = deidentify(ds, KEY)
+    with pytest.raises(UndecodableImage) as caught:
+        decode_deidentified(result)
+    assert caught.value.code == "unsupported"
+
+
+def _j2k_with_tile_comment(frame: bytes, comment: bytes) -> bytes:
+    """``frame`` with a COM segment in its first tile-part header, its length adjusted."""
+    sot = frame.index(b"\xff\x90")
+    (length,) = struct.unpack_from(">I", frame, sot + 6)
+    segment = _jpeg_segment(0xFF64, b"\x00\x01" + comment)
+    header = bytearray(frame[sot : sot + 12])
+    if length:
+        struct.pack_into(">I", header, 6, length + len(segment))
+    return frame[:sot] + bytes(header) + segment + frame[sot + 12 :]
+
+
+def test_jpeg_2000_frames_lose_their_comments_and_keep_their_pixels(tmp_path):
+    main = _jpeg_segment(0xFF64, b"\x00\x01ZQXJ2K main header " + PLANTED_ID.encode())
+    path = write_dicom(tmp_path / "j2k.dcm", transfer_syntax=JPEG2000Lossless,
+                       phi={"PatientID": PLANTED_ID}, frame_segments=(main,))  # fmt: skip
+    ds = read_dicom(path.read_bytes())
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([_j2k_with_tile_comment(frame, b"ZQXJ2K tile-part")])
+    ds["PixelData"].is_undefined_length = True
+    clean = read_dicom(write_dicom(tmp_path / "clean.dcm",
+                                   transfer_syntax=JPEG2000Lossless).read_bytes())  # fmt: skip
+    np.testing.assert_array_equal(ds.pixel_array, clean.pixel_array)  # the comments decode
+    result = deidentify(ds, KEY)
+    saved = _saved(result.dataset)
+    _assert_nothing_planted(saved)
+    assert b"OpenJPEG" not in saved  # the encoder's own comment goes too
+    out = pydicom.dcmread(io.BytesIO(saved))
+    np.testing.assert_array_equal(out.pixel_array, clean.pixel_array)
+    np.testing.assert_array_equal(decode_deidentified(result).pixels, _decoded(clean))
+
+
+def _in_jp2_boxes(frame: bytes) -> bytes:
+    signature = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+    return signature + struct.pack(">I", 8 + len(frame)) + b"jp2c" + frame
+
+
+def _with_tlm_and_tile_comment(frame: bytes) -> bytes:
+    """A TLM table (tile-part lengths) in the main header and a comment in the tile-part."""
+    frame = _j2k_with_tile_comment(frame, b"ZQXJ2K tile-part")
+    (psot,) = struct.unpack_from(">I", frame, frame.index(b"\xff\x90") + 6)
+    siz_end = 4 + int.from_bytes(frame[4:6], "big")
+    tlm = _jpeg_segment(0xFF55, bytes([0, 0x40]) + struct.pack(">I", psot))
+    return frame[:siz_end] + tlm + frame[siz_end:]
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "reason"),
+    [(_in_jp2_boxes, "JP2"), (_with_tlm_and_tile_comment, "TLM")],
+)
+def test_a_jpeg_2000_frame_that_cannot_be_cleaned_safely_fails(tmp_path, rewrite, reason):
+    path = write_dicom(tmp_path / "j2k.dcm", transfer_syntax=JPEG2000Lossless)
+    ds = read_dicom(path.read_bytes())
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([rewrite(frame)])
+    with pytest.raises(NotDeidentifiable, match=reason):
+        deidentify(ds, KEY)
+
+
+def test_a_dataset_without_sop_class_or_instance_can_still_be_written_as_part_10():
+    ds = _phi_dataset()
+    del ds.SOPClassUID
+    del ds.file_meta.MediaStorageSOPClassUID
+    out = deidentify(ds, KEY).dataset
+    reread = pydicom.dcmread(io.BytesIO(_saved(out)))
+    assert reread.file_meta.MediaStorageSOPClassUID == SecondaryCaptureImageStorage
+    assert reread.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    np.testing.assert_array_equal(reread.pixel_array, _pixels())
+
+    uids = []
+    for _ in range(2):
+        ds = _phi_dataset()
+        del ds.SOPInstanceUID
+        del ds.file_meta.MediaStorageSOPInstanceUID
+        reread = pydicom.dcmread(io.BytesIO(_saved(deidentify(ds, KEY).dataset)))
+        uids.append(str(reread.file_meta.MediaStorageSOPInstanceUID))
+    assert uids[0] == uids[1] and UID(uids[0]).is_valid and uids[0].startswith("2.25.")
+    assert reread.file_meta.MediaStorageSOPClassUID == DigitalXRayImageStorageForPresentation
+
+    bare = _phi_dataset()
+    del bare.file_meta
+    del bare.SOPClassUID
+    meta = deidentify(bare, KEY).dataset.file_meta
+    assert meta.MediaStorageSOPClassUID == SecondaryCaptureImageStorage
+    assert meta.MediaStorageSOPInstanceUID == bare.SOPInstanceUID
+
+
+def test_any_failure_leaves_the_dataset_as_it_was(monkeypatch):
+    ds = _phi_dataset()
+    before = _saved(ds)
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("late failure")
+
+    # after every element has been cleaned, just before the dataset is marked
+    monkeypatch.setattr(deid, "_mark_deidentified", fail)
+    with pytest.raises(RuntimeError):
+        deidentify(ds, KEY)
+    assert _saved(ds) == before
+    assert ds.preamble.startswith(NESTED["Preamble"].encode())
+    assert {PHI["PatientID"], "ZQFAMILY", NESTED["EvaluatorName"]} <= collect_identifiers(ds)
