@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from medimg.data.deid import DeidResult
 
 logger = logging.getLogger(__name__)
+# Pillow's debug records quote EXIF and TIFF tag values, which may name the patient.
+logging.getLogger("PIL").setLevel(logging.INFO)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"})
 

@@ -25,9 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import sqlite3
-import sys
 import time
 import urllib.request
 import zipfile
@@ -41,7 +39,7 @@ from PIL import Image, PngImagePlugin
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from support.dicoms import PHI_VALUES, write_dicom
-from support.servers import free_port, running_server
+from support.servers import served_champion
 
 from flows.training import training_pipeline
 from medimg.data.images import read_image
@@ -214,18 +212,10 @@ def _prefect_files() -> list[Path]:
 
 
 def _serve_and_predict(ws, files: list[Path], log: Path) -> None:
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update({"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-                "MLFLOW_TRACKING_URI": f"sqlite:///{ws.mlflow_db}"})
-    port = free_port()
-    argv = [str(bin_dir / "mlflow"), "models", "serve", "-m",
-            "models:/medimg-classifier@champion", "--env-manager", "local",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with running_server(argv, f"http://127.0.0.1:{port}/ping", env, log, timeout=180):
+    with served_champion(ws, log) as url:
         rows = [[base64.b64encode(p.read_bytes()).decode()] for p in files]
         body = json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+        request = urllib.request.Request(f"{url}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=120) as response:
             answer = json.loads(response.read())

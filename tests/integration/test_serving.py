@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
-from support.servers import free_port, running_server
+from support.servers import served_champion
 
 from tests.conftest import medimg_cli
 
@@ -34,19 +32,10 @@ def test_mlflow_models_serve_answers_a_request_that_carries_an_image(make_worksp
     assert result.returncode == 0, result.stderr[-3000:]
     bundle = json.loads((ws.model_dir / "bundle.json").read_text())
 
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update({"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-                "MLFLOW_TRACKING_URI": f"sqlite:///{ws.mlflow_db}"})
-    port = free_port()
-    argv = [str(bin_dir / "mlflow"), "models", "serve", "-m",
-            "models:/medimg-classifier@champion", "--env-manager", "local",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with running_server(argv, f"http://127.0.0.1:{port}/ping", env, tmp_path / "serve.log",
-                        timeout=180):
+    with served_champion(ws, tmp_path / "serve.log") as url:
         images = sorted(ws.raw_dir.rglob("*.png"))[:2]
         encoded = [[base64.b64encode(p.read_bytes()).decode()] for p in images]
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+        status, answer = _post(f"{url}/invocations",
                                {"dataframe_split": {"columns": ["image"], "data": encoded}})
         assert status == 200, answer
         rows = answer["predictions"]
@@ -58,7 +47,7 @@ def test_mlflow_models_serve_answers_a_request_that_carries_an_image(make_worksp
             assert row["label"] == ("pneumonia" if row["p_pneumonia"] >= row["threshold"]
                                     else "normal")
         # a request without an image is refused, not answered with a guess
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+        status, answer = _post(f"{url}/invocations",
                                {"dataframe_split": {"columns": ["image"], "data": [["@@@"]]}})
         assert status >= 400 and "base64" in str(answer)
         # the served model reads no files: a path is refused with the fix, the file untouched.
@@ -66,7 +55,7 @@ def test_mlflow_models_serve_answers_a_request_that_carries_an_image(make_worksp
         fifo = tmp_path / "no-writer.png"
         os.mkfifo(fifo)
         for path in (images[0], fifo):
-            status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+            status, answer = _post(f"{url}/invocations",
                                    {"dataframe_split": {"columns": ["path"],
                                                         "data": [[str(path)]]}})
             assert status == 400, answer

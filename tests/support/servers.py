@@ -42,3 +42,21 @@ def running_server(argv: list[str], health: str, env: dict[str, str], log: Path,
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@contextmanager
+def served_champion(ws, log: Path, name: str = "medimg-classifier") -> Iterator[str]:
+    """The workspace's champion behind a real `mlflow models serve`; yields its base URL."""
+    import os
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                "MLFLOW_TRACKING_URI": f"sqlite:///{ws.mlflow_db}"})
+    port = free_port()
+    argv = [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion",
+            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1"]
+    with running_server(argv, f"http://127.0.0.1:{port}/ping", env, log, timeout=180):
+        yield f"http://127.0.0.1:{port}"

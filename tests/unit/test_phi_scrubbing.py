@@ -6,8 +6,8 @@ import pytest
 
 from medimg.config import load_config
 from medimg.data.deid import pseudonymise
-from medimg.phi import Scrubber, is_identifier_column
 from medimg.errors import ConfigError
+from medimg.phi import Scrubber, is_identifier_column
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
