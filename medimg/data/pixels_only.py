@@ -201,10 +201,14 @@ def strip_png(data: bytes) -> bytes:
             raise NotStrippable("PNG tRNS does not fit the image")
     if not compressed:
         raise NotStrippable("PNG without IDAT")
-    pixels = _png_scanlines(header, b"".join(compressed))
+    stream = b"".join(compressed)
+    pixels, exact = _png_scanlines(header, stream)
+    # A stream that holds exactly the image's scanlines, and no spare bits to zero, is kept as
+    # it is (deflating again costs more than decoding); anything else is deflated anew.
+    idat = stream if exact else zlib.compress(pixels)
     out = [PNG_SIGNATURE, _png_chunk(b"IHDR", header.pack())]
     out += [_png_chunk(kind, body) for kind, body in display.items()]
-    out += [_png_chunk(b"IDAT", zlib.compress(pixels)), _png_chunk(b"IEND", b"")]
+    out += [_png_chunk(b"IDAT", idat), _png_chunk(b"IEND", b"")]
     return b"".join(out)
 
 
@@ -225,16 +229,19 @@ def _read_png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     raise NotStrippable("PNG without IEND")
 
 
-def _png_scanlines(header: _PngHeader, compressed: bytes) -> bytes:
-    """The filtered scanlines the header defines, nothing after them, unused bits zeroed."""
+def _png_scanlines(header: _PngHeader, compressed: bytes) -> tuple[bytes, bool]:
+    """The filtered scanlines the header defines, nothing after them, unused bits zeroed; and
+    whether ``compressed`` is exactly one zlib stream of them, with no spare bits to zero."""
     rows_and_bytes = [
         (rows, (columns * header.pixel_bits + 7) // 8, columns) for rows, columns in header.passes()
     ]
     size = sum(rows * (1 + row_bytes) for rows, row_bytes, _ in rows_and_bytes)
     # Anything past the image (in the stream, after it, in later IDATs) is never read.
-    raw = zlib.decompressobj().decompress(compressed, size)
+    stream = zlib.decompressobj()
+    raw = stream.decompress(compressed, size)
     if len(raw) < size:
         raise NotStrippable(f"PNG pixels end after {len(raw)} of {size} bytes")
+    exact = stream.eof and not stream.unused_data and not stream.unconsumed_tail
     lines = np.frombuffer(bytearray(raw), dtype=np.uint8)
     start = 0
     for rows, row_bytes, columns in rows_and_bytes:
@@ -244,12 +251,13 @@ def _png_scanlines(header: _PngHeader, compressed: bytes) -> bytes:
             raise NotStrippable("PNG scanline filter type unknown")
         unused = row_bytes * 8 - columns * header.pixel_bits
         if unused:
+            exact = False
             # Pixels narrower than a byte leave bits at the end of each row. Filters carry them
             # into the next bytes and rows, so the rows are unfiltered before they are zeroed.
             if block[:, 0].any():
                 _unfilter_bytes(block)
             block[:, -1] &= (0xFF << unused) & 0xFF
-    return lines.tobytes()
+    return lines.tobytes(), exact
 
 
 def _unfilter_bytes(block: np.ndarray) -> None:
