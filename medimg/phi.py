@@ -8,6 +8,7 @@ refused even when it is named there.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 
 # Each pattern is matched against the column name folded to ``lower_snake_case`` and against
@@ -58,9 +59,16 @@ _MIN_SQUEEZED = 4
 shorter ones only where they stand as a whole word."""
 
 
+def _letters(char: str) -> str:
+    """One character as compared: decomposed (NFKD, so a composed "Ö" and an "O" followed by a
+    combining diaeresis, as macOS writes file names, are alike), case-folded, and only its
+    letters and digits (accents and separators drop out)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", char).casefold() if c.isalnum())
+
+
 def squeeze(text: str) -> str:
-    """Letters and digits only, case-folded: the form in which identifiers are compared."""
-    return "".join(c.casefold() for c in text if c.isalnum())
+    """Letters and digits only, decomposed and case-folded: how identifiers are compared."""
+    return "".join(_letters(c) for c in text)
 
 
 class Scrubber:
@@ -123,10 +131,9 @@ class Scrubber:
         chars: list[str] = []
         where: list[int] = []
         for index, char in enumerate(text):
-            if char.isalnum():
-                for folded in char.casefold():
-                    chars.append(folded)
-                    where.append(index)
+            for folded in _letters(char):
+                chars.append(folded)
+                where.append(index)
         squeezed = "".join(chars)
         spans = []
         position = 0

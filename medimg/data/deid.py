@@ -786,6 +786,7 @@ def _clean_dataset(ds: Dataset, ctx: _Context) -> None:
     tags = list(ds.keys())
     for tag in tags:
         if Tag(tag).is_private:
+            _collect_private(ds, tag, ctx.identifiers)
             del ds[tag]
     for tag, elem in _elements(ds):
         if elem is None:
@@ -959,7 +960,7 @@ def _collect_into(elem: DataElement, found: set[str]) -> None:
         return
     values = _values(elem)
     if vr == "PN":
-        for value in values:
+        for value in [*values, *_other_readings(elem)]:
             found.update(_name_parts(value))
     elif vr == "UI":
         found.update(v for v in values if not v.startswith(_STANDARD_UID_ROOT))
@@ -971,12 +972,27 @@ def _collect_into(elem: DataElement, found: set[str]) -> None:
         found.update(values)
 
 
+def _collect_private(ds: Dataset, tag: int, found: set[str]) -> None:
+    """Names, dates and UIDs in a private element (a vendor may copy the patient's name into
+    one), recorded for path scrubbing before it is removed; a value that cannot be read, or an
+    element of unknown VR, gives nothing."""
+    try:
+        elem = ds[tag]
+        if elem.VR in ("PN", "SQ", "DA", "DT", "UI"):
+            _collect_into(elem, found)
+    except Exception:  # a private value pydicom cannot decode names nothing we can use
+        return
+
+
 def _collect_all(ds: Dataset, found: set[str]) -> None:
     """What :func:`_collect` would record for every element that :func:`deidentify` changes."""
     for tag, elem in _elements(ds):
         try:
-            if elem is None or Tag(tag).is_private:
-                continue  # removed unread by deidentify too
+            if elem is None:
+                continue
+            if Tag(tag).is_private:
+                _collect_private(ds, tag, found)
+                continue
             if elem.VR == "SQ":
                 for item in elem.value or []:
                     _collect_all(item, found)
@@ -984,6 +1000,22 @@ def _collect_all(ds: Dataset, found: set[str]) -> None:
                 _collect_into(elem, found)
         except Exception:  # one odd element does not hide the others
             continue
+
+
+def _other_readings(elem: DataElement) -> list[str]:
+    """A name's bytes read as UTF-8 and as Latin-1 too: files often carry UTF-8 names without
+    saying so (no Specific Character Set), and the file system spells them as written."""
+    value = elem.value
+    names = value if isinstance(value, MultiValue | list | tuple) else [value]
+    readings = []
+    for name in names:
+        raw = getattr(name, "original_string", None)
+        if isinstance(raw, bytes) and any(byte > 0x7F for byte in raw):
+            for codec in ("utf-8", "latin-1"):
+                text = raw.decode(codec, errors="ignore").strip()
+                if text:
+                    readings.append(text)
+    return readings
 
 
 def _date_spellings(value: str) -> set[str]:

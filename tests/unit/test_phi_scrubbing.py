@@ -78,3 +78,12 @@ def test_identifiers_known_only_by_their_digests_are_found():
     scrub = Scrubber(set(), _pseudonym, digests, digest)
     assert scrub("imgs/mrn770qx_cxr.png") == "imgs/p-known_cxr.png"
     assert "770" not in " ".join(digests)
+
+
+def test_composed_and_decomposed_letters_are_alike():
+    import unicodedata
+
+    scrub = Scrubber({"ZQYJÖRGPAT"}, _pseudonym)
+    for form in ("NFC", "NFD"):
+        path = unicodedata.normalize(form, "x/ZQYJÖRGPAT/n.png")
+        assert scrub(path) == f"x/{pseudonymise('ZQYJÖRGPAT', KEY)}/n.png", form

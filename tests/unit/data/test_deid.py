@@ -750,3 +750,34 @@ def test_any_failure_leaves_the_dataset_as_it_was(monkeypatch):
     assert _saved(ds) == before
     assert ds.preamble.startswith(NESTED["Preamble"].encode())
     assert {PHI["PatientID"], "ZQFAMILY", NESTED["EvaluatorName"]} <= collect_identifiers(ds)
+
+
+def test_a_name_in_a_private_sequence_is_collected_for_path_scrubbing():
+    from pydicom.sequence import Sequence
+
+    def with_private_name() -> Dataset:
+        ds = _phi_dataset()
+        item = Dataset()
+        item.PatientName = "ZQYPRIVSEQ^NAME"
+        block = ds.private_block(0x0029, "ZQY VENDOR 1.0", create=True)
+        block.add_new(0x10, "SQ", Sequence([item]))
+        return ds
+
+    assert "ZQYPRIVSEQ" in collect_identifiers(with_private_name())  # before any change too
+    result = deidentify(with_private_name(), KEY)
+    assert "ZQYPRIVSEQ" in result.identifiers
+    scrubbed = Scrubber(result.identifiers, _pseudonym)("ZQYPRIVSEQ_NAME_2.dcm")
+    assert "zqyprivseq" not in scrubbed.casefold() and scrubbed.endswith("_2.dcm")
+
+
+def test_a_utf8_name_without_a_character_set_is_collected_as_the_file_system_spells_it():
+    from pydicom.valuerep import PersonName
+
+    ds = _phi_dataset()
+    del ds.SpecificCharacterSet  # the default repertoire, as many exporters leave it
+    ds.PatientName = PersonName("ZQYBÄCKER^ANN".encode(), encodings=["iso8859"])
+    assert "ZQYBÄCKER" not in str(ds.PatientName)  # pydicom reads the bytes another way
+    result = deidentify(ds, KEY)
+    assert "ZQYBÄCKER" in result.identifiers
+    scrub = Scrubber(result.identifiers, _pseudonym)
+    assert "zqyb" not in scrub("dcm/pneumonia/ZQYBÄCKER/4.dcm").casefold()
