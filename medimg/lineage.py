@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-from pathlib import Path
 
-from medimg.errors import WorkspaceError
-from medimg.workspace import Workspace
+from medimg.workspace import Workspace, run_dvc
 
 logger = logging.getLogger(__name__)
-
-
-def run_dvc(root: Path, *args: str) -> str:
-    """Run the DVC command line (the one installed beside medimg) in ``root``.
-
-    Its own interface, not its internals. Raises WorkspaceError with DVC's first error line.
-    """
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [x.strip() for x in (result.stderr + result.stdout).splitlines() if x.strip()]
-        reason = lines[0].removeprefix("ERROR: ") if lines else f"exit code {result.returncode}"
-        raise WorkspaceError(f"`dvc {' '.join(args)}` failed in {root}: {reason}")
-    return result.stdout
 
 
 def dvc(ws: Workspace, *args: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -195,8 +196,6 @@ def _point_code_dependencies(dvc_yaml: Path) -> None:
 
 def _run(cmd: list[str], cwd: Path) -> None:
     if cmd[0] == "dvc":
-        from medimg.lineage import run_dvc
-
         run_dvc(cwd, *cmd[1:])
         return
     exe = shutil.which(cmd[0])
@@ -206,3 +205,17 @@ def _run(cmd: list[str], cwd: Path) -> None:
     if result.returncode != 0:
         detail = [x for x in (result.stderr + result.stdout).splitlines() if x.strip()]
         raise WorkspaceError(f"`{' '.join(cmd)}` failed in {cwd}: {detail[0] if detail else ''}")
+
+
+def run_dvc(root: Path, *args: str) -> str:
+    """Run the DVC command line (the one installed beside medimg) in ``root``.
+
+    Its own interface, not its internals. Raises WorkspaceError with DVC's first error line.
+    """
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [x.strip() for x in (result.stderr + result.stdout).splitlines() if x.strip()]
+        reason = lines[0].removeprefix("ERROR: ") if lines else f"exit code {result.returncode}"
+        raise WorkspaceError(f"`dvc {' '.join(args)}` failed in {root}: {reason}")
+    return result.stdout
