@@ -363,7 +363,7 @@ def ingest_sources(
     dicom_new = any(e.kind == "dicom" for e in todo.values())
     key = deid.pseudonym_key(
         required=dicom_new or any(e.item.patient for e in unseen)
-        or bool(unseen and known_identifiers.digests),
+        or bool(unseen and known_identifiers.entries),
         reason=(
             "DICOM files carry patient identifiers" if dicom_new
             else "the source gives patient ids" if any(e.item.patient for e in unseen)
@@ -449,8 +449,8 @@ def _scrubber(identifiers: set[str], key: bytes | None, known: KnownIdentifiers)
     for identifier in identifiers:
         squeezed = squeeze(identifier)
         if len(squeezed) >= 4:
-            known.add(digest(squeezed), deid.pseudonymise(identifier, key))
-    return Scrubber(identifiers, lambda value: deid.pseudonymise(value, key), known.digests,
+            known.record(digest(squeezed), deid.pseudonymise(identifier, key))
+    return Scrubber(identifiers, lambda value: deid.pseudonymise(value, key), known.entries,
                     digest)
 
 
@@ -494,8 +494,7 @@ def _find(
                 entry.image_id = _array_id(item.array)
                 entry.size = int(item.array.nbytes)
             elif item.path is not None:
-                entry.image_id, entry.kind = _hash_file(item.path, cache)
-                entry.size = item.path.stat().st_size
+                entry.image_id, entry.kind, entry.size = _hash_file(item.path, cache)
             found.append(entry)
     return found
 
@@ -513,13 +512,14 @@ def _array_id(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _hash_file(path: Path, cache: dict[str, list[Any]]) -> tuple[str, str]:
+def _hash_file(path: Path, cache: dict[str, list[Any]]) -> tuple[str, str, int]:
+    """The file's sha256, its kind (dicom, image, other) and its size, from one stat."""
     stat = path.stat()
     # Keyed by a hash of the path: paths may name patients, and this file stays on disk.
     key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
     hit = cache.get(key)
     if hit and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
-        return hit[2], hit[3]
+        return hit[2], hit[3], stat.st_size
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         head = handle.read(DICOM_SNIFF_BYTES)
@@ -528,7 +528,7 @@ def _hash_file(path: Path, cache: dict[str, list[Any]]) -> tuple[str, str]:
             digest.update(chunk)
     kind = "dicom" if is_dicom(head) else ("image" if looks_like_image(path, head) else "other")
     cache[key] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest(), kind]
-    return digest.hexdigest(), kind
+    return digest.hexdigest(), kind, stat.st_size
 
 
 def _run_analyses(

@@ -20,39 +20,58 @@ from medimg.workspace import Workspace
 
 PRIVATE_DIR = Path("data") / ".private"
 ORIGINALS_FILE = "originals.json"
+IDENTIFIERS_FILE = "identifiers.json"
+_DIGEST_DOMAIN = b"medimg/identifier/v1\x00"
 
 
-class Originals:
-    """``{original path: reference}`` for every file ingest has seen, and the reverse."""
+class _PrivateMap:
+    """A ``{str: str}`` JSON file of the private folder, read once and written when changed."""
+
+    file = ""
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self.folder = ws.root / PRIVATE_DIR
-        self.path = self.folder / ORIGINALS_FILE
-        self.by_original: dict[str, str] = {}
+        self.path = self.folder / self.file
+        self.entries: dict[str, str] = {}
         if self.path.is_file():
             try:
-                self.by_original = json.loads(self.path.read_text())
+                self.entries = json.loads(self.path.read_text())
             except (json.JSONDecodeError, OSError):
-                self.by_original = {}
+                self.entries = {}
         self.changed = False
 
-    def ref_for(self, original: str) -> str | None:
-        return self.by_original.get(original)
-
-    def originals_of(self, ref: str) -> list[str]:
-        return sorted(o for o, r in self.by_original.items() if r == ref)
-
-    def record(self, original: str, ref: str) -> None:
-        if self.by_original.get(original) != ref:
-            self.by_original[original] = ref
+    def record(self, key: str, value: str) -> None:
+        if self.entries.get(key) != value:
+            self.entries[key] = value
             self.changed = True
 
     def save(self) -> None:
-        if not self.changed:
-            return
-        _write_private(self.ws, self.path, json.dumps(self.by_original, indent=0, sort_keys=True))
-        self.changed = False
+        if self.changed:
+            _write_private(self.ws, self.path, json.dumps(self.entries, indent=0, sort_keys=True))
+            self.changed = False
+
+
+class Originals(_PrivateMap):
+    """``{original path: reference}`` for every file ingest has seen, and the reverse."""
+
+    file = ORIGINALS_FILE
+
+    def ref_for(self, original: str) -> str | None:
+        return self.entries.get(original)
+
+    def originals_of(self, ref: str) -> list[str]:
+        if self._by_ref is None:  # built once, when first asked, and after each change
+            self._by_ref = {}
+            for original, known in sorted(self.entries.items()):
+                self._by_ref.setdefault(known, []).append(original)
+        return self._by_ref.get(ref, [])
+
+    def record(self, key: str, value: str) -> None:
+        super().record(key, value)
+        self._by_ref = None
+
+    _by_ref: dict[str, list[str]] | None = None
 
 
 def _write_private(ws: Workspace, path: Path, text: str) -> None:
@@ -76,24 +95,12 @@ def _dvcignore(ws: Workspace) -> None:
             handle.write(("\n" if present and present[-1] else "") + line + "\n")
 
 
-IDENTIFIERS_FILE = "identifiers.json"
-_DIGEST_DOMAIN = b"medimg/identifier/v1\x00"
 
-
-class KnownIdentifiers:
+class KnownIdentifiers(_PrivateMap):
     """Keyed digests of every identifier ingest has met, so a later ingest can still find them in
     new file names. Only digests and pseudonyms are kept: the file names no one."""
 
-    def __init__(self, ws: Workspace) -> None:
-        self.ws = ws
-        self.path = ws.root / PRIVATE_DIR / IDENTIFIERS_FILE
-        self.digests: dict[str, str] = {}
-        if self.path.is_file():
-            try:
-                self.digests = json.loads(self.path.read_text())
-            except (json.JSONDecodeError, OSError):
-                self.digests = {}
-        self.changed = False
+    file = IDENTIFIERS_FILE
 
     @staticmethod
     def digester(key: bytes):
@@ -106,14 +113,3 @@ class KnownIdentifiers:
             return f"{len(squeezed)}:{mac.hexdigest()[:32]}"
 
         return digest
-
-    def add(self, digest: str, pseudonym: str) -> None:
-        if self.digests.get(digest) != pseudonym:
-            self.digests[digest] = pseudonym
-            self.changed = True
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        _write_private(self.ws, self.path, json.dumps(self.digests, sort_keys=True))
-        self.changed = False

@@ -478,6 +478,31 @@ def test_dicom_pixels_are_decoded_only_after_de_identification(tmp_path):
         decode_deidentified(ds)  # a bare data set has no .dataset: it was not de-identified
 
 
+def test_dicom_bytes_reach_the_pixel_decoder_only_de_identified(tmp_path, monkeypatch):
+    from medimg.data import deid, images
+
+    data = write_dicom(tmp_path / "x.dcm").read_bytes()
+    seen = []
+    real = images.decode_deidentified
+
+    def watching(result, **options):
+        seen.append((str(result.dataset.PatientName), result.dataset.PatientIdentityRemoved))
+        return real(result, **options)
+
+    monkeypatch.setattr(images, "decode_deidentified", watching)
+    decode(data)
+    [(name, removed)] = seen
+    assert removed == "YES" and name != PHI_VALUES["PatientName"] and name.startswith("p-")
+
+    def failing(ds, key, **options):
+        raise ValueError("cannot")
+
+    monkeypatch.setattr(deid, "deidentify", failing)
+    with pytest.raises(UndecodableImage, match="could not be de-identified"):
+        decode(data)
+    assert len(seen) == 1  # no pixel was decoded without de-identification
+
+
 def test_dicom_without_pixel_data(tmp_path):
     with pytest.raises(UndecodableImage, match=r"^DICOM has no pixel data$"):
         decode(_dicom(tmp_path, pixel_data=False))
