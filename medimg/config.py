@@ -48,7 +48,7 @@ class DataConfig(_Section):
         "val": 0.15,
         "test": 0.15,
     }
-    min_side: PositiveInt = 32
+    min_side: PositiveInt = 28
     max_pixels: PositiveInt = 178_956_970
     min_std: Annotated[float, Field(ge=0.0)] = 1.0
     near_duplicate_distance: Annotated[int, Field(ge=0, le=32)] = 6
@@ -106,6 +106,7 @@ CHECK_LEVELS: dict[str, Level] = {
     "patient_ids_present": "warning",
     "quarantine_rate": "critical",
     "burned_in_annotation_known": "warning",
+    "colour_matches_channels": "warning",
 }
 """Every data-contract check and its default level; ``validation.levels`` overrides them."""
 
@@ -113,7 +114,7 @@ CHECK_LEVELS: dict[str, Level] = {
 class ValidationConfig(_Section):
     min_images_per_class_per_split: PositiveInt = 1
     min_class_fraction: Fraction = 0.05
-    min_side: PositiveInt = 32
+    min_side: PositiveInt = 28
     max_side: PositiveInt = 8192
     allowed_channels: list[Literal[1, 3, 4]] = [1, 3]
     allowed_bit_depths: list[Annotated[int, Field(ge=1, le=32)]] = [8, 10, 12, 14, 16]
@@ -161,6 +162,8 @@ class AugmentConfig(_Section):
 class FineTuneConfig(_Section):
     frozen_epochs: Annotated[int, Field(ge=0)] = 3
     learning_rate_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    # batch normalisation keeps its moving statistics after unfreezing too (Keras's guide)
+    freeze_batchnorm: bool = True
 
 
 class ModelConfig(_Section):
@@ -240,6 +243,9 @@ class GatesConfig(_Section):
     # bound the lower end of each metric's bootstrap interval, not its point estimate
     on_ci_lower_bound: bool = False
     noninferiority_margin: Fraction = 0.02
+    # minimum evidence: test images of the disease class (each disease class) and of the rest
+    min_test_positives: Annotated[int, Field(ge=0)] = 20
+    min_test_negatives: Annotated[int, Field(ge=0)] = 20
     # also require the challenger to beat the champion on this metric before it is promoted
     superiority_metric: Literal[BOUNDABLE_METRICS] | None = None  # type: ignore[valid-type]
 
