@@ -15,10 +15,13 @@ that still holds one of the identifying values met on the way (see :func:`collec
 The pixel data is not re-encoded. Encapsulated frames are cleaned of the metadata their own
 format can carry:
 
-- JPEG, JPEG Lossless and JPEG-LS frames lose their APPn segments (EXIF, XMP, ICC, vendor notes;
-  JFIF and Adobe stay, without thumbnail) and their comments, through
-  :func:`medimg.data.pixels_only.strip_jpeg`. A frame that cannot be walked this way makes the
-  whole dataset fail, so it is quarantined rather than stored.
+- JPEG (8- and 12-bit), JPEG Lossless and JPEG-LS frames lose their APPn segments (EXIF, XMP,
+  ICC, SPIFF, vendor notes; JFIF and Adobe stay, without thumbnail), their comments, any table
+  no scan uses and anything after their end of image, through
+  :func:`medimg.data.pixels_only.strip_jpeg`. Of JPEG-LS's own LSE segments only the preset
+  coding parameters stay, at their fixed length; a mapping table, whose unused entries could
+  hold text, makes the dataset fail. So does any frame that cannot be walked this way: it is
+  quarantined rather than stored.
 - JPEG 2000 and HTJ2K frames lose their comment (COM) segments, from the main header and from
   tile-part headers (whose lengths are rewritten). A frame wrapped in JP2 boxes, which DICOM
   forbids and whose boxes can carry XML, or a tile-part comment beside a TLM table of tile-part

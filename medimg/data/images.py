@@ -10,6 +10,10 @@ DICOM is recognised by content, never by name, and its pixels are decoded by one
 :func:`decode_deidentified`, which takes only what :func:`medimg.data.deid.deidentify` returns:
 no DICOM pixel is decoded before its header has been de-identified.
 
+Compressed DICOM is decoded by pydicom's plugins (GDCM for the JPEG family: baseline, lossless,
+JPEG-LS and JPEG 2000), except 12-bit JPEG Extended, which pydicom's GDCM plugin declines and
+GDCM itself decodes here.
+
 Nothing here logs or raises with a DICOM header value in it: headers carry patient data.
 """
 
@@ -60,6 +64,10 @@ _VRS = frozenset(
 # A data set without preamble starts with its file meta group (0002) or, with no meta at all,
 # with its lowest group: (0008) in practice, as SOP Class UID (0008,0016) is mandatory.
 _FIRST_GROUPS = range(0x0002, 0x0029, 2)
+
+_JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+# Start-of-frame markers: SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC), and JPEG-LS (SOF55).
+_JPEG_SOFS = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7})
 
 
 class UndecodableImage(Exception):
@@ -464,9 +472,17 @@ def decode_deidentified(
 
     frames = get_nr_frames(ds, warn=False)
     index = frames // 2 if dicom_frame == "middle" and frames > 1 else 0
+    encoded = _encoded_frame(ds, index, frames) if syntax.is_encapsulated else None
+    if encoded is not None:
+        _check_encoded_size(encoded, rows, columns)
     try:
         # One frame only, so a long cine loop is not decoded whole to keep one picture.
-        stored = pixel_array(ds, index=index)
+        if encoded is not None and syntax == _JPEG_EXTENDED and int(ds.get("BitsStored", 8)) > 8:
+            stored = _decode_jpeg_extended_12(encoded, ds)
+        else:
+            stored = pixel_array(ds, index=index)
+    except UndecodableImage:
+        raise
     except Exception as exc:
         raise UndecodableImage(
             f"DICOM pixel data cannot be decoded ({label}): {_short(exc)}"
@@ -495,6 +511,114 @@ def decode_deidentified(
     if pixels.ndim == 3 and pixels.shape[2] != 3:
         raise UndecodableImage(f"DICOM with {pixels.shape[2]} samples per pixel is not supported")
     return DecodedImage(np.ascontiguousarray(pixels), bits, "dicom", source_std8)
+
+
+def _encoded_frame(ds: Dataset, index: int, frames: int) -> bytes:
+    from pydicom.encaps import get_frame
+
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    try:
+        return get_frame(ds.PixelData, index, number_of_frames=frames, extended_offsets=extended)
+    except Exception as exc:
+        raise UndecodableImage(
+            f"DICOM encapsulated pixel data cannot be split into frames: {_short(exc)}"
+        ) from None
+
+
+def _check_encoded_size(frame: bytes, rows: int, columns: int) -> None:
+    """A JPEG or JPEG 2000 frame must code the size Rows and Columns say, which the pixel
+    bound has checked: a decoder follows the stream's own header, so a larger one would
+    bypass the bound."""
+    if frame.startswith(b"\xff\xd8"):
+        header = _jpeg_frame_header(frame)
+        size = None if header is None else (header[2], header[1] or rows)  # height 0: see DNL
+    else:
+        size = _j2k_size(frame)
+    if size is not None and size != (columns, rows):
+        raise UndecodableImage(
+            f"DICOM frame codes {size[0]}x{size[1]} pixels, but Columns x Rows say "
+            f"{columns}x{rows}"
+        )
+
+
+def _jpeg_frame_header(frame: bytes) -> tuple[int, int, int] | None:
+    """(precision, height, width) from a JPEG or JPEG-LS frame header, or None without one."""
+    offset = 2
+    while offset + 4 <= len(frame) and frame[offset] == 0xFF:
+        marker = frame[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        (length,) = struct.unpack_from(">H", frame, offset + 2)
+        if marker in _JPEG_SOFS:
+            if offset + 9 > len(frame):
+                return None
+            return struct.unpack_from(">BHH", frame, offset + 4)
+        if marker == 0xDA:  # a scan before any frame header
+            return None
+        offset += 2 + length
+    return None
+
+
+def _j2k_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG 2000 codestream's SIZ segment, or None without one."""
+    if not frame.startswith(b"\xff\x4f\xff\x51") or len(frame) < 24:
+        return None
+    width, height, x_offset, y_offset = struct.unpack_from(">IIII", frame, 8)
+    return width - x_offset, height - y_offset
+
+
+def _decode_jpeg_extended_12(frame: bytes, ds: Dataset) -> np.ndarray:
+    """A 12-bit JPEG Extended (process 4) frame, decoded by GDCM directly.
+
+    pydicom's GDCM plugin declines 12-bit samples, although GDCM's 12-bit libjpeg decodes them;
+    this builds the same GDCM image that plugin builds, without that check.
+    """
+    try:
+        import gdcm
+    except ImportError:
+        raise UndecodableImage(
+            "DICOM transfer syntax JPEG Extended with 12-bit samples needs python-gdcm",
+            code="unsupported",
+        ) from None
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits_stored = int(ds.BitsStored)
+    signed = int(ds.get("PixelRepresentation", 0) or 0)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2") or bits_stored > 12:
+        raise UndecodableImage(
+            "DICOM JPEG Extended with more than 8 bits is decoded for 12-bit greyscale only",
+            code="unsupported",
+        )
+    fragment = gdcm.Fragment()
+    fragment.SetByteStringValue(frame)
+    fragments = gdcm.SequenceOfFragments.New()
+    fragments.AddFragment(fragment)
+    element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
+    element.SetValue(fragments.__ref__())
+    image = gdcm.Image()
+    image.SetNumberOfDimensions(2)
+    image.SetDimensions((columns, rows, 1))
+    image.SetDataElement(element)
+    image.SetPhotometricInterpretation(
+        gdcm.PhotometricInterpretation(gdcm.PhotometricInterpretation.GetPIType(photometric))
+    )
+    image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGExtendedProcess2_4))
+    # GDCM picks its 8-, 12- or 16-bit libjpeg by Bits Allocated and, after a wrong pick,
+    # retries the others with a message on stderr: name the stream's own precision. Every
+    # pick returns 16-bit samples.
+    header = _jpeg_frame_header(frame)
+    allocated = 12 if header is not None and header[0] == 12 else 16
+    image.SetPixelFormat(gdcm.PixelFormat(1, allocated, bits_stored, bits_stored - 1, signed))
+    buffer = image.GetBuffer()  # GDCM hands char* back as str
+    data = buffer.encode("utf-8", "surrogateescape") if isinstance(buffer, str) else bytes(buffer)
+    if len(data) != rows * columns * 2:
+        raise UndecodableImage("DICOM pixel data cannot be decoded (JPEG Extended, 12-bit)")
+    values = np.frombuffer(data, dtype="<i2" if signed else "<u2").reshape(rows, columns)
+    return values.astype(np.int16 if signed else np.uint16)
 
 
 def _dicom_grey(stored: np.ndarray, ds: Dataset, photometric: str, shown: str) -> np.ndarray:

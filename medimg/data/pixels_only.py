@@ -16,7 +16,9 @@ field by field and re-emitted at its exact length; anything this module cannot v
 - JPEG keeps its coding segments, each re-emitted at its exact length, only the quantisation
   and Huffman tables that a scan uses, and the entropy-coded data as it is: the same pixels bit
   for bit. Every APPn segment but JFIF (APP0) and Adobe (APP14), COM and the JFIF thumbnail
-  are dropped.
+  are dropped. The same walk reads the lossless (SOF3) and JPEG-LS (SOF55) frames of DICOM
+  files: lossless scans use Huffman DC tables only, JPEG-LS scans no table, and of JPEG-LS's
+  own LSE segments only the preset coding parameters, which have a fixed size, are kept.
 - A file whose EXIF or XMP orientation turns it becomes a PNG of the decoded pixels, since
   dropping the tag would turn the image.
 - Anything else (TIFF, BMP, an array) becomes a PNG of the decoded pixels.
@@ -30,6 +32,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -57,8 +60,17 @@ _CHROMATICITY_MAX = 100_000  # cHRM holds x and y in [0, 1], times 100000
 
 _EOI, _SOS, _DQT, _DHT, _DRI, _DNL, _COM = 0xD9, 0xDA, 0xDB, 0xC4, 0xDD, 0xDC, 0xFE
 _APP0, _APP1, _APP14 = 0xE0, 0xE1, 0xEE
-_SOFS = {0xC0: False, 0xC1: False, 0xC2: True}  # Huffman frames this parser reads: progressive?
-_SEGMENTS = frozenset({*_SOFS, _DQT, _DHT, _SOS, _DRI, _DNL, _COM, *range(0xE0, 0xF0)})
+_LSE = 0xF8  # JPEG-LS preset parameters (ITU-T T.87 C.2.4)
+_LSE_PRESET_BODY = 11  # ID 1, then MAXVAL, T1, T2, T3 and RESET, two bytes each
+FrameKind = Literal["sequential", "progressive", "lossless", "jpeg-ls"]
+# The frames this parser reads: Huffman baseline and extended, progressive, lossless (process
+# 14), and JPEG-LS. Arithmetic-coded and hierarchical frames are refused.
+_SOFS: dict[int, FrameKind] = {
+    0xC0: "sequential", 0xC1: "sequential", 0xC2: "progressive", 0xC3: "lossless",
+    0xF7: "jpeg-ls",
+}  # fmt: skip
+_SEGMENTS = frozenset({*_SOFS, _DQT, _DHT, _SOS, _DRI, _DNL, _COM, _LSE, *range(0xE0, 0xF0)})
+_RESTARTS = range(0xD0, 0xD8)
 _JFIF_BODY = 14  # "JFIF\0", version (2), units (1), densities (2 x 2), thumbnail size (2)
 _ADOBE_BODY = 12  # "Adobe", version (2), flags0 (2), flags1 (2), colour transform (1)
 
@@ -338,7 +350,8 @@ class _Tables:
 @dataclass(frozen=True)
 class _Frame:
     body: bytes
-    progressive: bool
+    kind: FrameKind
+    precision: int
     quant_tables: dict[int, int]  # component id: quantisation table
 
 
@@ -346,10 +359,13 @@ def strip_jpeg(data: bytes) -> bytes:
     """The JPEG with its coding segments only, each at its exact length: the first image, up to
     its EOI, with the entropy-coded data as it is.
 
+    Reads Huffman baseline, extended (8 and 12 bits), progressive and lossless (process 14)
+    JPEG, and JPEG-LS: every kind DICOM encapsulates as JPEG.
+
     Raises:
-        NotStrippable: not a Huffman-coded baseline, extended or progressive JPEG this parser
-            can vouch for (a segment shorter than its structure, a marker it does not parse), or
-            an EXIF or XMP orientation that turns the image: re-encode the pixels instead.
+        NotStrippable: not a JPEG this parser can vouch for (a segment shorter than its
+            structure, a marker it does not parse, a JPEG-LS mapping table), or an EXIF or XMP
+            orientation that turns the image: re-encode the pixels instead.
     """
     if not data.startswith(b"\xff\xd8"):
         raise NotStrippable("not a JPEG")
@@ -381,25 +397,35 @@ def strip_jpeg(data: bytes) -> bytes:
             huffman_tables = _dht_tables(payload)
             huffman.update(huffman_tables)
             out.append(_Tables(marker, [table for _, table in huffman_tables]))
+        elif marker == _LSE:
+            out.append(_jpeg_segment(marker, _lse_preset(payload)))
         elif marker in _SOFS:
             if frame is not None:
                 raise NotStrippable("JPEG with a second frame header")
-            frame = _parse_frame(payload, progressive=_SOFS[marker])
+            frame = _parse_frame(payload, kind=_SOFS[marker])
             out.append(_jpeg_segment(marker, frame.body))
         elif marker == _SOS:
             if frame is None:
                 raise NotStrippable("JPEG scan before its frame header")
             out.append(_jpeg_segment(marker, _parse_scan(payload, frame, quant, huffman)))
-            scan_end = _scan_end(data, offset)
+            scan_end = _scan_end(data, offset, jpeg_ls=frame.kind == "jpeg-ls")
             out.append(data[offset:scan_end])
             offset, scans = scan_end, scans + 1
-        else:  # DRI (restart interval) or DNL (number of lines): two bytes each
-            if len(payload) < 2 or (marker == _DNL and not scans):
+        elif marker == _DRI:
+            # JPEG-LS widens the restart interval to up to four bytes (T.87 C.2.5)
+            size = len(payload) if frame and frame.kind == "jpeg-ls" else 2
+            if size not in (2, 3, 4) or len(payload) < size:
+                raise NotStrippable("JPEG restart interval cut short")
+            out.append(_jpeg_segment(marker, payload[:size]))
+        else:  # DNL (number of lines): two bytes, after the first scan
+            if len(payload) < 2 or not scans:
                 raise NotStrippable(f"JPEG marker 0xFF{marker:02X} out of place or cut short")
             out.append(_jpeg_segment(marker, payload[:2]))
-    if not scans:
+    if frame is None or not scans:
         raise NotStrippable("JPEG without a scan")
-    if has_app1 and _pillow_turns(data):
+    # Only an image Pillow decodes is turned by its orientation; DICOM decoders ignore EXIF.
+    pillow_reads = frame.kind in ("sequential", "progressive") and frame.precision == 8
+    if has_app1 and pillow_reads and _pillow_turns(data):
         raise NotStrippable("EXIF or XMP orientation turns the image")
     out.append(b"\xff\xd9")
     return b"".join(piece if isinstance(piece, bytes) else piece.render() for piece in out)
@@ -480,12 +506,27 @@ def _dht_tables(payload: bytes) -> list[tuple[tuple[int, int], _Table]]:
     return tables
 
 
-def _parse_frame(payload: bytes, *, progressive: bool) -> _Frame:
+def _lse_preset(payload: bytes) -> bytes:
+    """The preset coding parameters of a JPEG-LS LSE segment, at their exact length.
+
+    Mapping tables (IDs 2 and 3) and other LSE kinds are refused: a table holds entries no
+    pixel needs to use, where text could hide.
+    """
+    if not payload or payload[0] != 1:
+        kind = payload[0] if payload else "none"
+        raise NotStrippable(f"JPEG-LS LSE segment of kind {kind} is not one this copy reads")
+    if len(payload) < _LSE_PRESET_BODY:
+        raise NotStrippable("JPEG-LS preset parameters cut short")
+    return payload[:_LSE_PRESET_BODY]
+
+
+def _parse_frame(payload: bytes, *, kind: FrameKind) -> _Frame:
     if len(payload) < 6:
         raise NotStrippable("JPEG frame header cut short")
     precision, _height, width, count = struct.unpack_from(">BHHB", payload)
     size = 6 + 3 * count
-    if precision not in (8, 12) or width == 0 or not 1 <= count <= 4 or len(payload) < size:
+    precisions = (8, 12) if kind in ("sequential", "progressive") else range(2, 17)
+    if precision not in precisions or width == 0 or not 1 <= count <= 4 or len(payload) < size:
         raise NotStrippable("JPEG frame header malformed or cut short")
     quant_tables = {}
     for index in range(count):
@@ -497,7 +538,7 @@ def _parse_frame(payload: bytes, *, progressive: bool) -> _Frame:
         ):
             raise NotStrippable("JPEG frame component malformed")
         quant_tables[component] = table
-    return _Frame(payload[:size], progressive, quant_tables)
+    return _Frame(payload[:size], kind, precision, quant_tables)
 
 
 def _parse_scan(
@@ -506,40 +547,62 @@ def _parse_scan(
     quant: dict[int, _Table],
     huffman: dict[tuple[int, int], _Table],
 ) -> bytes:
-    """The scan header at its exact length; marks the tables the scan decodes with as used."""
+    """The scan header at its exact length; marks the tables the scan decodes with as used.
+
+    Its last three bytes are the spectral band and approximation for DCT scans, the predictor,
+    zero and point transform for lossless scans, and NEAR, interleave mode and point transform
+    for JPEG-LS scans.
+    """
     count = payload[0] if payload else 0
     size = 1 + 2 * count + 3
     if not 1 <= count <= 4 or len(payload) < size:
         raise NotStrippable("JPEG scan header malformed or cut short")
-    first_band, _last_band, approximation = payload[size - 3 : size]
+    first, last, approximation = payload[size - 3 : size]
+    if frame.kind == "lossless" and not (1 <= first <= 7 and last == 0 and approximation < 16):
+        raise NotStrippable("JPEG lossless scan header malformed")
+    if frame.kind == "jpeg-ls" and not (last <= 2 and approximation < 16):
+        raise NotStrippable("JPEG-LS scan header malformed")
     for index in range(count):
         component, tables = payload[1 + 2 * index : 3 + 2 * index]
         dc, ac = tables >> 4, tables & 0x0F
         if component not in frame.quant_tables or dc > 3 or ac > 3:
             raise NotStrippable("JPEG scan component malformed")
-        table = quant.get(frame.quant_tables[component])
-        if table is None:
-            raise NotStrippable("JPEG scan before its quantisation table")
-        table.used = True
-        # Which Huffman tables a scan decodes with, as libjpeg derives them: sequential scans
-        # both; progressive DC scans the DC table on the first pass only; AC scans the AC table.
-        used = [(0, dc), (1, ac)]
-        if frame.progressive:
-            used = [(1, ac)] if first_band else [(0, dc)] if approximation >> 4 == 0 else []
+        if frame.kind == "jpeg-ls":
+            if tables:  # the byte selects a mapping table, and none is kept
+                raise NotStrippable("JPEG-LS scan uses a mapping table")
+            continue
+        if frame.kind == "lossless":
+            used = [(0, dc)]  # lossless scans code differences with DC tables alone
+        else:
+            table = quant.get(frame.quant_tables[component])
+            if table is None:
+                raise NotStrippable("JPEG scan before its quantisation table")
+            table.used = True
+            # Which Huffman tables a scan decodes with, as libjpeg derives them: sequential
+            # scans both; progressive DC scans the DC table on the first pass only; AC scans
+            # the AC table.
+            used = [(0, dc), (1, ac)]
+            if frame.kind == "progressive":
+                used = [(1, ac)] if first else [(0, dc)] if approximation >> 4 == 0 else []
         for slot in used:
             if slot in huffman:
                 huffman[slot].used = True
     return payload[:size]
 
 
-def _scan_end(data: bytes, offset: int) -> int:
-    """Where the entropy-coded data that starts at ``offset`` ends: at the next real marker."""
+def _scan_end(data: bytes, offset: int, *, jpeg_ls: bool = False) -> int:
+    """Where the entropy-coded data that starts at ``offset`` ends: at the next real marker.
+
+    JPEG stuffs a zero byte after each 0xFF of data; JPEG-LS instead clears the top bit of the
+    byte that follows, so there a marker is 0xFF and a byte of at least 0x80 (T.87 A.1).
+    """
     while True:
         found = data.find(b"\xff", offset)
         if found < 0 or found + 1 >= len(data):
             raise NotStrippable("JPEG scan without an end")
         following = data[found + 1]
-        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+        stuffed = following < 0x80 if jpeg_ls else following == 0x00
+        if stuffed or following in _RESTARTS or following == 0xFF:
             offset = found + (1 if following == 0xFF else 2)
             continue
         return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -17,8 +18,9 @@ from typing import Literal
 import cv2
 import numpy as np
 from PIL import Image
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     UID,
@@ -29,6 +31,11 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
     generate_uid,
 )
@@ -81,7 +88,18 @@ _TOP_LEVEL_PHI = (
 )  # fmt: skip
 _SOP_CLASSES = {"DX": DigitalXRayImageStorageForPresentation, "CR": ComputedRadiographyImageStorage}
 _NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
-WRITABLE_TRANSFER_SYNTAXES = (*_NATIVE, RLELossless, JPEGBaseline8Bit, JPEG2000Lossless)
+# Encoded by GDCM (its IJG lossless codec and CharLS), with the GDCM name of each syntax.
+_GDCM_SYNTAXES = {
+    JPEGLossless: "JPEGLosslessProcess14",
+    JPEGLosslessSV1: "JPEGLosslessProcess14_1",
+    JPEGLSLossless: "JPEGLSLossless",
+    JPEGLSNearLossless: "JPEGLSNearLossless",
+}
+JPEG_LS_NEAR = 2
+"""The NEAR (largest error per sample) of :func:`write_dicom`'s JPEG-LS Near-Lossless."""
+WRITABLE_TRANSFER_SYNTAXES = (
+    *_NATIVE, RLELossless, JPEGBaseline8Bit, JPEG2000Lossless, JPEGExtended12Bit, *_GDCM_SYNTAXES
+)  # fmt: skip
 _UID_PREFIX = "1.2.826.0.1.3680043.8.498."
 
 
@@ -117,6 +135,14 @@ def default_pixels(
         # Three different channels, so a channel swap shows
         out = np.stack([out, out[:, ::-1, :] if rows > 1 else out, np.flip(out, 2)], axis=-1)
     return out if frames > 1 else out[0]
+
+
+def block_pixels(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` made constant on each 8x8 block (its top-left value): what the JPEG Extended
+    of :func:`write_dicom` codes exactly, and so what a decoder must give back."""
+    rows, columns = pixels.shape[-2:]
+    tops = pixels[..., ::8, ::8]
+    return np.repeat(np.repeat(tops, 8, axis=-2), 8, axis=-1)[..., :rows, :columns]
 
 
 def write_dicom(
@@ -160,7 +186,10 @@ def write_dicom(
         voi_lut: A 1-D table written as the only VOI LUT Sequence item, first value mapped 0.
         frames: Number of frames when ``pixels`` is ``None``.
         transfer_syntax: One of :data:`WRITABLE_TRANSFER_SYNTAXES`. JPEG Baseline needs 8-bit
-            unsigned data; JPEG 2000 Lossless is encoded by Pillow.
+            unsigned data; JPEG 2000 Lossless is encoded by Pillow; JPEG Lossless (process 14,
+            any predictor or selection value 1) and JPEG-LS by GDCM, Near-Lossless with
+            :data:`JPEG_LS_NEAR`; JPEG Extended as 12-bit greyscale by this module, which codes
+            only pixels constant on 8x8 blocks (:func:`block_pixels`), exactly.
         burned_in: Text drawn into every frame at the top left (Burned In Annotation YES).
         private_tags: Add a private block holding :data:`PHI_VALUES` ``["PrivateIdentifier"]``.
         samples_per_pixel: 1 for greyscale, 3 for colour when ``pixels`` is ``None``.
@@ -169,8 +198,8 @@ def write_dicom(
         preamble: ``False`` writes no 128-byte preamble and no ``DICM`` prefix (non-conformant
             files that some exporters still make).
         frame_segments: Whole marker segments (marker, length and payload) put into every
-            JPEG frame right after its SOI, or every JPEG 2000 frame right after its SIZ, such
-            as a COM or an APP1 EXIF segment carrying text.
+            JPEG or JPEG-LS frame right after its SOI, or every JPEG 2000 frame right after its
+            SIZ, such as a COM or an APP1 EXIF segment carrying text.
 
     Returns:
         ``path``.
@@ -185,6 +214,8 @@ def write_dicom(
             signed=signed,
             samples_per_pixel=samples_per_pixel,
         )
+        if transfer_syntax == JPEGExtended12Bit:
+            pixels = block_pixels(pixels)
     pixels = _check_pixels(np.asarray(pixels), bits_stored, signed, samples_per_pixel)
     n_frames = pixels.shape[0] if pixels.ndim == (3 if samples_per_pixel == 1 else 4) else 1
     if burned_in:
@@ -269,6 +300,15 @@ def _set_pixels(
         ds.compress(RLELossless, generate_instance_uid=False)
     elif syntax in (JPEGBaseline8Bit, JPEG2000Lossless):
         _encapsulate_with_pillow(ds, pixels, syntax, bits_stored, frame_segments)
+    elif syntax in _GDCM_SYNTAXES:
+        _encapsulate_with_gdcm(ds, syntax, frame_segments)
+    elif syntax == JPEGExtended12Bit:
+        frames = pixels if "NumberOfFrames" in ds else pixels[None]
+        if frames.ndim != 3 or frames.dtype.kind != "u" or bits_stored > 12:
+            raise ValueError("JPEG Extended here needs unsigned greyscale of at most 12 bits")
+        coded = [_with_segments(_jpeg_extended_12(f), frame_segments, syntax) for f in frames]
+        _set_encapsulated(ds, coded, syntax)
+        ds.LossyImageCompression = "01"
     else:
         raise ValueError(
             f"write_dicom cannot encode {syntax.name}; use one of "
@@ -314,9 +354,112 @@ def _encapsulate_with_pillow(
 def _with_segments(frame: bytes, segments: tuple[bytes, ...], syntax: UID) -> bytes:
     if not segments:
         return frame
-    # JPEG: after SOI; JPEG 2000: after SIZ, which must follow SOC directly.
-    at = 2 if syntax == JPEGBaseline8Bit else 4 + int.from_bytes(frame[4:6], "big")
+    # JPEG and JPEG-LS: after SOI; JPEG 2000: after SIZ, which must follow SOC directly.
+    at = 2 if frame.startswith(b"\xff\xd8") else 4 + int.from_bytes(frame[4:6], "big")
     return frame[:at] + b"".join(segments) + frame[at:]
+
+
+def _set_encapsulated(ds: Dataset, frames: list[bytes], syntax: UID) -> None:
+    ds.PixelData = encapsulate(frames)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = syntax
+
+
+def _encapsulate_with_gdcm(ds: Dataset, syntax: UID, segments: tuple[bytes, ...]) -> None:
+    """Encode the native pixels of ``ds`` with GDCM, as ``gdcmconv`` would.
+
+    GDCM reads and writes files here: its Python objects for fragments are not safe to hold.
+    """
+    import gdcm
+
+    with tempfile.TemporaryDirectory() as folder:
+        native, coded = Path(folder) / "native.dcm", Path(folder) / "coded.dcm"
+        ds.save_as(native, enforce_file_format=True)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(native))
+        if not reader.Read():
+            raise ValueError("GDCM cannot read the native file")
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax,
+                                                             _GDCM_SYNTAXES[syntax])))
+        if syntax == JPEGLSNearLossless:
+            codec = gdcm.JPEGLSCodec()
+            codec.SetLossless(False)
+            codec.SetLossyError(JPEG_LS_NEAR)
+            change.SetUserCodec(codec)
+        image = reader.GetImage()
+        if ds.BitsStored == 12:
+            # GDCM codes the precision of Bits Allocated (16) unless told 12; modalities code
+            # Bits Stored, so the stream's frame header says 12, as theirs do
+            pixel_format = image.GetPixelFormat()
+            pixel_format.SetBitsAllocated(12)
+            image.SetPixelFormat(pixel_format)
+        change.SetInput(image)
+        if not change.Change():
+            raise ValueError(f"GDCM cannot encode {syntax.name}")
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(coded))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        if not writer.Write():
+            raise ValueError(f"GDCM cannot write {syntax.name}")
+        written = dcmread(coded)
+    count = int(ds.get("NumberOfFrames") or 1)
+    frames = [_with_segments(f, segments, syntax)
+              for f in generate_frames(written.PixelData, number_of_frames=count)]
+    _set_encapsulated(ds, frames, syntax)
+    if syntax == JPEGLSNearLossless:
+        ds.LossyImageCompression = "01"
+
+
+def _jpeg_extended_12(frame: np.ndarray) -> bytes:
+    """A 12-bit JPEG Extended (SOF1, process 4) stream of a frame constant on 8x8 blocks.
+
+    Each block is then one DC coefficient and no AC: with a quantisation table of ones a
+    decoder's inverse DCT gives each block's value back exactly, so tests can compare pixels.
+    """
+    rows, columns = frame.shape
+    if int(frame.max(initial=0)) > 4095:
+        raise ValueError("JPEG Extended codes at most 12 bits")
+    block_rows, block_columns = -(-rows // 8), -(-columns // 8)
+    padded = np.pad(frame.astype(np.int64),
+                    ((0, 8 * block_rows - rows), (0, 8 * block_columns - columns)), mode="edge")
+    blocks = padded.reshape(block_rows, 8, block_columns, 8).transpose(0, 2, 1, 3)
+    blocks = blocks.reshape(-1, 64)
+    if np.any(blocks != blocks[:, :1]):
+        raise ValueError("JPEG Extended here codes 8x8 blocks of one value; use block_pixels()")
+    bits: list[str] = []
+    previous = 0
+    for value in blocks[:, 0]:
+        dc = 8 * (int(value) - 2048)  # level shift, then the DCT's DC gain of 8
+        diff, previous = dc - previous, dc
+        size = abs(diff).bit_length()
+        bits.append(format(size, "05b"))  # DC symbol s has the 5-bit code s (table below)
+        if size:
+            bits.append(format(diff if diff > 0 else diff + (1 << size) - 1, f"0{size}b"))
+        bits.append("0")  # end of block, the only AC symbol
+    stream = "".join(bits)
+    stream += "1" * (-len(stream) % 8)
+    scan = bytes(int(stream[i : i + 8], 2) for i in range(0, len(stream), 8))
+    scan = scan.replace(b"\xff", b"\xff\x00")
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes((0xFF, marker)) + (len(body) + 2).to_bytes(2, "big") + body
+
+    dc_counts = bytes(16 if length == 5 else 0 for length in range(1, 17))
+    ac_counts = bytes(1 if length == 1 else 0 for length in range(1, 17))
+    return b"".join((
+        b"\xff\xd8",
+        segment(0xDB, b"\x00" + b"\x01" * 64),
+        segment(0xC1, bytes([12]) + rows.to_bytes(2, "big") + columns.to_bytes(2, "big")
+                + bytes([1, 1, 0x11, 0])),
+        segment(0xC4, b"\x00" + dc_counts + bytes(range(16))),
+        segment(0xC4, b"\x10" + ac_counts + b"\x00"),
+        segment(0xDA, bytes([1, 1, 0x00, 0, 63, 0])),
+        scan,
+        b"\xff\xd9",
+    ))  # fmt: skip
 
 
 def _check_pixels(pixels: np.ndarray, bits: int, signed: bool, samples: int) -> np.ndarray:

@@ -18,9 +18,9 @@ from pydicom.uid import (
     UID,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
-    JPEGLSLossless,
     RLELossless,
     SecondaryCaptureImageStorage,
 )
@@ -639,11 +639,11 @@ def test_jpeg_pixel_data_that_is_not_a_jpeg_stream_fails(tmp_path):
 
 
 @pytest.mark.skipif(
-    get_decoder(JPEGLSLossless).is_available, reason="only without a JPEG-LS plugin installed"
+    get_decoder(HTJ2KLossless).is_available, reason="only without an HTJ2K plugin installed"
 )
 def test_frames_no_installed_plugin_decodes_are_left_to_be_refused_as_unsupported(tmp_path):
-    ds = read_dicom(_jpeg_file(tmp_path, "jls.dcm"))
-    ds.file_meta.TransferSyntaxUID = JPEGLSLossless  # not a JPEG-LS stream: no walk could read it
+    ds = read_dicom(_jpeg_file(tmp_path, "htj2k.dcm"))
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless  # not an HTJ2K stream: no walk could read it
     result = deidentify(ds, KEY)
     with pytest.raises(UndecodableImage) as caught:
         decode_deidentified(result)
