@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medimg.config import PreprocessConfig
+from medimg.decision import ARGMAX, decision_rule
 from medimg.errors import WorkspaceError
 
 MODEL_FILE = "model.keras"
@@ -28,10 +29,19 @@ class BundleMeta:
     image_size: int
     channels: int
     preprocess: dict[str, Any]
-    threshold: float = 0.5
+    # the threshold on the positive class's probability; None for several classes (arg-max)
+    threshold: float | None = 0.5
     params_digest: str = ""
     # how the threshold was chosen and what it gave on validation (evaluation.threshold)
     operating_point: dict[str, Any] = field(default_factory=dict)
+    # "threshold" or "argmax", from the class count (medimg.decision)
+    decision_rule: str = ""
+
+    def __post_init__(self) -> None:
+        rule = decision_rule(list(self.class_names))
+        object.__setattr__(self, "decision_rule", rule)
+        if rule == ARGMAX:  # no threshold is used, so none is kept to be shown
+            object.__setattr__(self, "threshold", None)
 
 
 class ModelBundle:

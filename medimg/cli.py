@@ -180,6 +180,8 @@ def ingest(
     splits = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_split.items()))
     console.print(f"{summary.equation()}; manifest: {summary.manifest_rows} images ({splits})",
                   highlight=False)
+    for source, counts in summary.splits_by_source.items():
+        console.print(f"{source} gave {_given_splits(counts)}", highlight=False)
     if summary.dropped_columns:
         console.print(f"label-list columns not kept: {', '.join(summary.dropped_columns)} (name "
                       "the ones to keep for slicing in data.metadata_columns)", highlight=False)
@@ -194,11 +196,21 @@ def ingest(
                       "duplicate(s), keeping the more locked copy", highlight=False)
     if summary.cross_split_duplicates:
         console.print(f"[yellow]{summary.cross_split_duplicates} image(s) are in more than one "
-                      "split; `medimg validate` will fail until `medimg ingest --dedupe`[/]")
+                      "split (leakage in the source); `medimg validate` will fail until "
+                      "`medimg ingest --dedupe` sets aside the copy in the less locked split "
+                      "(test is kept over val over train)[/]")
     if summary.own_patient:
         console.print(f"{summary.own_patient} new image(s) have no patient id; each counts as its "
                       "own patient, so patient leakage cannot be checked for them",
                       highlight=False)
+
+
+def _given_splits(counts: dict[str, int]) -> str:
+    """What one source gave, e.g. ``split test (8 files)`` or ``no split (160 files, ...)``."""
+    given = [f"split {split} ({n} files)" for split, n in counts.items() if split != "assigned"]
+    if counts.get("assigned"):
+        given.append(f"no split ({counts['assigned']} files, assigned per patient)")
+    return ", ".join(given)
 
 
 @app.command()
@@ -405,11 +417,14 @@ def registry_list(workspace: WorkspaceOpt = None) -> None:
         found = client.get_run(version.run_id).data.metrics if version.run_id else {}
         f1, recall, threshold = (f"{found[k]:.3f}" if k in found else "-"
                                  for k in ("test_f1", "test_recall", "test_threshold"))
+        rule = (f"threshold {threshold}"
+                if (version.tags or {}).get("decision_rule", "threshold") == "threshold"
+                else "arg-max")
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(version.creation_timestamp / 1000))
         aliases = ", ".join(sorted(version.aliases)) or "no alias"
         data = (version.tags or {}).get("data_version", "-")[:12]
         console.print(f"v{version.version}  [{aliases}]  test F1 {f1}  recall {recall}  "
-                      f"threshold {threshold}  data {data}  {created} UTC", highlight=False,
+                      f"{rule}  data {data}  {created} UTC", highlight=False,
                       markup=False)
 
 
@@ -482,9 +497,10 @@ def _metrics_table(metrics: dict) -> Table:
     chosen = f", {point['method']} on validation" if point.get("method") else ""
     ci = metrics.get("ci") or {}
     level = (metrics.get("bootstrap") or {}).get("confidence", 0.95)
+    rule = (f"threshold {metrics['threshold']:.4g}{chosen}"
+            if metrics.get("threshold") is not None else "arg-max")
     table = Table("metric", "test split", f"{level:.0%} CI (by patient)",
-                  title=f"Test metrics (n={metrics['n']}, threshold "
-                  f"{metrics['threshold']:.4g}{chosen})")
+                  title=f"Test metrics (n={metrics['n']}, {rule})")
     for key in HEADLINE_METRICS:
         if key in metrics:
             bounds = ci.get(key)
@@ -501,6 +517,12 @@ def _print_summary(outcome: dict, seconds: float) -> None:
     for check in checks:
         value = "missing" if check["value"] is None else f"{check['value']:.3f}"
         bound = "-" if check["bound"] is None else f"{check['bound']:.3f}"
+        if check.get("interval"):  # against the champion: the difference and its interval
+            low, high = check["interval"]
+            value = f"{check['value']:+.3f} ({low:+.3f} to {high:+.3f})"
+            bound = f"> {check['bound']:+.3f}"
+        elif check["name"].startswith("min_test_") and check["value"] is not None:
+            value, bound = f"{check['value']:.0f}", f"{check['bound']:.0f}"
         gates.add_row(check["name"], check["metric"], value, bound,
                       "[green]pass[/]" if check["passed"] else "[red]FAIL[/]")
     console.print(gates)

@@ -11,33 +11,54 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from medimg.decision import ARGMAX, THRESHOLD, decision_rule
+
+__all__ = ["ARGMAX", "HEADLINE_METRICS", "THRESHOLD", "compute_metrics", "decision_rule",
+           "disease_classes"]
+
 # every scalar test metric compute_metrics reports, in the order people read them
 HEADLINE_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
                     "pr_auc", "brier", "ece")
 
 
-def _safe_div(num: float, den: float, undefined: float = 0.0) -> float:
-    return float(num / den) if den else undefined
+def disease_classes(class_names: list[str], positive_classes: list[str] | None = None
+                    ) -> list[str]:
+    """The classes the headline metrics and the gates are about: the last of two classes;
+    with more, ``positive_classes`` (``evaluate.positive_classes``) or, when none are named,
+    every class."""
+    if len(class_names) == 2:
+        return [class_names[-1]]
+    return list(positive_classes) if positive_classes else list(class_names)
+
+
+def _safe_div(num: float, den: float) -> float:
+    """A ratio with nothing to count (precision with no positive call) is 0, as scikit-learn's
+    ``zero_division=0``: the point estimate and every bootstrap resample count it the same."""
+    return float(num / den) if den else 0.0
 
 
 def compute_metrics(
-    y_true: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5,
-    undefined: float = 0.0, positive_classes: list[str] | None = None,
+    y_true: np.ndarray, probs: np.ndarray, class_names: list[str],
+    threshold: float | None = 0.5, positive_classes: list[str] | None = None,
 ) -> dict[str, object]:
     """Accuracy, precision (PPV), recall (sensitivity), specificity, NPV, F1, ROC-AUC, PR-AUC,
     Brier score, expected calibration error and the confusion matrix.
 
+    The one definition of every metric: the evaluate stage, the slices, the bootstrap and the
+    champion's re-scoring all call this function.
+
     Two classes: the last class is positive and ``threshold`` applies to its probability.
-    More classes: arg-max decisions; the headline precision, recall, specificity, NPV and F1
-    are macro averages of the one-vs-rest values over ``positive_classes`` (the disease
-    classes; all classes when None). ``per_class`` has every class with its support, and
-    ``macro_f1`` and ``weighted_f1`` (by support) cover all classes.
+    More classes: arg-max decisions (``threshold`` is ignored and reported as None); the
+    headline precision, recall, specificity, NPV, F1, ROC-AUC and PR-AUC are macro averages of
+    the one-vs-rest values over ``positive_classes`` (the disease classes; all classes when
+    None).
+    ``per_class`` has every class with its support, and ``macro_f1`` and ``weighted_f1`` (by
+    support) cover all classes. A ratio with nothing to count is 0; ROC-AUC and PR-AUC are NaN
+    when a class is absent, since no value can stand for them.
 
     Args:
         y_true: true class indices (N,).
         probs: class probabilities (N, n_classes), rows aligned with ``y_true``.
-        undefined: the value of a ratio with nothing to count (precision with no positive
-            call); the bootstrap passes NaN so that such resamples drop out of an interval.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -46,6 +67,8 @@ def compute_metrics(
         raise ValueError(f"probs shape {probs.shape} does not match {len(y_true)} labels "
                          f"x {n_classes} classes")
     binary = n_classes == 2
+    if binary and threshold is None:
+        raise ValueError("two classes need a decision threshold")
     y_pred = (probs[:, 1] >= threshold).astype(np.int64) if binary else probs.argmax(axis=1)
     cm = confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
     per_class = []
@@ -54,15 +77,13 @@ def compute_metrics(
         fp = cm[:, k].sum() - tp
         fn = cm[k, :].sum() - tp
         tn = cm.sum() - tp - fp - fn
-        precision = _safe_div(tp, tp + fp, undefined)
-        recall = _safe_div(tp, tp + fn, undefined)
         per_class.append({
             "support": int(cm[k, :].sum()),
-            "precision": precision,
-            "recall": recall,
-            "specificity": _safe_div(tn, tn + fp, undefined),
-            "npv": _safe_div(tn, tn + fn, undefined),
-            "f1": _safe_div(2 * precision * recall, precision + recall, undefined),
+            "precision": _safe_div(tp, tp + fp),
+            "recall": _safe_div(tp, tp + fn),
+            "specificity": _safe_div(tn, tn + fp),
+            "npv": _safe_div(tn, tn + fn),
+            "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
         })
     onehot = np.eye(n_classes)[y_true]
     if n_classes == 2:
@@ -73,14 +94,15 @@ def compute_metrics(
         brier = float(np.mean((probs[:, 1] - y_true) ** 2))
         ece = expected_calibration_error(y_true == 1, probs[:, 1])
     else:
-        chosen = [class_names.index(c) for c in positive_classes] if positive_classes else (
-            list(range(n_classes)))
+        chosen = [class_names.index(c) for c in disease_classes(class_names, positive_classes)]
         headline = {k: float(np.mean([per_class[i][k] for i in chosen])) for k in per_class[0]}
-        present = len(np.unique(y_true)) == n_classes
-        roc_auc = float(roc_auc_score(y_true, probs, multi_class="ovr")) if present else float(
-            "nan")
-        pr_auc = float(average_precision_score(onehot, probs, average="macro")) if present else (
-            float("nan"))
+        # one-vs-rest areas averaged over the disease classes, as the other headline metrics;
+        # with every class a disease class this is scikit-learn's macro one-vs-rest AUC
+        present = all(0 < onehot[:, k].sum() < len(y_true) for k in chosen)
+        roc_auc = float(np.mean([roc_auc_score(onehot[:, k], probs[:, k]) for k in chosen])
+                        ) if present else float("nan")
+        pr_auc = float(np.mean([average_precision_score(onehot[:, k], probs[:, k])
+                                for k in chosen])) if present else float("nan")
         brier = float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
         ece = expected_calibration_error(probs.argmax(axis=1) == y_true, probs.max(axis=1))
     return {
@@ -95,9 +117,9 @@ def compute_metrics(
         "brier": brier,
         "ece": ece,
         "macro_f1": float(np.mean([c["f1"] for c in per_class])),
-        "weighted_f1": _safe_div(sum(c["f1"] * c["support"] for c in per_class), len(y_true),
-                                 undefined),
-        "threshold": float(threshold),
+        "weighted_f1": _safe_div(sum(c["f1"] * c["support"] for c in per_class), len(y_true)),
+        "decision_rule": decision_rule(list(class_names)),
+        "threshold": float(threshold) if binary else None,
         "n": len(y_true),
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
@@ -135,19 +157,23 @@ def expected_calibration_error(hit: np.ndarray, confidence: np.ndarray, bins: in
     return float(gaps.sum() / len(hit))
 
 
-def roc_points(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[float]]:
-    """ROC curve of the positive (last) class, one-vs-rest."""
-    positive = probs.shape[1] - 1
-    fpr, tpr, thresholds = roc_curve(np.asarray(y_true) == positive, probs[:, positive])
+def _one_vs_rest(y_true: np.ndarray, probs: np.ndarray, k: int | None):
+    k = probs.shape[1] - 1 if k is None else k
+    return np.asarray(y_true) == k, probs[:, k]
+
+
+def roc_points(y_true: np.ndarray, probs: np.ndarray, k: int | None = None
+               ) -> dict[str, list[float]]:
+    """ROC curve of class ``k`` one-vs-rest (default: the last, positive class)."""
+    fpr, tpr, thresholds = roc_curve(*_one_vs_rest(y_true, probs, k))
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "threshold": thresholds.tolist()}
 
 
-def pr_points(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[float]]:
-    """Precision-recall curve of the positive (last) class, one-vs-rest; ``threshold`` has one
-    entry per point but the last (recall 0)."""
-    positive = probs.shape[1] - 1
-    precision, recall, thresholds = precision_recall_curve(np.asarray(y_true) == positive,
-                                                           probs[:, positive])
+def pr_points(y_true: np.ndarray, probs: np.ndarray, k: int | None = None
+              ) -> dict[str, list[float]]:
+    """Precision-recall curve of class ``k`` one-vs-rest (default: the last, positive class);
+    ``threshold`` has one entry per point but the last (recall 0)."""
+    precision, recall, thresholds = precision_recall_curve(*_one_vs_rest(y_true, probs, k))
     return {"precision": precision.tolist(), "recall": recall.tolist(),
             "threshold": thresholds.tolist()}
 

@@ -46,15 +46,22 @@ def plot_confusion_matrix(cm: list[list[int]], class_names: list[str], path: Pat
     return _save(plt, fig, path)
 
 
-def plot_roc(points: dict[str, list[float]], auc: float, path: Path) -> Path:
+def plot_roc(curves: dict[str, dict[str, list[float]]], auc: float, path: Path) -> Path:
+    """One ROC curve per class, one-vs-rest (the positive class alone for two classes); the
+    legend names each class with its own AUC, the title the headline (macro) ROC-AUC."""
+    from sklearn.metrics import auc as area
+
     plt = _figure()
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=110)
-    ax.plot(points["fpr"], points["tpr"], label=f"ROC-AUC {auc:.3f}")
+    for name, points in curves.items():
+        ax.plot(points["fpr"], points["tpr"],
+                label=f"{name} vs rest, AUC {area(points['fpr'], points['tpr']):.3f}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     ax.set_xlabel("1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity (true positive rate)")
-    ax.set_title("ROC (test split)")
-    ax.legend(loc="lower right")
+    headline = "ROC-AUC" if len(curves) == 1 else "macro ROC-AUC"
+    ax.set_title(f"ROC (test split), {headline} {auc:.3f}", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
     return _save(plt, fig, path)
 
 
@@ -76,12 +83,18 @@ def _line_plot(path: Path, title: str, xlabel: str, ylabel: str,
     return _save(plt, fig, path)
 
 
-def plot_pr(points: dict[str, list[float]], pr_auc: float, prevalence: float, path: Path) -> Path:
-    return _line_plot(path, "Precision-recall (test split)", "recall (sensitivity)",
-                      "precision (PPV)",
-                      [(points["recall"], points["precision"], f"PR-AUC {pr_auc:.3f}", {}),
-                       ([0, 1], [prevalence, prevalence], f"prevalence {prevalence:.2f}",
-                        {"linestyle": "--", "color": "grey", "linewidth": 0.8})])
+def plot_pr(curves: dict[str, dict[str, list[float]]], pr_auc: float,
+            prevalence: float | None, path: Path) -> Path:
+    """One precision-recall curve per class, one-vs-rest; with one class, its prevalence as
+    the no-skill line."""
+    lines = [(points["recall"], points["precision"], f"{name} vs rest", {})
+             for name, points in curves.items()]
+    if prevalence is not None:
+        lines.append(([0, 1], [prevalence, prevalence], f"prevalence {prevalence:.2f}",
+                      {"linestyle": "--", "color": "grey", "linewidth": 0.8}))
+    headline = "PR-AUC" if len(curves) == 1 else "macro PR-AUC"
+    return _line_plot(path, f"Precision-recall (test split), {headline} {pr_auc:.3f}",
+                      "recall (sensitivity)", "precision (PPV)", lines)
 
 
 def plot_reliability(points: dict[str, list[float]], ece: float, path: Path) -> Path:
@@ -93,12 +106,22 @@ def plot_reliability(points: dict[str, list[float]], ece: float, path: Path) -> 
                         {"linestyle": "--", "color": "grey", "linewidth": 0.8})])
 
 
-def plot_threshold_curves(points: dict[str, list[float]], threshold: float, path: Path) -> Path:
-    return _line_plot(path, "Recall, precision by threshold (test)",
-                      "threshold on the positive-class probability", "value",
-                      [(points["threshold"], points["recall"], "recall", {}),
-                       (points["threshold"], points["precision"], "precision", {})],
-                      marker=threshold, marker_label=f"operating point {threshold:.3f}")
+def plot_threshold_curves(curves: dict[str, dict[str, list[float]]], threshold: float | None,
+                          path: Path) -> Path:
+    """Recall and precision against a threshold on each class's probability, one pair of
+    lines per class; the operating point is marked only where a threshold decides (two
+    classes); several classes decide by arg-max."""
+    lines = []
+    for name, points in curves.items():
+        lines += [(points["threshold"], points["recall"], f"recall, {name}", {}),
+                  (points["threshold"], points["precision"], f"precision, {name}",
+                   {"linestyle": "--"})]
+    what = ("the positive-class probability" if len(curves) == 1
+            else "each class's probability (decisions are arg-max)")
+    return _line_plot(path, "Recall, precision by threshold (test)", f"threshold on {what}",
+                      "value", lines, marker=threshold,
+                      marker_label=f"operating point {threshold:.3f}" if threshold is not None
+                      else "")
 
 
 def write_rows(path: Path, header: list[str], rows: list[list[object]]) -> Path:

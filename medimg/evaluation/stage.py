@@ -14,9 +14,10 @@ from medimg.bundle import ModelBundle
 from medimg.config import Config
 from medimg.data.manifest import META_PREFIX, load_manifest
 from medimg.errors import ConfigError, DataError
-from medimg.evaluation.bootstrap import bootstrap_intervals
+from medimg.evaluation.bootstrap import bootstrap_intervals, patient_groups
 from medimg.evaluation.metrics import (
     compute_metrics,
+    disease_classes,
     pr_points,
     reliability_points,
     roc_points,
@@ -54,19 +55,13 @@ def _test_rows(ws: Workspace, image_ids: list[str]) -> pd.DataFrame:
     return manifest.reindex(image_ids)
 
 
-def _patients(rows: pd.DataFrame) -> list[str]:
-    """The pseudonymous patient of each test image (the image itself when none is known)."""
-    return [str(p) if isinstance(p, str) and p else f"image:{i}"
-            for i, p in zip(rows.index, rows["patient_id"], strict=True)]
-
-
 def _finite(value: object) -> object:
     return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def slice_metrics(
     rows: pd.DataFrame, columns: list[str], y_true: np.ndarray, probs: np.ndarray,
-    class_names: list[str], threshold: float, positive_classes: list[str] | None = None,
+    class_names: list[str], threshold: float | None, positive_classes: list[str] | None = None,
 ) -> dict[str, dict[str, dict[str, object]]]:
     """``{column: {value: metrics}}`` for each manifest column named in ``evaluate.slices``.
 
@@ -101,6 +96,12 @@ def _keras_backend() -> str:
     import keras
 
     return keras.backend.backend()
+
+
+def _curve_classes(names: list[str], diseases: list[str]) -> list[str]:
+    """The classes that get a one-vs-rest curve: the positive class of two, else each disease
+    class (each class when every class is one)."""
+    return [names[-1]] if len(names) == 2 else list(diseases)
 
 
 OUTCOMES = ("true positives", "false positives", "false negatives", "true negatives")
@@ -193,12 +194,12 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     positives = list(config.evaluate.positive_classes) or None
     metrics = compute_metrics(test.labels, probs, names, bundle.meta.threshold,
                               positive_classes=positives)
-    metrics["positive_classes"] = positives or ([names[-1]] if len(names) == 2 else names)
+    metrics["positive_classes"] = disease_classes(names, positives)
     if meta.operating_point:  # how the threshold was chosen, on validation
         metrics["operating_point"] = meta.operating_point
     evaluate = config.evaluate
     rows = _test_rows(ws, test.image_ids)
-    patients = _patients(rows)
+    patients = patient_groups(rows)
     metrics["ci"] = bootstrap_intervals(test.labels, probs, names, meta.threshold, patients,
                                         evaluate.bootstrap_resamples, evaluate.confidence,
                                         seed=config.base.seed, positive_classes=positives)
@@ -207,7 +208,10 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
                                           meta.threshold, positives)
     metrics["bootstrap"] = {"resamples": evaluate.bootstrap_resamples,
                             "confidence": evaluate.confidence, "unit": "patient",
-                            "patients": len(set(patients))}
+                            "patients": len(set(patients)),
+                            # resamples where a metric has no value (AUC with one class drawn)
+                            "left_out": {k: b["left_out"] for k, b in metrics["ci"].items()
+                                         if b["left_out"]}}
 
     ws.reports_dir.mkdir(parents=True, exist_ok=True)
     predicted = bundle.decide(probs)
@@ -217,17 +221,23 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
         [[i, names[t], names[p], *(f"{x:.6f}" for x in row)]
          for i, t, p, row in zip(test.image_ids, test.labels, predicted, probs, strict=True)],
     )
-    roc = roc_points(test.labels, probs)
-    write_rows(ws.plots_dir / "roc.csv", ["fpr", "tpr"],
-               [[f, t] for f, t in zip(roc["fpr"], roc["tpr"], strict=True)])
-    pr = pr_points(test.labels, probs)
-    write_rows(ws.plots_dir / "pr.csv", ["recall", "precision"],
-               [[r, p] for r, p in zip(pr["recall"], pr["precision"], strict=True)])
-    # recall and precision at each threshold (the last PR point, recall 0, has none)
-    by_threshold = {"threshold": pr["threshold"],
-                    **{k: pr[k][:len(pr["threshold"])] for k in ("recall", "precision")}}
-    write_rows(ws.plots_dir / "threshold.csv", ["threshold", "recall", "precision"],
-               [list(row) for row in zip(*by_threshold.values(), strict=True)])
+    curves = _curve_classes(names, metrics["positive_classes"])
+    roc = {c: roc_points(test.labels, probs, names.index(c)) for c in curves}
+    write_rows(ws.plots_dir / "roc.csv", ["class", "fpr", "tpr"],
+               [[c, f, t] for c, r in roc.items()
+                for f, t in zip(r["fpr"], r["tpr"], strict=True)])
+    pr = {c: pr_points(test.labels, probs, names.index(c)) for c in curves}
+    write_rows(ws.plots_dir / "pr.csv", ["class", "recall", "precision"],
+               [[c, rc, p] for c, r in pr.items()
+                for rc, p in zip(r["recall"], r["precision"], strict=True)])
+    # recall and precision at each threshold on the class's probability (the last PR point,
+    # recall 0, has none)
+    by_threshold = {c: {"threshold": r["threshold"],
+                        **{k: r[k][:len(r["threshold"])] for k in ("recall", "precision")}}
+                    for c, r in pr.items()}
+    write_rows(ws.plots_dir / "threshold.csv", ["class", "threshold", "recall", "precision"],
+               [[c, *row] for c, t in by_threshold.items() for row in zip(*t.values(),
+                                                                          strict=True)])
     calibration = reliability_points(test.labels, probs)
     write_rows(ws.plots_dir / "reliability.csv", ["confidence", "frequency", "count"],
                [list(row) for row in zip(calibration["confidence"], calibration["frequency"],
@@ -237,9 +247,10 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
         plot_confusion_matrix(metrics["confusion_matrix"], names,
                               ws.plots_dir / "confusion_matrix.png"),
         plot_roc(roc, float(metrics["roc_auc"]), ws.plots_dir / "roc.png"),
-        plot_pr(pr, float(metrics["pr_auc"]), prevalence, ws.plots_dir / "pr.png"),
+        plot_pr(pr, float(metrics["pr_auc"]), prevalence if len(names) == 2 else None,
+                ws.plots_dir / "pr.png"),
         plot_reliability(calibration, float(metrics["ece"]), ws.plots_dir / "reliability.png"),
-        plot_threshold_curves(by_threshold, meta.threshold, ws.plots_dir / "threshold.png"),
+        plot_threshold_curves(by_threshold, metrics["threshold"], ws.plots_dir / "threshold.png"),
     ]
     history = read_history(ws.reports_dir / HISTORY_FILE)
     if history:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from medimg.config import Config
+from medimg.registry.champion import Comparison
 from medimg.registry.gates import GateReport
 
 CARD_METRICS = (("accuracy", "Accuracy"), ("precision", "Precision (PPV)"),
@@ -39,6 +40,62 @@ def _composition(manifest: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _patient_statement(manifest: pd.DataFrame) -> str:
+    """What the data contract could check about patients across splits, and no more."""
+    ids = manifest["patient_id"] if "patient_id" in manifest.columns else pd.Series(
+        [None] * len(manifest))
+    missing = int((~ids.map(lambda p: isinstance(p, str) and bool(p))).sum())
+    if missing == 0:
+        return ("Patients are pseudonymous and never split across train, validation and test "
+                "(every image had a patient id, and the data contract checks it).")
+    if missing == len(manifest):
+        return (f"Patient separation could not be checked: none of the {missing} images had a "
+                "patient id, so each counts as its own patient, and two films of one patient "
+                "may sit in different splits.")
+    return (f"Patients with an id are pseudonymous and never split across train, validation "
+            f"and test; {missing} of {len(manifest)} images had no patient id, so for them "
+            "patient separation could not be checked (each counts as its own patient).")
+
+
+def _threshold_section(metrics: Mapping[str, object], positive: str | None) -> list[str]:
+    point = metrics.get("operating_point") or {}
+    if metrics.get("threshold") is None:  # several classes: no threshold is used
+        return ["## Decision rule", "",
+                "**Arg-max**: each image is given the class with the highest probability; no "
+                "threshold is used."]
+    return [
+        "## Decision rule", "",
+        f"Decision threshold **{_number(metrics.get('threshold'))}** on the probability of "
+        f"`{positive}`"
+        + (f", chosen on the validation split by `{point.get('method')}`: {point.get('reason')}. "
+           f"On validation it gave recall {_number(point.get('recall'))}, precision "
+           f"{_number(point.get('precision'))} and specificity "
+           f"{_number(point.get('specificity'))}." if point else " (fixed).")]
+
+
+def _signed(value: object) -> str:
+    return f"{value:+.3f}" if isinstance(value, int | float) else "n/a"
+
+
+def _comparison_section(comparison: Comparison, level: float) -> list[str]:
+    """Both models' metrics on the same test images and each paired difference."""
+    v = comparison.champion_version
+    lines = ["## Against the champion", ""]
+    if comparison.reason:
+        return [*lines, f"Not compared: {comparison.reason}; the comparison fails closed.", ""]
+    lines += [f"Both models predicted the same test images; the interval of each difference "
+              f"(this model minus v{v}) is a paired {level:.0%} bootstrap over patients.", "",
+              f"| metric | this model | champion v{v} | difference | {level:.0%} CI |",
+              "| --- | --- | --- | --- | --- |"]
+    for metric, d in comparison.differences.items():
+        interval = (f"{_signed(d.get('low'))} to {_signed(d.get('high'))}"
+                    if d.get("low") is not None else "n/a")
+        lines.append(f"| {metric} | {_number(d.get('challenger'))} | "
+                     f"{_number(d.get('champion'))} | {_signed(d.get('difference'))} | "
+                     f"{interval} |")
+    return [*lines, ""]
+
+
 def render_model_card(
     *,
     config: Config,
@@ -47,6 +104,7 @@ def render_model_card(
     manifest: pd.DataFrame,
     gates: GateReport,
     champion_checks: GateReport | None = None,
+    comparison: Comparison | None = None,
     version: str | None = None,
     run_id: str = "",
 ) -> str:
@@ -56,7 +114,6 @@ def render_model_card(
     ci = metrics.get("ci") or {}
     boot = metrics.get("bootstrap") or {}
     level = boot.get("confidence", config.evaluate.confidence)
-    point = metrics.get("operating_point") or {}
     registered = (f"registered as version {version}" if version
                   else "not registered: it failed a gate")
     lines = [
@@ -79,19 +136,11 @@ def render_model_card(
         "",
         f"Data version (DVC, manifest md5) `{lineage.get('data_version', '')}`, code commit "
         f"`{lineage.get('git_commit', '')}`, params digest `{lineage.get('params_digest', '')}`, "
-        f"test split hash `{lineage.get('test_split_hash', '')}`. Patients are pseudonymous and "
-        "never split across train, validation and test.",
+        f"test split hash `{lineage.get('test_split_hash', '')}`. " + _patient_statement(manifest),
         "",
         *_composition(manifest),
         "",
-        "## Threshold",
-        "",
-        f"Decision threshold **{_number(metrics.get('threshold'))}** on the probability of "
-        f"`{positive or 'each class'}`"
-        + (f", chosen on the validation split by `{point.get('method')}`: {point.get('reason')}. "
-           f"On validation it gave recall {_number(point.get('recall'))}, precision "
-           f"{_number(point.get('precision'))} and specificity "
-           f"{_number(point.get('specificity'))}." if point else "."),
+        *_threshold_section(metrics, positive),
         "",
         f"## Test metrics (n = {metrics.get('n')}, locked test split)",
         "",
@@ -106,6 +155,11 @@ def render_model_card(
             bounds = ci.get(key)
             interval = f"{bounds['low']:.3f} to {bounds['high']:.3f}" if bounds else "n/a"
             lines.append(f"| {label} | {_number(metrics[key])} | {interval} |")
+    left_out = {k: b["left_out"] for k, b in ci.items() if b.get("left_out")}
+    if left_out:
+        lines += ["", "Left out of an interval: the resamples in which a metric has no value "
+                  "(one class drawn): " + ", ".join(f"{k} {n}" for k, n in left_out.items())
+                  + ". Ratios with nothing to count count as 0, as in the point estimate."]
     lines += ["", f"Confusion matrix (rows true, columns predicted; {', '.join(names)}): "
               f"`{metrics.get('confusion_matrix')}`", ""]
     slices = metrics.get("slices") or {}
@@ -124,10 +178,18 @@ def render_model_card(
     lines += ["## Gate report", "", "| check | metric | value | bound | result |",
               "| --- | --- | --- | --- | --- |"]
     for check in [*gates.checks, *(champion_checks.checks if champion_checks else [])]:
-        lines.append(f"| {check.name} | {check.metric} | {_number(check.value)} | "
-                     f"{_number(check.bound)} | {'pass' if check.passed else 'FAIL'} |")
-    if champion_checks is None and version:
-        lines.append("")
+        value, bound = _number(check.value), _number(check.bound)
+        if check.name.startswith("min_test_") and check.value is not None:  # image counts
+            value, bound = f"{check.value:.0f}", f"{check.bound:.0f}"
+        if check.interval:
+            value = f"{_signed(check.value)} ({_signed(check.interval[0])} to " \
+                    f"{_signed(check.interval[1])})"
+        lines.append(f"| {check.name} | {check.metric} | {value} | "
+                     f"{bound} | {'pass' if check.passed else 'FAIL'} |")
+    lines.append("")
+    if comparison is not None:
+        lines += _comparison_section(comparison, level)
+    elif champion_checks is None and version:
         lines.append("No champion to compare with: the absolute gates alone applied.")
     if config.evaluate.gradcam_cases:
         # as evaluation chose the grid's rows: disease outcomes unless every class is positive

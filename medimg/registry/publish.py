@@ -8,12 +8,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from medimg.config import Config
 from medimg.data.manifest import load_manifest
-from medimg.evaluation.metrics import HEADLINE_METRICS, compute_metrics
+from medimg.decision import THRESHOLD
+from medimg.evaluation.metrics import HEADLINE_METRICS
 from medimg.registry.aliases import (
     CHALLENGER,
     CHAMPION,
@@ -23,12 +23,8 @@ from medimg.registry.aliases import (
     promote,
     set_alias,
 )
-from medimg.registry.gates import (
-    GateReport,
-    evaluate_gates,
-    noninferiority_gates,
-    superiority_gates,
-)
+from medimg.registry.champion import Comparison, compare_with_champion
+from medimg.registry.gates import GateReport, evaluate_gates
 from medimg.registry.model_card import render_model_card
 from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
 from medimg.training.history import HISTORY_FILE, read_history
@@ -48,6 +44,7 @@ class PublishResult:
     version: str | None = None
     aliases: list[str] = field(default_factory=list)
     champion_checks: GateReport | None = None
+    comparison: Comparison | None = None
     ui_command: str = ""
 
     @property
@@ -58,44 +55,6 @@ class PublishResult:
 def test_split_hash(manifest: pd.DataFrame) -> str:
     ids = sorted(manifest.loc[manifest["split"] == "test", "image_id"])
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-
-
-def score_champion(ws: Workspace, config: Config, model_uri: str, test: pd.DataFrame
-                   ) -> dict[str, object] | None:
-    """Re-score a registered model on this workspace's test split (the manifest's ``test``
-    rows), from the raw files.
-
-    The model is loaded with ``allow_paths`` so that it reads the workspace's files itself; a
-    model logged before that opt-in existed is sent the files' bytes instead.
-
-    Returns None (and the caller fails closed) when the model cannot be loaded or its classes
-    differ from ``base.class_names``.
-    """
-    import base64
-
-    import mlflow.pyfunc
-
-    from medimg.serving.pyfunc import ALLOW_PATHS
-
-    try:
-        model = mlflow.pyfunc.load_model(model_uri, model_config={ALLOW_PATHS: True})
-        files = [ws.resolve(p) for p in test["source_path"]]
-        if ALLOW_PATHS in model.model_config:
-            frame = pd.DataFrame({"path": [str(f) for f in files]})
-        else:  # MLflow drops an opt-in the model was not logged with, and it refuses paths
-            frame = pd.DataFrame({"image": [base64.b64encode(f.read_bytes()).decode("ascii")
-                                            for f in files]})
-        out = model.predict(frame)
-        names = [c.removeprefix("p_") for c in out.columns if c.startswith("p_")]
-        if names != list(config.base.class_names):
-            logger.warning("champion classes %s differ from %s", names, config.base.class_names)
-            return None
-        probs = out[[f"p_{n}" for n in names]].to_numpy(dtype=np.float64)
-        labels = np.array([names.index(x) for x in test["label"]])
-        return compute_metrics(labels, probs, names, float(out["threshold"].iloc[0]))
-    except Exception as exc:  # a broken champion must fail the gate, not the pipeline
-        logger.warning("champion %s could not be scored: %s", model_uri, exc)
-        return None
 
 
 def publish_run(ws: Workspace, config: Config | None = None, run_name: str | None = None,
@@ -172,8 +131,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             return result
 
         version = mlflow.register_model(model_info.model_uri, name, tags={
-            **lineage, "threshold": f"{float(metrics['threshold']):.6g}",
-            "threshold_method": str((metrics.get("operating_point") or {}).get("method", "fixed")),
+            **lineage, **_decision_tags(metrics),
             "gate_report": "; ".join(f"{c.name} {'pass' if c.passed else 'fail'} ({c.reason})"
                                      for c in report.checks)})
         result.version = str(version.version)
@@ -192,9 +150,10 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             champion_split = client.get_model_version(name, champion).tags.get(
                 "test_split_hash", "unknown")
             split_changed = champion_split not in (split_hash, "unknown")
-            champion_metrics = score_champion(ws, config, f"models:/{name}/{champion}", test)
-            comparison = GateReport(noninferiority_gates(metrics, champion_metrics, config.gates)
-                                    + superiority_gates(metrics, champion_metrics, config.gates))
+            compared = compare_with_champion(ws, config, model_info.model_uri,
+                                             f"models:/{name}/{champion}", champion, test)
+            comparison = compared.gates
+            result.comparison = compared
             promoted = comparison.passed
             mlflow.set_tag("champion.test_split", "unknown" if champion_split == "unknown"
                            else "changed" if split_changed else "same")
@@ -202,12 +161,17 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
                 logger.info("the test split changed since v%s was gated (%s, now %s): the "
                             "champion is re-scored on the new one", champion, champion_split,
                             split_hash)
-            mlflow.log_dict({"champion_version": champion, "champion_metrics": champion_metrics,
-                             "test_split_hash": split_hash,
+            mlflow.log_dict({**compared.to_dict(), "test_split_hash": split_hash,
                              "champion_test_split_hash": champion_split,
                              "test_split_changed": split_changed,
-                             **comparison.to_dict()}, "reports/champion_comparison.json")
+                             "confidence": config.evaluate.confidence,
+                             "resamples": config.evaluate.bootstrap_resamples,
+                             "unit": "patient"}, "reports/champion_comparison.json")
+            _log_comparison(compared)
             _tag_checks(comparison)
+            client.set_model_version_tag(name, result.version, "champion_comparison", "; ".join(
+                f"{c.name} {'pass' if c.passed else 'fail'} ({c.reason})"
+                for c in comparison.checks))
         result.champion_checks = comparison
         promote_failed = ""
         if promoted:
@@ -224,6 +188,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
                         "reports/gate_report.json")
         result.aliases = sorted(client.get_model_version(name, version.version).aliases)
         mlflow.log_text(render_model_card(gates=report, champion_checks=comparison,
+                                          comparison=result.comparison,
                                           version=result.version, **card), MODEL_CARD)
     return result
 
@@ -234,6 +199,34 @@ def _tag_checks(report: GateReport) -> None:
 
     mlflow.set_tags({f"gate.{c.name}": ("passed: " if c.passed else "failed: ") + c.reason
                      for c in report.checks})
+
+
+def _decision_tags(metrics: dict[str, object]) -> dict[str, str]:
+    """The version's decision rule: the threshold and how it was chosen for two classes,
+    ``argmax`` (and no threshold, since none is used) for more."""
+    rule = str(metrics.get("decision_rule", THRESHOLD))
+    if rule != THRESHOLD:
+        return {"decision_rule": rule}
+    point = metrics.get("operating_point") or {}
+    return {"decision_rule": rule, "threshold": f"{float(metrics['threshold']):.6g}",
+            "threshold_method": str(point.get("method", "fixed"))}
+
+
+def _log_comparison(compared: Comparison) -> None:
+    """The champion's metrics and each paired difference with its interval, as run metrics:
+    ``champion_f1``, ``vs_champion_f1``, ``vs_champion_f1_ci_low`` ..."""
+    import mlflow
+
+    values: dict[str, float] = {}
+    for metric, d in compared.differences.items():
+        for key, value in ((f"champion_{metric}", d.get("champion")),
+                           (f"vs_champion_{metric}", d.get("difference")),
+                           (f"vs_champion_{metric}_ci_low", d.get("low")),
+                           (f"vs_champion_{metric}_ci_high", d.get("high"))):
+            if isinstance(value, int | float):
+                values[key] = float(value)
+    if values:
+        mlflow.log_metrics(values)
 
 
 def _input_example(ws: Workspace) -> pd.DataFrame:
@@ -251,10 +244,12 @@ def _input_example(ws: Workspace) -> pd.DataFrame:
 
 def _description(metrics: dict[str, object], lineage: dict[str, str], report: GateReport) -> str:
     gates = ", ".join(c.reason for c in report.checks)
+    rule = (f"at threshold {metrics['threshold']:.4g}" if metrics.get("threshold") is not None
+            else "deciding by arg-max")
     return (
         f"Test F1 {metrics['f1']:.3f}, recall {metrics['recall']:.3f}, "
         f"specificity {metrics['specificity']:.3f}, ROC-AUC {metrics['roc_auc']:.3f} "
-        f"on {metrics['n']} test images at threshold {metrics['threshold']}. "
+        f"on {metrics['n']} test images {rule}. "
         f"Gates: {gates}. Data version {lineage['data_version']}, "
         f"commit {lineage['git_commit']}."
     )

@@ -23,6 +23,7 @@ from mlflow.types.schema import ColSpec, Schema
 
 from medimg.bundle import ModelBundle
 from medimg.data.images import UndecodableImage, decode_image, read_image
+from medimg.decision import THRESHOLD, decision_rule
 
 BUNDLE_ARTIFACT = "bundle"
 ALLOW_PATHS = "allow_paths"
@@ -54,7 +55,8 @@ def _decode_row(row: pd.Series, allow_paths: bool) -> np.ndarray:
 
 
 class ClassifierModel(mlflow.pyfunc.PythonModel):
-    """Label, per-class probabilities and the threshold used, for each input image."""
+    """Label, per-class probabilities and the decision rule, for each input image: ``threshold``
+    with the threshold used (two classes), or ``argmax`` and no threshold (more classes)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.bundle = ModelBundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
@@ -69,14 +71,18 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
         chosen = self.bundle.decide(probs)
         out = pd.DataFrame({f"p_{name}": probs[:, k] for k, name in enumerate(names)})
         out.insert(0, "label", [names[k] for k in chosen])
-        out["threshold"] = self.bundle.meta.threshold
+        out["decision_rule"] = self.bundle.meta.decision_rule
+        if self.bundle.meta.decision_rule == THRESHOLD:
+            out["threshold"] = self.bundle.meta.threshold
         return out
 
 
 def signature_for(class_names: list[str]) -> ModelSignature:
     inputs = Schema([ColSpec("string", "image", required=False),
                      ColSpec("string", "path", required=False)])
+    rule = decision_rule(class_names)
     outputs = Schema([ColSpec("string", "label"),
                       *(ColSpec("double", f"p_{name}") for name in class_names),
-                      ColSpec("double", "threshold")])
+                      ColSpec("string", "decision_rule"),
+                      *([ColSpec("double", "threshold")] if rule == THRESHOLD else [])])
     return ModelSignature(inputs=inputs, outputs=outputs)

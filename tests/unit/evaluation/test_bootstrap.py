@@ -84,11 +84,34 @@ def test_calibration_metrics_by_hand():
     assert m["npv"] == 1.0 and m["pr_auc"] == 1.0
 
 
-def test_resamples_with_nothing_to_count_drop_out_instead_of_counting_as_zero():
-    # only two images (both negative) score under the threshold: NPV is 1 wherever it is
-    # defined, and undefined in the resamples that draw neither of them
-    p = np.r_[0.1, 0.2, np.linspace(0.6, 0.99, 38)]
-    y = np.r_[0, 0, np.arange(38) % 2]
+def test_a_resample_with_no_true_positive_counts_f1_as_zero_as_the_point_estimate_does():
+    # a weak model: 3 positives among 60 patients, one of them found, with 2 false alarms;
+    # many resamples draw no found positive, and their F1 is 0, as the point estimate counts it
+    y = np.r_[np.ones(3, int), np.zeros(57, int)]
+    p = np.r_[0.9, 0.2, 0.3, 0.8, 0.7, np.full(55, 0.1)]
+    probs = np.stack([1 - p, p], 1)
+    point = compute_metrics(y, probs, NAMES, 0.5)
+    assert point["f1"] == pytest.approx(2 / (2 + 2 + 2))  # TP 1, FP 2, FN 2
+    ci = bootstrap_intervals(y, probs, NAMES, 0.5, np.arange(60), 2000, seed=1)
+    # every resample gives an F1 (none is dropped) and the lower end is 0, not inflated
+    assert ci["f1"]["n"] == 2000 and ci["f1"]["left_out"] == 0
+    assert ci["f1"]["low"] == 0.0 < point["f1"] < ci["f1"]["high"]
+    assert ci["precision"]["n"] == ci["recall"]["n"] == 2000
+    # what dropping the zeros would have given: a lower end well above 0
+    kept = []
+    from medimg.evaluation.bootstrap import patient_resamples
+    for index in patient_resamples(np.arange(60), 2000, seed=1):
+        tp = int(((p[index] >= 0.5) & (y[index] == 1)).sum())
+        if tp:
+            kept.append(compute_metrics(y[index], probs[index], NAMES, 0.5)["f1"])
+    assert len(kept) < 2000 and np.quantile(kept, 0.025) > 0.1
+
+
+def test_only_a_metric_with_no_value_at_all_is_left_out_and_the_count_is_reported():
+    # 2 positives among 40 patients: resamples that draw neither have no ROC-AUC at all
+    p = np.r_[0.9, 0.4, np.linspace(0.05, 0.6, 38)]
+    y = np.r_[1, 1, np.zeros(38, int)]
     ci = bootstrap_intervals(y, np.stack([1 - p, p], 1), NAMES, 0.5, np.arange(40), 500, seed=1)
-    assert ci["npv"]["n"] < 500
-    assert ci["npv"]["low"] == ci["npv"]["high"] == 1.0
+    assert 0 < ci["roc_auc"]["left_out"] < 500
+    assert ci["roc_auc"]["n"] + ci["roc_auc"]["left_out"] == 500
+    assert ci["recall"]["left_out"] == 0 and ci["npv"]["left_out"] == 0

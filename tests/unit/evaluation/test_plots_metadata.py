@@ -54,10 +54,11 @@ def _every_plot(out: Path) -> dict[str, Path]:
     return {
         "plot_confusion_matrix": plots.plot_confusion_matrix(
             [[5, 1], [2, 4]], ["normal", "pneumonia"], out / "confusion_matrix.png"),
-        "plot_roc": plots.plot_roc(curve, 0.8, out / "roc.png"),
-        "plot_pr": plots.plot_pr(curve, 0.7, 0.4, out / "pr.png"),
+        "plot_roc": plots.plot_roc({"pneumonia": curve}, 0.8, out / "roc.png"),
+        "plot_pr": plots.plot_pr({"pneumonia": curve}, 0.7, 0.4, out / "pr.png"),
         "plot_reliability": plots.plot_reliability(curve, 0.05, out / "reliability.png"),
-        "plot_threshold_curves": plots.plot_threshold_curves(curve, 0.5, out / "threshold.png"),
+        "plot_threshold_curves": plots.plot_threshold_curves({"pneumonia": curve}, 0.5,
+                                                             out / "threshold.png"),
         "plot_training_curves": plots.plot_training_curves(
             {"loss": [0.7, 0.5], "val_loss": [0.8, 0.6], "accuracy": [0.6, 0.7],
              "val_accuracy": [0.5, 0.6]}, out / "training_curves.png"),

@@ -70,7 +70,8 @@ def test_the_evaluate_stage_writes_slices_into_metrics_json(make_workspace):
     assert metrics["slices"]["format"]["png"]["n"] == metrics["n"]
     assert metrics["slices"]["format"]["png"]["recall"] == pytest.approx(metrics["recall"])
     assert metrics["bootstrap"] == {"resamples": 50, "confidence": 0.95, "unit": "patient",
-                                    "patients": metrics["bootstrap"]["patients"]}
+                                    "patients": metrics["bootstrap"]["patients"],
+                                    "left_out": metrics["bootstrap"]["left_out"]}
     assert 0 < metrics["bootstrap"]["patients"] <= metrics["n"]
     assert metrics["ci"]["f1"]["low"] <= metrics["f1"] <= metrics["ci"]["f1"]["high"]
     # every plot, as a picture and (for DVC) as data

@@ -18,11 +18,13 @@ from PIL import Image
 from medimg.bundle import BundleMeta, ModelBundle
 from medimg.config import parse_config
 from medimg.data.phantoms import render_phantom
-from medimg.registry.publish import _input_example, score_champion
+from medimg.registry.champion import predict_test, score
+from medimg.registry.publish import _input_example
 from medimg.serving import pyfunc
 from medimg.training.models import build_model
 
 NAMES = ["normal", "pneumonia"]
+THREE = ["normal", "bacterial", "viral"]
 SIZE = 32
 OPENED: list[str] = []  # files this process opened, of those in WATCHED
 WATCHED: set[str] = set()
@@ -48,6 +50,10 @@ def logged(tmp_path_factory: pytest.TempPathFactory):
     bundle_dir = root / "bundle"
     model = build_model(SIZE, 1, len(NAMES), parse_config({}).model)
     ModelBundle(model, BundleMeta(NAMES, SIZE, 1, {}, threshold=0.5)).save(bundle_dir)
+    # three classes decide by arg-max: a threshold given to the bundle is not kept
+    three_dir = root / "three"
+    ModelBundle(build_model(SIZE, 1, 3, parse_config({}).model),
+                BundleMeta(THREE, SIZE, 1, {}, threshold=0.5)).save(three_dir)
     rng = np.random.default_rng(0)
     files, labels = [], []
     for i, positive in enumerate([False, True, False, True]):
@@ -78,7 +84,13 @@ def logged(tmp_path_factory: pytest.TempPathFactory):
                         pip_requirements=["mlflow"],
                         **config,
                     ).model_uri
+                uris["three"] = mlflow.pyfunc.log_model(
+                    name="three", python_model=Path(pyfunc.__file__).with_name("mlflow_model.py"),
+                    artifacts={pyfunc.BUNDLE_ARTIFACT: str(three_dir)},
+                    signature=pyfunc.signature_for(THREE), input_example=example,
+                    pip_requirements=["mlflow"], model_config=pyfunc.MODEL_CONFIG).model_uri
             yield SimpleNamespace(uri=uris["current"], legacy_uri=uris["legacy"],
+                                  three_uri=uris["three"], three_dir=three_dir,
                                   example=example, files=files, labels=labels)
         finally:
             mlflow.set_tracking_uri(None)
@@ -88,11 +100,28 @@ def _encoded(paths: list[Path]) -> list[str]:
     return [base64.b64encode(p.read_bytes()).decode("ascii") for p in paths]
 
 
+def test_three_classes_answer_with_the_arg_max_rule_and_no_threshold(logged) -> None:
+    import json
+
+    model = mlflow.pyfunc.load_model(logged.three_uri)
+    out = model.predict(pd.DataFrame({"image": _encoded(logged.files)}))
+    assert list(out.columns) == ["label", "p_normal", "p_bacterial", "p_viral", "decision_rule"]
+    assert set(out["decision_rule"]) == {"argmax"}
+    probs = out[["p_normal", "p_bacterial", "p_viral"]].to_numpy()
+    assert list(out["label"]) == [THREE[k] for k in probs.argmax(axis=1)]
+    saved = json.loads((logged.three_dir / "bundle.json").read_text())
+    assert saved["decision_rule"] == "argmax" and saved["threshold"] is None
+    outputs = [c.name for c in model.metadata.get_output_schema().inputs]
+    assert "threshold" not in outputs and "decision_rule" in outputs
+
+
 def test_image_bytes_predict(logged) -> None:
     model = mlflow.pyfunc.load_model(logged.uri)
 
     out = model.predict(pd.DataFrame({"image": _encoded(logged.files)}))
-    assert list(out.columns) == ["label", "p_normal", "p_pneumonia", "threshold"]
+    assert list(out.columns) == ["label", "p_normal", "p_pneumonia", "decision_rule",
+                                 "threshold"]
+    assert set(out["decision_rule"]) == {"threshold"} and set(out["threshold"]) == {0.5}
     assert len(out) == 4 and set(out["label"]) <= set(NAMES)
     assert (out["p_normal"] + out["p_pneumonia"]).to_numpy() == pytest.approx(1.0)
     # the phantom stored with the model as its input example predicts too
@@ -154,9 +183,11 @@ def test_champion_rescoring_scores_current_and_older_models_alike(logged) -> Non
     with pytest.raises(MlflowException, match="'path' column is refused"):
         older_model.predict(pd.DataFrame({"path": test["source_path"]}))
 
-    current = score_champion(ws, config, logged.uri, test)
-    older = score_champion(ws, config, logged.legacy_uri, test)
-    assert current is not None and older is not None
+    current_predictions = predict_test(ws, config, logged.uri, test)
+    older_predictions = predict_test(ws, config, logged.legacy_uri, test)
+    assert current_predictions is not None and older_predictions is not None
+    current, older = score(config, test, current_predictions), score(config, test,
+                                                                     older_predictions)
     assert current["n"] == older["n"] == 4
     for key in ("accuracy", "f1", "recall", "roc_auc"):
         assert current[key] == pytest.approx(older[key]), key
