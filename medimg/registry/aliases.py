@@ -8,7 +8,9 @@ run. The trail is never rewritten; a rollback is one more entry.
 Moves happen under a lock on the registry, so a promotion is compare-and-set: it names the
 champion it was compared against, and fails with :class:`PromotionConflict` when another
 promotion moved the champion first. The lock is the database's own for PostgreSQL
-(``pg_advisory_lock``) and a file lock beside the store for SQLite and file stores. Against a
+(``pg_advisory_lock``) and a file lock beside the store for SQLite and file stores, taken through
+the operating system (``flock`` on POSIX, ``LockFileEx`` on Windows), so a crashed holder's lock
+goes with its process; a promoter waits up to :data:`LOCK_WAIT_SECONDS` for it. Against a
 remote MLflow server (http/https), whose database no client can reach, the lock is a registered
 model named ``<name>.registry-lock``: creating it is atomic on a database-backed server (a second
 create is refused as already existing), it lives only while the aliases move, and one left
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import getpass
 import hashlib
 import json
@@ -33,7 +34,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 from medimg.errors import MedimgError
 
@@ -78,14 +79,47 @@ def actor(run_id: str | None = None) -> str:
 
 
 def _lock_path(uri: str, name: str) -> Path | None:
+    """The lock file beside a local store, or None for a store no file can stand beside.
+
+    A SQLite URI names its database as SQLAlchemy reads it: ``sqlite:///mlflow.db`` is
+    ``mlflow.db`` in the current directory, ``sqlite:////srv/mlflow.db`` is absolute. Either
+    spelling of one database gives the same lock.
+    """
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
-        database = Path(unquote(parsed.path))
-        return database.with_name(f"{database.name}.{name}.registry-lock")
-    if parsed.scheme in ("", "file"):
-        root = Path(unquote(parsed.path))
-        return root / f".{name}.registry-lock"
+        from sqlalchemy.engine import make_url
+
+        database = make_url(uri).database
+        if not database or database == ":memory:":
+            return None
+        database_path = Path(database).absolute()
+        return database_path.with_name(f"{database_path.name}.{name}{LOCK_SUFFIX}")
+    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # one letter: a Windows drive
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        root = Path(local_file_uri_to_path(uri)).absolute()
+        return root / f".{name}{LOCK_SUFFIX}"
     return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an operating-system lock on ``path``; the OS drops it if this process dies."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, timeout=LOCK_WAIT_SECONDS)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise MedimgError(
+            f"the registry lock {path} is still held after {LOCK_WAIT_SECONDS:.0f} s by another "
+            "process moving aliases; wait for it to finish (the lock is released when that "
+            "process ends)") from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _lock_age(lock) -> float:
@@ -188,13 +222,8 @@ def registry_lock(client, name: str) -> Iterator[None]:
                        "but not serialised", parsed.scheme)
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with _file_lock(path):
+        yield
 
 
 def alias_version(client, name: str, alias: str) -> str | None:

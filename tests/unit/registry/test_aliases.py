@@ -1,5 +1,6 @@
-"""Alias moves on a real SQLite MLflow registry: audited, rolled back, compare-and-set; and the
-compare-and-set lock behind a real `mlflow server` (marked integration)."""
+"""Alias moves on a real SQLite MLflow registry: audited, rolled back, compare-and-set, locked
+beside the database however its URI names it; and the compare-and-set lock behind a real
+`mlflow server` (marked integration)."""
 
 from __future__ import annotations
 
@@ -130,22 +131,51 @@ def test_a_promotion_compared_against_a_stale_champion_is_refused(registry):
     assert [e.to_version for e in audit_trail(client, NAME) if e.alias == CHAMPION] == ["1", "2"]
 
 
+def test_a_relative_sqlite_uri_locks_beside_its_database(tmp_path: Path, monkeypatch):
+    """`sqlite:///mlflow.db` is mlflow.db in the current directory, for MLflow and for the lock;
+    naming that database by its absolute path takes the very same lock."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    client = _three_versions("sqlite:///mlflow.db", tmp_path)
+    database = tmp_path / "mlflow.db"
+    assert database.is_file()
+    absolute = MlflowClient(tracking_uri=f"sqlite:///{database}",
+                            registry_uri=f"sqlite:///{database}")
+
+    with aliases.registry_lock(client, NAME):
+        assert (tmp_path / f"mlflow.db.{NAME}{aliases.LOCK_SUFFIX}").exists()
+        monkeypatch.setattr(aliases, "LOCK_WAIT_SECONDS", 0.5)
+        with pytest.raises(MedimgError, match=r"mlflow\.db\.medimg-classifier.* still held"):
+            promote(absolute, NAME, "2", "while another move holds the lock", "me",
+                    expected_champion=None)
+    assert alias_version(client, NAME, CHAMPION) is None
+
+    promote(client, NAME, "1", "first", "me", expected_champion=None)
+    set_alias(client, NAME, CHALLENGER, "2", "passed the absolute gates", "me")
+    promote(absolute, NAME, "2", "better", "me", expected_champion="1")
+    assert alias_version(client, NAME, CHAMPION) == "2"
+    assert alias_version(client, NAME, PREVIOUS) == "1"
+    assert not list(Path(tmp_path.anchor).glob(f"mlflow.db.{NAME}*"))  # none at the root
+
+
+# Each promoter imports MLflow, connects, says "ready" and blocks on its stdin; the test closes
+# every stdin once all are ready, so both read end-of-file, the barrier, at the same moment.
 PROMOTER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
+    import sys
     from mlflow import MlflowClient
     from medimg.registry.aliases import PromotionConflict, promote
-    uri, version, start = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    uri, version = sys.argv[1], sys.argv[2]
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.get_registered_model("medimg-classifier")  # connected before the start
-    while not start.exists():
-        time.sleep(0.001)
+    print("ready", flush=True)
+    sys.stdin.read()
     try:
         promote(client, "medimg-classifier", version, "race", f"promoter {version}",
                 expected_champion="1")
         print("won")
-    except PromotionConflict:
-        print("lost")
+    except PromotionConflict as conflict:
+        print("lost:", conflict)
 """)
 
 
@@ -154,20 +184,25 @@ PROMOTER = textwrap.dedent("""
 def test_of_two_concurrent_promotions_exactly_one_wins(store, request, tmp_path: Path):
     client, uri = request.getfixturevalue(store)
     promote(client, NAME, "1", "first", "me", expected_champion=None)
-    start = tmp_path / "start"
     script = tmp_path / "promoter.py"
     script.write_text(PROMOTER)
-    processes = {v: subprocess.Popen([sys.executable, str(script), uri, v, str(start)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = {v: tmp_path / f"promoter-{v}.log" for v in ("2", "3")}
+    processes = {v: subprocess.Popen([sys.executable, str(script), uri, v],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=logs[v].open("w"), text=True)
                  for v in ("2", "3")}
-    time.sleep(8)  # both importing MLflow and connected, waiting on the start file
-    start.touch()
+    for version, process in processes.items():
+        assert process.stdout.readline() == "ready\n", logs[version].read_text()[-2000:]
+    for process in processes.values():
+        process.stdin.close()  # the start: both promoters wake together
     results = {}
     for version, process in processes.items():
-        out, errors = process.communicate(timeout=120)
-        assert process.returncode == 0, errors[-2000:]
+        out = process.stdout.read()
+        assert process.wait(timeout=120) == 0, logs[version].read_text()[-2000:]
         results[version] = out.strip().splitlines()[-1]
-    assert sorted(results.values()) == ["lost", "won"], results
+    assert sorted(r.split(":")[0] for r in results.values()) == ["lost", "won"], results
+    loser = next(r for r in results.values() if r.startswith("lost"))
+    assert "not v1 as compared" in loser
     winner = next(v for v, r in results.items() if r == "won")
     assert alias_version(client, NAME, CHAMPION) == winner
     assert alias_version(client, NAME, PREVIOUS) == "1"
