@@ -10,6 +10,12 @@ DICOM is recognised by content, never by name, and its pixels are decoded by one
 :func:`decode_deidentified`, which takes only what :func:`medimg.data.deid.deidentify` returns:
 no DICOM pixel is decoded before its header has been de-identified.
 
+Every decoder refuses an image of more than ``max_pixels`` (width x height) before decoding it,
+and the bound is one number everywhere: ``data.max_pixels`` from ``params.yaml``, which ingest and
+preprocess pass, and whose default applies where no workspace says otherwise (a served model).
+Pillow's own decompression-bomb guard is raised to that bound, so Pillow's default never decides
+first, and every refusal is a one-line :class:`TooManyPixels`.
+
 Compressed DICOM is decoded by pydicom's plugins (GDCM for the JPEG family: baseline, lossless,
 JPEG-LS and JPEG 2000), except 12-bit JPEG Extended, which pydicom's GDCM plugin declines and
 GDCM itself decodes here.
@@ -22,8 +28,10 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import re
 import secrets
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +39,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from medimg.config import DataConfig
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -65,9 +75,13 @@ _VRS = frozenset(
 # with its lowest group: (0008) in practice, as SOP Class UID (0008,0016) is mandatory.
 _FIRST_GROUPS = range(0x0002, 0x0029, 2)
 
+DEFAULT_MAX_PIXELS: int = DataConfig.model_fields["max_pixels"].default
+"""The bound used when a caller passes none: ``data.max_pixels``'s default, from config."""
+_PILLOW_GUARD = threading.Lock()
 _JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 # Start-of-frame markers: SOF0-SOF15 but DHT (C4), JPG (C8) and DAC (CC), and JPEG-LS (SOF55).
 _JPEG_SOFS = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7})
+_PILLOW_SIZE = re.compile(r"\((\d+) pixels\)")
 
 
 class UndecodableImage(Exception):
@@ -165,8 +179,8 @@ def decode(
     Args:
         data: The encoded file.
         dicom_frame: Which frame of a multi-frame DICOM to keep.
-        max_pixels: Refuse images with more pixels (width x height) than this, before decoding.
-            ``None`` uses Pillow's decompression-bomb limit, ``Image.MAX_IMAGE_PIXELS``.
+        max_pixels: Refuse images with more pixels (width x height) than this, before decoding;
+            pass ``data.max_pixels``. ``None`` uses its default, :data:`DEFAULT_MAX_PIXELS`.
 
     Raises:
         TooManyPixels: The image is larger than ``max_pixels``.
@@ -268,12 +282,13 @@ def decode_array(array: np.ndarray) -> DecodedImage:
 
 
 def _decode_pil(data: bytes, max_pixels: int | None) -> DecodedImage:
+    limit = _limit(max_pixels)
+    _raise_pillow_guard(limit)
     try:
         with warnings.catch_warnings():
-            # An explicit max_pixels replaces Pillow's warning threshold (its hard error at twice
-            # MAX_IMAGE_PIXELS still applies); without one, the warning is the limit.
-            action = "ignore" if max_pixels is not None else "error"
-            warnings.simplefilter(action, Image.DecompressionBombWarning)
+            # Pillow warns above its guard, which is now at least the limit: such an image is
+            # refused below, by the limit, so the warning would only repeat it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 fmt = _PIL_FORMATS.get(image.format or "")
                 if fmt is None:
@@ -283,13 +298,17 @@ def _decode_pil(data: bytes, max_pixels: int | None) -> DecodedImage:
                         code="unsupported",
                     )
                 # Pillow reads only the header on open, so the size check comes before decoding.
-                _check_pixels(image.width, image.height, max_pixels)
+                _check_pixels(image.width, image.height, limit)
                 image.load()
                 return _from_pil(image, fmt, data)
     except UndecodableImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixels(f"too many pixels (decompression bomb guard): {exc}") from None
+        # Pillow's hard error, at twice its guard: far beyond the limit.
+        found = _PILLOW_SIZE.search(str(exc))
+        size = f"{found.group(1)} pixels" if found else "the image"
+        raise TooManyPixels(f"too many pixels: {size} exceeds the limit of {limit}; "
+                            "data.max_pixels in params.yaml sets it") from None
     except UnidentifiedImageError:
         raise UndecodableImage("not a recognised image format", code="not_an_image") from None
     except Exception as exc:
@@ -298,11 +317,31 @@ def _decode_pil(data: bytes, max_pixels: int | None) -> DecodedImage:
         raise UndecodableImage(f"truncated or corrupt image data: {_short(exc)}") from None
 
 
-def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
-    limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
-    if limit is not None and width * height > limit:
+def _limit(max_pixels: int | None) -> int:
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if limit < 1:
+        raise ValueError(f"max_pixels {limit} must be positive; set data.max_pixels in params.yaml")
+    return limit
+
+
+def _raise_pillow_guard(limit: int) -> None:
+    """Make Pillow's decompression-bomb guard at least ``limit``, so that the limit decides.
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` and refuses above twice it, and that
+    threshold is module state: it is only ever raised here, never lowered, so concurrent
+    decodes under different limits all keep their own.
+    """
+    with _PILLOW_GUARD:
+        current = Image.MAX_IMAGE_PIXELS
+        if current is not None and current < limit:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def _check_pixels(width: int, height: int, limit: int) -> None:
+    if width * height > limit:
         raise TooManyPixels(
-            f"too many pixels: {width}x{height} = {width * height} exceeds the limit of {limit}"
+            f"too many pixels: {width}x{height} = {width * height} exceeds the limit of {limit}; "
+            "data.max_pixels in params.yaml sets it"
         )
 
 
@@ -436,8 +475,8 @@ def decode_deidentified(
         result: The de-identified data set, with its file meta (for its transfer syntax); it is
             not modified.
         dicom_frame: Which frame of a multi-frame image to keep.
-        max_pixels: Refuse images whose Rows x Columns exceeds this, before decoding.
-            ``None`` uses Pillow's decompression-bomb limit.
+        max_pixels: Refuse images whose Rows x Columns exceeds this, before decoding; pass
+            ``data.max_pixels``. ``None`` uses its default, :data:`DEFAULT_MAX_PIXELS`.
 
     Raises:
         TooManyPixels: Rows x Columns exceeds ``max_pixels``.
@@ -452,7 +491,7 @@ def decode_deidentified(
     rows, columns = ds.get("Rows"), ds.get("Columns")
     if not isinstance(rows, int) or not isinstance(columns, int) or rows < 1 or columns < 1:
         raise UndecodableImage("DICOM has no valid Rows and Columns")
-    _check_pixels(columns, rows, max_pixels)
+    _check_pixels(columns, rows, _limit(max_pixels))
 
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if not syntax:

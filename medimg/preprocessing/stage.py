@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from medimg.config import Config
-from medimg.data.images import read_image
+from medimg.data.images import UndecodableImage, read_image
 from medimg.data.manifest import load_manifest
-from medimg.errors import WorkspaceError
+from medimg.errors import DataError, WorkspaceError
 from medimg.preprocessing.transforms import preprocess_image
 from medimg.workspace import SPLITS, Workspace
 
@@ -33,7 +33,12 @@ def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[st
     """Write ``data/processed/{split}_images.npy`` and ``_labels.npy`` plus ``index.json``.
 
     Files are written beside the old ones and swapped in at the end, so a failure leaves the
-    previous outputs intact.
+    previous outputs intact. Images are decoded under ``data.max_pixels``, the bound ingest
+    applied.
+
+    Raises:
+        DataError: An image in the manifest cannot be decoded (changed on disk, or larger than
+            a lowered ``data.max_pixels``); one line naming the file and the reason.
     """
     config = config or ws.config
     manifest = load_manifest(ws.manifest_path)
@@ -62,7 +67,14 @@ def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[st
     }
 
     def load(stored: str) -> np.ndarray:
-        pixels = read_image(ws.resolve(stored), dicom_frame=config.data.dicom_frame)
+        try:
+            pixels = read_image(ws.resolve(stored), dicom_frame=config.data.dicom_frame,
+                                max_pixels=config.data.max_pixels)
+        except UndecodableImage as exc:
+            raise DataError(
+                f"{stored} cannot be preprocessed: {exc}; restore it (`dvc checkout`) or ingest "
+                "again with `medimg ingest`"
+            ) from None
         return preprocess_image(pixels, config.preprocess, size, channels)
 
     counts: dict[str, int] = {}

@@ -22,7 +22,9 @@ from pydicom.uid import (
 )
 from support.dicoms import PHI_VALUES, PRIVATE_CREATOR, default_pixels, write_dicom
 
+from medimg.config import DataConfig
 from medimg.data.images import (
+    DEFAULT_MAX_PIXELS,
     TooManyPixels,
     UndecodableImage,
     decode,
@@ -258,13 +260,35 @@ def test_max_pixels_is_checked_before_decoding():
     assert decode(png, max_pixels=W * H).pixels.shape == (H, W)  # the limit itself is allowed
 
 
-def test_an_explicit_max_pixels_replaces_pillows_warning_threshold():
-    # Over Image.MAX_IMAGE_PIXELS (a bomb by default) but allowed here; then truncated.
+def test_without_a_bound_the_default_of_data_max_pixels_applies_not_pillows():
+    assert DEFAULT_MAX_PIXELS == DataConfig().max_pixels == 178_956_970
+    # 100 million pixels: over Pillow's default guard (89,478,485), under data.max_pixels. The
+    # header passes the bound and reaches the decoder, which finds no pixel data.
     header = _png_header_only(10_000, 10_000)
-    with pytest.raises(TooManyPixels):
-        decode(header)
     with pytest.raises(UndecodableImage, match="truncated"):
-        decode(header, max_pixels=10**9)
+        decode(header)
+    with pytest.raises(TooManyPixels, match=r"exceeds the limit of 99999999; data\.max_pixels"):
+        decode(header, max_pixels=10**8 - 1)
+
+
+def test_a_bound_above_pillows_own_hard_limit_is_the_one_that_decides():
+    # 200 million pixels: more than twice Pillow's default guard, where Pillow refuses by itself
+    header = _png_header_only(20_000, 10_000)
+    with pytest.raises(TooManyPixels) as caught:
+        decode(header)
+    assert str(caught.value) == ("too many pixels: 20000x10000 = 200000000 exceeds the limit of "
+                                 "178956970; data.max_pixels in params.yaml sets it")
+    with pytest.raises(UndecodableImage, match="truncated"):
+        decode(header, max_pixels=3 * 10**8)
+
+
+def test_a_refusal_by_pillows_own_guard_is_one_line_naming_the_bound():
+    # 10^10 pixels: beyond twice any bound Pillow's guard has been raised to here, so Pillow
+    # refuses while opening, before medimg's check; it reads the same.
+    with pytest.raises(TooManyPixels) as caught:
+        decode(_png_header_only(100_000, 100_000), max_pixels=1000)
+    assert "\n" not in str(caught.value) and "exceeds the limit of 1000" in str(caught.value)
+    assert caught.value.code == "too_many_pixels"
 
 
 def test_the_same_bytes_decode_to_the_same_pixels():

@@ -1,0 +1,115 @@
+"""One pixel bound, ``data.max_pixels``, at ingest, preprocess and the served model's decoder;
+a refusal anywhere is one line, never a traceback."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import medimg_cli, write_params
+from PIL import Image
+from support.large_images import PILLOW_DEFAULT_GUARD, write_striped_png
+
+from medimg.bundle import BundleMeta, ModelBundle
+from medimg.data.images import DEFAULT_MAX_PIXELS, TooManyPixels, decode_image
+from medimg.data.ingest import ingest_sources
+from medimg.data.manifest import load_manifest
+from medimg.errors import DataError
+from medimg.preprocessing.stage import load_split, preprocess_workspace
+from medimg.serving.pyfunc import BUNDLE_ARTIFACT, ClassifierModel
+from medimg.training.models import build_model
+from medimg.workspace import open_workspace
+
+
+def _source(root: Path, per_class: int = 4, size: int = 48) -> Path:
+    """``root/normal`` and ``root/pneumonia``, each with ``per_class`` distinct noise PNGs."""
+    for label, offset in (("normal", 0), ("pneumonia", 100)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            rng = np.random.default_rng(offset + i)
+            pixels = rng.integers(0, 255, (size, size), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{label}{i}.png")
+    return root
+
+
+def _served(bundle_dir: Path, images: list[bytes]) -> pd.DataFrame:
+    """What the registered model answers for these encoded files."""
+    model = ClassifierModel()
+    model.load_context(SimpleNamespace(artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+                                       model_config=None))  # fmt: skip
+    frame = pd.DataFrame({"image": [base64.b64encode(b).decode("ascii") for b in images]})
+    return model.predict(None, frame)
+
+
+def test_an_image_between_pillows_default_and_data_max_pixels_goes_through_every_stage(
+    make_workspace, tmp_path
+):
+    ws = make_workspace(with_data=False)
+    assert ws.config.data.max_pixels == DEFAULT_MAX_PIXELS
+    src = _source(tmp_path / "src")
+    width, height = 9_000, 10_000  # 90 million pixels
+    assert PILLOW_DEFAULT_GUARD < width * height <= DEFAULT_MAX_PIXELS
+    large = write_striped_png(src / "pneumonia" / "large.png", width, height)
+
+    summary = ingest_sources(ws, [src])
+    assert summary.quarantined == [] and summary.ingested == 9
+    manifest = load_manifest(ws.manifest_path)
+    row = manifest[manifest["width"] == width].iloc[0]
+    assert row["height"] == height
+
+    counts = preprocess_workspace(ws)  # once: a DecompressionBombError traceback here
+    assert sum(counts.values()) == 9
+    split = load_split(ws, row["split"], mmap=False)
+    packed = split.images[split.image_ids.index(row["image_id"])]
+    assert packed.shape == (64, 64, 1) and packed.std() > 0  # the stripes, shrunk
+
+    bundle_dir = tmp_path / "bundle"
+    config = ws.config
+    model = build_model(config.base.image_size, 1, 2, config.model)
+    meta = BundleMeta(config.base.class_names, config.base.image_size, 1,
+                      config.preprocess.model_dump(mode="json"))  # fmt: skip
+    ModelBundle(model, meta).save(bundle_dir)
+    out = _served(bundle_dir, [large.read_bytes()])
+    assert len(out) == 1 and out["label"].iloc[0] in config.base.class_names
+
+
+def test_a_lowered_bound_is_applied_the_same_at_ingest_preprocess_and_decode(
+    make_workspace, tmp_path
+):
+    bound = 48 * 48
+    ws = make_workspace({"data": {"max_pixels": bound}}, with_data=False)
+    src = _source(tmp_path / "src")
+    wider = src / "normal" / "wider.png"
+    Image.fromarray(np.random.default_rng(7).integers(0, 255, (48, 49), np.uint8)).save(wider)
+
+    summary = ingest_sources(ws, [src])
+    assert summary.ingested == 8
+    [refused] = summary.quarantined
+    reason = (f"too many pixels: 49x48 = 2352 exceeds the limit of {bound}; "
+              "data.max_pixels in params.yaml sets it")  # fmt: skip
+    assert (refused["code"], refused["message"]) == ("too_many_pixels", reason)
+    assert preprocess_workspace(ws) == {"train": 4, "val": 2, "test": 2}
+
+    # the same bound lowered below what was ingested: preprocess refuses, naming file and bound
+    write_params(ws.root, {"data": {"max_pixels": bound - 1}})
+    ws = open_workspace(ws.root)
+    with pytest.raises(DataError) as caught:
+        preprocess_workspace(ws)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"48x48 = 2304 exceeds the limit of {bound - 1}; data.max_pixels" in message
+    assert message.startswith("data/") and "cannot be preprocessed" in message
+    # and the decoder a served model uses refuses the same file under the same bound
+    stored = ws.resolve(load_manifest(ws.manifest_path)["source_path"].iloc[0])
+    with pytest.raises(TooManyPixels, match=f"exceeds the limit of {bound - 1}"):
+        decode_image(stored.read_bytes(), max_pixels=ws.config.data.max_pixels)
+
+    done = medimg_cli("preprocess", cwd=ws.root)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "exceeds the limit of 2303; data.max_pixels" in lines[0]
