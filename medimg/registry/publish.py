@@ -26,6 +26,7 @@ from medimg.registry.aliases import (
 from medimg.registry.champion import Comparison, compare_with_champion
 from medimg.registry.gates import GateReport, evaluate_gates
 from medimg.registry.model_card import render_model_card
+from medimg.registry.requirements import pip_requirements
 from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
 from medimg.training.history import HISTORY_FILE, read_history
 from medimg.workspace import Workspace
@@ -116,7 +117,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             model_config=pyfunc.MODEL_CONFIG,
             # the model carries its own code, so it loads where medimg is not installed
             code_paths=[str(Path(pyfunc.__file__).resolve().parents[1])],
-            pip_requirements=_requirements(),
+            pip_requirements=pip_requirements(),
         )
         report = evaluate_gates(metrics, config.gates)
         result = PublishResult(run.info.run_id, metrics, report, ui_command=ui_command(ws))
@@ -253,17 +254,3 @@ def _description(metrics: dict[str, object], lineage: dict[str, str], report: Ga
         f"Gates: {gates}. Data version {lineage['data_version']}, "
         f"commit {lineage['git_commit']}."
     )
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    packages = ["tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "pillow",
-                "opencv-python-headless", "pydicom", "pydantic", "scikit-learn"]
-    pins = []
-    for package in packages:
-        try:
-            pins.append(f"{package}=={version(package)}")
-        except Exception:
-            pins.append(package)
-    return pins

@@ -86,7 +86,6 @@ def test_unscorable_champion_fails_closed():
 
 
 def test_further_minimums_gate_any_metric_and_unknown_names_fail_at_load():
-    import pytest
 
     from medimg.config import parse_config
     from medimg.errors import ConfigError
@@ -119,7 +118,6 @@ def test_on_the_ci_lower_bound_a_good_point_estimate_is_not_enough():
 
 
 def test_ci_gating_without_intervals_is_refused_at_load():
-    import pytest
 
     from medimg.config import parse_config
     from medimg.errors import ConfigError
