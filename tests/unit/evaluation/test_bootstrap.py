@@ -115,3 +115,35 @@ def test_only_a_metric_with_no_value_at_all_is_left_out_and_the_count_is_reporte
     assert 0 < ci["roc_auc"]["left_out"] < 500
     assert ci["roc_auc"]["n"] + ci["roc_auc"]["left_out"] == 500
     assert ci["recall"]["left_out"] == 0 and ci["npv"]["left_out"] == 0
+
+
+def test_the_paired_bootstrap_scores_both_models_on_the_same_resampled_patients():
+    from medimg.evaluation.bootstrap import paired_differences
+
+    y, probs, patients = scored(150, images_per_patient=2, seed=6)
+    # a model against itself: every resample gives a difference of exactly 0
+    same = paired_differences(y, (probs, 0.5), (probs, 0.5), NAMES, patients, ("f1", "recall"),
+                              300, seed=1)
+    assert all(d["low"] == d["high"] == d["difference"] == 0.0 for d in same.values())
+    # a slightly better model: its F1 gain, unpaired, would be lost in two wide intervals;
+    # paired, the case mix cancels and the interval is narrow
+    p = probs[:, 1]
+    sharper = np.clip(np.where(y == 1, p + 0.08, p - 0.08), 0, 1)
+    better = np.stack([1 - sharper, sharper], 1)
+    d = paired_differences(y, (better, 0.5), (probs, 0.5), NAMES, patients, ("f1",), 500,
+                           seed=2)["f1"]
+    ours = compute_metrics(y, better, NAMES, 0.5)["f1"]
+    theirs = compute_metrics(y, probs, NAMES, 0.5)["f1"]
+    assert d["challenger"] == ours and d["champion"] == theirs
+    assert d["difference"] == pytest.approx(ours - theirs) and d["difference"] > 0
+    assert 0 < d["low"] <= d["difference"] <= d["high"] and d["n"] == 500
+    apart = [bootstrap_intervals(y, m, NAMES, 0.5, patients, 500, seed=s)["f1"]
+             for m, s in ((better, 3), (probs, 4))]
+    unpaired = sum(b["high"] - b["low"] for b in apart)
+    assert d["high"] - d["low"] < 0.5 * unpaired
+    # each model keeps its own threshold
+    own = paired_differences(y, (probs, 0.9), (probs, 0.5), NAMES, patients, ("recall",), 100)
+    assert own["recall"]["difference"] < 0 and own["recall"]["high"] < 0
+    # no resamples: the point difference alone, and no interval
+    point = paired_differences(y, (better, 0.5), (probs, 0.5), NAMES, patients, ("f1",), 0)
+    assert point["f1"]["low"] is None and point["f1"]["difference"] == d["difference"]
