@@ -125,3 +125,27 @@ def test_demo_with_too_few_images_is_one_line(make_workspace):
     ws = make_workspace(with_data=False)
     result = medimg_cli("demo", "--n-images", "1", cwd=ws.root)
     _one_line_error(result, "n_images")
+
+
+def test_the_printed_gate_table_shows_counts_and_each_difference_with_its_interval(capsys,
+                                                                                  monkeypatch):
+    from medimg import cli
+
+    monkeypatch.setenv("COLUMNS", "160")
+    metrics = {"n": 80, "threshold": None, "decision_rule": "argmax", "f1": 0.9,
+               "confusion_matrix": [[1]]}
+    outcome = {
+        "metrics": metrics, "version": "2", "aliases": ["challenger"], "run_id": "r1",
+        "ui_command": "mlflow ui",
+        "gates": {"checks": [{"name": "min_test_positives", "metric": "test images of viral",
+                              "value": 23.0, "bound": 20.0, "passed": True}]},
+        "champion_checks": {"checks": [{"name": "noninferior_f1", "metric": "f1",
+                                        "value": -0.031, "bound": -0.02, "passed": False,
+                                        "interval": [-0.07, 0.01]}]},
+    }
+    cli._print_summary(outcome, 1.0)
+    out = capsys.readouterr().out
+    assert "Test metrics (n=80, arg-max)" in out
+    assert "-0.031 (-0.070 to +0.010)" in out and "> -0.020" in out
+    row = next(line for line in out.splitlines() if "min_test_positives" in line)
+    assert "23" in row and "20" in row and "23.000" not in row
