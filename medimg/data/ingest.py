@@ -25,13 +25,15 @@ import hashlib
 import io
 import json
 import logging
+import math
 import multiprocessing
 import os
+import re
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,9 +65,11 @@ from medimg.data.sources import (
     SourceNotes,
     discover,
     looks_like_image,
+    named_split,
 )
 from medimg.data.splits import (
     LOCK_ORDER,
+    SPLIT_ORDER,
     NewPatient,
     as_key,
     assign_splits,
@@ -79,6 +83,15 @@ logger = logging.getLogger(__name__)
 
 _STAT_CACHE = ".ingest_cache.json"
 _POOL_MIN_ITEMS = 64
+# Real colour: channels more than _COLOUR_SPREAD levels (of 255) apart in at least _COLOUR_SHARE
+# of the pixels. JPEG keeps grey stored as RGB within a few levels; a red marker on a radiograph
+# covers well under 1% of it.
+_COLOUR_SPREAD = 16
+_COLOUR_SHARE = 0.01
+_COLOUR_SAMPLE = 1 << 20  # pixels looked at, at most (about)
+_KEPT_SPLIT = "kept_split"
+"""Quarantine-log key of a copy set aside by dedupe: the split its content is kept in."""
+_DEDUPE_MESSAGE = re.compile(r" in (train|val|test); dropped from (?:train|val|test) by dedupe$")
 _STATS_COLUMNS = (
     "intensity_min",
     "intensity_max",
@@ -105,6 +118,9 @@ class IngestSummary:
     per_split: dict[str, int] = field(default_factory=dict)
     dropped_columns: list[str] = field(default_factory=list)
     """Label-list columns not kept, because ``data.metadata_columns`` does not name them."""
+    splits_by_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Each source's files per split it predefines (``assigned``: no split given, so ingest
+    assigns one per patient)."""
 
     @property
     def balanced(self) -> bool:
@@ -156,6 +172,7 @@ class _Found:
     kind: str = "image"  # image, dicom, other
     size: int | None = None
     from_map: bool = False  # the reference was made by an earlier ingest
+    source: Path = Path()  # the source (as given, resolved) the item was found in
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -215,11 +232,25 @@ def analyse(path: Path | None, array: np.ndarray | None, options: _Options) -> _
         "height": decoded.height,
         "channels": decoded.channels,
         "bit_depth": decoded.bit_depth,
+        "colour": has_colour(decoded.pixels),
         **image_stats(decoded.pixels),
         "phash": phash_hex(phash(decoded.pixels)),
         "thumbnail": thumbnail_code(decoded.pixels),
     }
     return result
+
+
+def has_colour(pixels: np.ndarray) -> bool:
+    """Whether decoded pixels have real colour: RGB whose channels differ, in more than a few
+    pixels and by more than compression noise. Grey stored as RGB is not colour.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] < 3:
+        return False
+    # A strided sample bounds the work on large images; colour images are colour throughout.
+    step = max(1, math.isqrt(pixels.shape[0] * pixels.shape[1] // _COLOUR_SAMPLE))
+    sample = pixels[::step, ::step, :3]
+    spread = sample.max(axis=2).astype(np.int16) - sample.min(axis=2)
+    return bool(np.count_nonzero(spread > _COLOUR_SPREAD) >= _COLOUR_SHARE * spread.size)
 
 
 def _analyse_dicom(data: bytes, options: _Options) -> tuple[_Analysis, DecodedImage | None]:
@@ -308,14 +339,17 @@ def ingest_sources(
 
     Args:
         ws: The workspace.
-        sources: Folders, label lists (.csv/.tsv), .npz files, DICOM files or trees.
+        sources: Folders, label lists (.csv/.tsv), .npz files, DICOM files or trees. A folder
+            named after a split (``Training``, ``test``...) is that split, as it is inside a
+            parent folder; the order of the sources changes nothing.
         config: Defaults to the workspace's params.yaml.
         fmt: ``auto`` detects each source's format.
         labels: A label list for DICOM trees, keyed by path or SOPInstanceUID.
         npz_class_names: Class names for .npz label indices (default ``base.class_names``).
         label_by: Who labelled the data, recorded as label provenance.
-        dedupe: Drop the train/val copy of every cross-split duplicate, keeping the test copy;
-            defaults to ``data.dedupe_across_splits``.
+        dedupe: Drop the train/val copy of every cross-split duplicate, keeping the copy in the
+            most locked split (test, then val); defaults to ``data.dedupe_across_splits``. What
+            it sets aside stays aside in later ingests, with or without it.
         progress: Called with (done, total) while items are analysed.
 
     Raises:
@@ -392,6 +426,7 @@ def ingest_sources(
         if not entry.from_map:
             entry.ref = scrub(entry.ref)
         originals.record(entry.item.ref, entry.ref)
+    summary.splits_by_source = _splits_by_source(ws, found, scrub)
 
     accepted: list[_Found] = []
     for entry in found:
@@ -413,7 +448,19 @@ def ingest_sources(
     for entry, reject in rejected:
         summary.quarantined.append(_quarantine(quarantine, entry, reject))
 
-    manifest, new_rows = _place(manifest, rows, config, summary)
+    kept_splits = _kept_splits(quarantine)
+    manifest, new_rows, refused = _place(manifest, rows, config, summary, kept_splits)
+    by_ref = {entry.ref: entry for entry in accepted}
+    for row in refused:
+        kept = sorted(kept_splits[row["image_id"]], key=SPLIT_ORDER.index)
+        reason = (
+            f"a copy of an image an earlier dedupe set aside, keeping it in {' and '.join(kept)} "
+            f"only; not added to {row['split']}, as that dedupe decided"
+        )
+        entry = by_ref[row["source_ref"]]
+        summary.quarantined.append(
+            _set_aside(quarantine, entry.ref, entry.image_id, entry.size, reason, kept[-1])
+        )
     if dedupe:
         manifest, new_rows = _dedupe(manifest, new_rows, config, summary, quarantine)
     summary.ingested = len(new_rows)
@@ -476,8 +523,9 @@ def _find(
     scrubbed once every identifier is known).
     """
     found: list[_Found] = []
-    for source in sources:
-        source = Path(source).resolve()
+    # Read in path order, so the order the sources are given in changes nothing.
+    roots = sorted({Path(source).resolve() for source in sources})
+    for source in roots:
         for item in discover(
             source,
             fmt,
@@ -489,14 +537,44 @@ def _find(
             notes=notes,
         ):
             earlier = originals.ref_for(item.ref)
-            entry = _Found(item=item, ref=earlier or _ref(ws, item), from_map=earlier is not None)
+            entry = _Found(item=item, ref=earlier or _ref(ws, item), from_map=earlier is not None,
+                           source=source)
             if item.array is not None:
                 entry.image_id = _array_id(item.array)
                 entry.size = int(item.array.nbytes)
             elif item.path is not None:
                 entry.image_id, entry.kind, entry.size = _hash_file(item.path, cache)
             found.append(entry)
+    _join_split_folders(found)
     return found
+
+
+def _join_split_folders(found: list[_Found]) -> None:
+    """Split folders given as sources (``DATA/Training DATA/Testing``) form one source.
+
+    Each knows only its own split; together they have the splits ``DATA`` has, so val is
+    carved out of train exactly as when ``DATA`` is given.
+    """
+    named = {s for s in {e.source for e in found} if s.is_dir() and named_split(s)}
+    together = frozenset(
+        split for e in found if e.source in named for split in e.item.source_splits
+    )
+    for entry in found:
+        if entry.source in named:
+            entry.item = replace(entry.item, source_splits=together)
+
+
+def _splits_by_source(
+    ws: Workspace, found: list[_Found], scrub: Scrubber
+) -> dict[str, dict[str, int]]:
+    """What each source gave: its files per predefined split (``assigned`` when none)."""
+    given: dict[str, Counter[str]] = defaultdict(Counter)
+    for entry in found:
+        given[scrub(ws.relative(entry.source))][entry.item.split or "assigned"] += 1
+    return {
+        source: {s: counts[s] for s in (*SPLIT_ORDER, "assigned") if counts[s]}
+        for source, counts in given.items()
+    }
 
 
 def _ref(ws: Workspace, item: SourceItem) -> str:
@@ -608,7 +686,10 @@ def _decide_rows(
             fmt, metadata, dicom_patient = analysis.fmt, dict(analysis.metadata), analysis.patient
         else:  # the same content is already in the manifest under another reference
             existing = by_image[entry.image_id]
-            values = {k: existing[k] for k in (*_geometry(), *_STATS_COLUMNS, "phash", "thumbnail")}
+            values = {
+                k: existing[k]
+                for k in (*_geometry(), "colour", *_STATS_COLUMNS, "phash", "thumbnail")
+            }
             fmt, metadata, dicom_patient = existing["format"], {}, None
         if item.patient:
             assert key is not None
@@ -663,8 +744,14 @@ def _place(
     rows: list[dict[str, Any]],
     config: Config,
     summary: IngestSummary,
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Give each candidate row its split, fold exact duplicates, and append to the manifest."""
+    kept_splits: dict[str, set[str]],
+) -> tuple[pd.DataFrame, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Give each candidate row its split, fold exact duplicates, and append to the manifest.
+
+    Returns:
+        The manifest, the rows added to it, and the rows refused because an earlier dedupe set
+        their content aside from the split they would enter (``kept_splits``).
+    """
     replaced = _rewritten_in_place(manifest, rows)
     manifest = manifest[~manifest["source_ref"].isin(replaced)]
     patient_split = _patient_splits(manifest)
@@ -696,10 +783,16 @@ def _place(
     _carve_val(rows, fractions, existing, patient_split, config.base.seed, class_freq)
 
     kept: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     splits_of: dict[str, set[str]] = defaultdict(set)
     for image_id, split in zip(manifest["image_id"], manifest["split"], strict=True):
         splits_of[image_id].add(split)
     for row in rows:
+        allowed = kept_splits.get(row["image_id"])
+        if allowed is not None and row["split"] not in allowed:
+            row.pop("_source_splits", None)
+            refused.append(row)
+            continue
         if row["split"] in splits_of[row["image_id"]]:
             summary.duplicates += 1
             logger.info(
@@ -714,7 +807,7 @@ def _place(
         row.pop("_source_splits", None)
     if kept:
         manifest = pd.concat([manifest, pd.DataFrame(kept)], ignore_index=True)
-    return manifest, kept
+    return manifest, kept, refused
 
 
 def _carve_val(
@@ -823,8 +916,8 @@ def _dedupe(
             f"{kind} duplicate of {keeper['source_ref']} in {keeper['split']}; dropped from "
             f"{row['split']} by dedupe"
         )
-        summary.removed_by_dedupe.append(quarantine.add(
-            row["source_ref"], row["image_id"], None, Reject("duplicate", reason), "set aside"
+        summary.removed_by_dedupe.append(_set_aside(
+            quarantine, row["source_ref"], row["image_id"], None, reason, keeper["split"]
         ))
     if not drop:
         return manifest, new_rows
@@ -838,6 +931,39 @@ def _dedupe(
             )
             summary.quarantined.append(entry)
     return frame.drop(index=sorted(drop)), kept_new
+
+
+def _set_aside(
+    quarantine: QuarantineLog,
+    ref: str,
+    image_id: str | None,
+    size: int | None,
+    reason: str,
+    kept_split: str,
+) -> dict[str, Any]:
+    """Quarantine a cross-split copy, recording in its log line the split its content stays in.
+
+    The log outlives this run, so the decision holds for every later ingest, whatever its flags.
+    """
+    entry = quarantine.add(ref, image_id, size, Reject("duplicate", reason), "set aside")
+    entry.setdefault(_KEPT_SPLIT, kept_split)
+    return entry
+
+
+def _kept_splits(quarantine: QuarantineLog) -> dict[str, set[str]]:
+    """Contents a dedupe set aside, each with the split(s) it is kept in: the only ones it may
+    enter again."""
+    kept: dict[str, set[str]] = defaultdict(set)
+    for entry in quarantine.entries.values():
+        if entry["code"] != "duplicate" or not entry.get("sha256"):
+            continue
+        split = entry.get(_KEPT_SPLIT)
+        if split is None:  # a log line written before the kept split was recorded
+            match = _DEDUPE_MESSAGE.search(entry.get("message", ""))
+            split = match.group(1) if match else None
+        if split is not None:
+            kept[entry["sha256"]].add(split)
+    return dict(kept)
 
 
 def _sorted(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,9 @@ COLUMNS = {
     "height": "int64",
     "channels": "int64",
     "bit_depth": "int64",
+    # real colour: RGB whose channels differ (grey stored as RGB is not colour); empty when the
+    # image was ingested before ingest recorded it
+    "colour": "boolean",
     # intensity, on the decoded 8-bit image
     "intensity_min": "int64",
     "intensity_max": "int64",
@@ -40,6 +43,9 @@ COLUMNS = {
     "phash": "string",
     "thumbnail": "string",
 }
+LATER_COLUMNS = ("colour",)
+"""Columns added after the first manifests were written: an older manifest reads with them
+empty (not recorded), so it stays usable without ingesting again."""
 META_PREFIX = "meta_"
 """Any other column a source brings (sex, age, site, view...) is kept as ``meta_<name>``."""
 
@@ -53,6 +59,8 @@ def meta_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    unrecorded = {c: pd.NA for c in LATER_COLUMNS if c not in frame.columns}
+    frame = frame.assign(**unrecorded) if unrecorded else frame
     extra = {c: "string" for c in meta_columns(frame)}
     ordered = [*COLUMNS, *sorted(extra)]
     return frame[ordered].astype({**COLUMNS, **extra})
@@ -63,7 +71,7 @@ def load_manifest(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise WorkspaceError(f"{path} does not exist; run `medimg ingest SRC` first")
     frame = pd.read_parquet(path)
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in COLUMNS if c not in frame.columns and c not in LATER_COLUMNS]
     if missing:
         raise WorkspaceError(f"{path} lacks columns {missing}; re-create it with `medimg ingest`")
     return _typed(frame)

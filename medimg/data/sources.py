@@ -18,8 +18,8 @@ from typing import Literal
 import numpy as np
 
 from medimg.data.images import DICOM_SNIFF_BYTES, IMAGE_SUFFIXES, is_dicom
-from medimg.phi import is_identifier_column
 from medimg.errors import DataError
+from medimg.phi import is_identifier_column
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,15 @@ def _class_folders(root: Path, class_names: Sequence[str]) -> dict[str, Path]:
     return {c: p for p, c in matched.items() if c is not None}
 
 
+def named_split(root: Path) -> str | None:
+    """The split a folder is by its own name (``DATA/Testing`` is test), or None.
+
+    A source given as ``DATA/Training DATA/Testing`` is read as ``DATA`` would be: each folder
+    is the split it is named after.
+    """
+    return SPLIT_ALIASES.get(root.name.casefold())
+
+
 def _split_folders(root: Path) -> dict[str, Path] | None:
     """``{split: folder}`` when every sub-folder of ``root`` is a split folder, else None."""
     folders = [p for p in sorted(root.iterdir()) if p.is_dir() and _visible(p)]
@@ -213,7 +222,9 @@ def _folder_items(
         raise DataError(f"source {root} is not a directory; pass a folder of class folders")
     patients = _patient_table(root)
     splits = _split_folders(root)
-    layouts = {None: root} if splits is None else dict(splits)
+    layouts: dict[str | None, Path] = {None: root} if splits is None else dict(splits)
+    if splits is None and named_split(root) is not None:
+        layouts = {named_split(root): root}
     found_class = False
     for split, folder in layouts.items():
         classes = _class_folders(folder, class_names)

@@ -31,7 +31,7 @@ import pandas as pd
 from medimg.config import CHECK_LEVELS, ValidationConfig
 from medimg.data.deid import BURNED_IN_STATES, UNKNOWN
 from medimg.data.hashing import near_duplicates, parse_phash, phash_hex
-from medimg.data.manifest import COLUMNS, META_PREFIX
+from medimg.data.manifest import COLUMNS, LATER_COLUMNS, META_PREFIX
 from medimg.workspace import SPLITS
 
 if TYPE_CHECKING:
@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-OPTIONAL_COLUMNS = ("label_by", "label_at")
-"""Manifest columns that may be empty: not every source says who labelled an image, or when."""
+OPTIONAL_COLUMNS = ("label_by", "label_at", *LATER_COLUMNS)
+"""Manifest columns that may be empty: not every source says who labelled an image, or when, and
+images ingested before a column existed have no value in it."""
 REQUIRED_COLUMNS = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS)
 """Manifest columns that must have a value in every row."""
 MAX_NAMED = 10
@@ -166,6 +167,7 @@ def validate_manifest(
     near_duplicate_distance: int = 6,
     near_duplicate_thumbnail_distance: float | None = 0.08,
     quarantined: int = 0,
+    channels: int | None = None,
 ) -> ValidationReport:
     """Check a manifest against the data contract with Great Expectations.
 
@@ -189,6 +191,8 @@ def validate_manifest(
             thumbnails differ by at most this (``data.near_duplicate_thumbnail_distance``);
             ``None`` lets the hash alone decide.
         quarantined: How many files ingest quarantined, for ``quarantine_rate``.
+        channels: ``base.channels``, the channels training sees: with 1, images with real colour
+            fail ``colour_matches_channels``, as they are made grey; ``None`` compares nothing.
 
     Returns:
         Every check, passed or failed, in the order of ``CHECK_LEVELS``. Failing checks do not
@@ -224,7 +228,9 @@ def validate_manifest(
         manifest, class_names, validation, near_duplicate_distance, quarantined,
         near_duplicate_thumbnail_distance,
     )
-    checks = _define_checks(gx, manifest, class_names, validation, frames, near_duplicate_distance)
+    checks = _define_checks(
+        gx, manifest, class_names, validation, frames, near_duplicate_distance, channels
+    )
     context = _ephemeral_context(gx)
     results = _run_checks(gx, context, checks, frames, unavailable, validation.levels)
 
@@ -471,6 +477,7 @@ def _define_checks(
     cfg: ValidationConfig,
     frames: dict[str, pd.DataFrame],
     max_distance: int,
+    base_channels: int | None = None,
 ) -> list[_Check]:
     """Every check in report order."""
     from great_expectations.expectations.row_conditions import Column
@@ -638,6 +645,16 @@ def _define_checks(
             E.ExpectColumnValuesToBeBetween(column="n_unknown", max_value=0),
             _summarise_burned_in(manifest, frames["burned_in_annotation"]),
             _FRAME_NEEDS["burned_in_annotation"],
+        ),
+        _Check(
+            "colour_matches_channels",
+            "manifest",
+            # GX leaves empty values out: images ingested before colour was recorded
+            E.ExpectColumnValuesToBeInSet(
+                column="colour", value_set=[False] if base_channels == 1 else [False, True]
+            ),
+            _summarise_colour(manifest, base_channels),
+            ("colour",),
         ),
     ]
     for check in checks:
@@ -1135,6 +1152,50 @@ def _summarise_burned_in(manifest: pd.DataFrame, counts: pd.DataFrame) -> Summar
             "BurnedInAnnotation at the source"
         )
         return observed, details + _naming(ids, count), ids[:MAX_LISTED]
+
+    return summarise
+
+
+def _colour_counts(manifest: pd.DataFrame) -> tuple[int, int]:
+    """Distinct images with real colour, and those whose colour was not recorded.
+
+    A missing or malformed column counts nothing here: the check itself reports it.
+    """
+    if not {"image_id", "colour"} <= set(manifest.columns):
+        return 0, 0
+    try:
+        recorded = manifest["colour"].astype("boolean")
+    except (TypeError, ValueError):
+        return 0, 0
+    by_image = recorded.groupby(manifest["image_id"], sort=False).first()
+    return int(by_image.fillna(False).sum()), int(by_image.isna().sum())
+
+
+def _summarise_colour(manifest: pd.DataFrame, channels: int | None) -> Summarise:
+    colour, unrecorded = _colour_counts(manifest)
+    in_colour = f"{_images(colour)} in colour"
+    unchecked = (
+        f"; {_images(unrecorded)} ingested before colour was recorded, so not checked"
+        if unrecorded
+        else ""
+    )
+
+    def summarise(result: dict[str, Any]) -> Summary:
+        observed = {"colour_images": colour, "channels": channels, "not_recorded": unrecorded}
+        if int(result.get("unexpected_count") or 0):
+            ids = _offending_images(result)
+            details = (
+                f"{_images(colour, 'has')} real colour (RGB channels that differ) but "
+                "base.channels is 1, so training sees them grey; set base.channels: 3 in "
+                "params.yaml to keep their colour"
+            )
+            return observed, details + _naming(ids, colour) + unchecked, ids
+        if channels is None:
+            return observed, f"base.channels not given, so not compared ({in_colour})", []
+        if channels == 1:
+            details = "no image has real colour (grey stored as RGB is not colour)"
+            return observed, details + unchecked, []
+        return observed, f"base.channels is {channels}: colour is kept ({in_colour})", []
 
     return summarise
 

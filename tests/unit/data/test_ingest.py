@@ -5,10 +5,12 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import medimg_cli
 from PIL import Image
 from support.dicoms import PHI_VALUES, write_dicom
 
@@ -19,6 +21,7 @@ from medimg.data.manifest import COLUMNS, load_manifest
 from medimg.data.phantoms import generate_phantoms
 from medimg.data.private import Originals
 from medimg.errors import DataError
+from medimg.validation.contract import validate_manifest
 from medimg.validation.stage import validate_workspace
 
 KEY = os.environ["MEDIMG_PSEUDONYM_KEY"].encode()
@@ -182,6 +185,72 @@ def test_predefined_split_folders_are_honoured_and_val_is_carved_from_train(
     assert set(train.loc[train["split"] == "val", "split_source"]) == {"assigned"}
 
 
+def _brain_mri_layout(root: Path) -> Path:
+    """``root/Training/<class>`` and ``root/Testing/<class>``, one content in both splits."""
+    for i in range(12):
+        _png(root / "Training" / "normal" / f"n{i}.png", i)
+        _png(root / "Training" / "pneumonia" / f"p{i}.png", 100 + i)
+    for i in range(3):
+        _png(root / "Testing" / "normal" / f"tn{i}.png", 200 + i)
+        _png(root / "Testing" / "pneumonia" / f"tp{i}.png", 300 + i)
+    shutil.copyfile(root / "Training" / "normal" / "n0.png", root / "Testing" / "normal" / "n0.png")
+    return root
+
+
+_SPLIT_VIEW = ["source_ref", "image_id", "label", "patient_id", "split", "split_source"]
+
+
+@pytest.mark.parametrize("order", ["Training Testing", "Testing Training"])
+def test_split_folders_given_as_sources_are_those_splits(make_workspace, tmp_path, order):
+    data = _brain_mri_layout(tmp_path / "DATA")
+    parent_ws = make_workspace(with_data=False, name="parent")
+    ingest_sources(parent_ws, [data])
+    ws = make_workspace(with_data=False, name="folders")
+    summary = ingest_sources(ws, [data / name for name in order.split()])
+
+    manifest = load_manifest(ws.manifest_path)
+    by_parent = load_manifest(parent_ws.manifest_path)
+    # the same manifest as when DATA is given: the published test split is kept, and val is
+    # carved out of train
+    pd.testing.assert_frame_equal(
+        manifest[_SPLIT_VIEW].reset_index(drop=True), by_parent[_SPLIT_VIEW].reset_index(drop=True)
+    )
+    testing = manifest[manifest["source_ref"].str.contains("/Testing/")]
+    assert set(testing["split"]) == {"test"} and set(testing["split_source"]) == {"predefined"}
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    assert summary.splits_by_source == {
+        ws.relative(data / "Testing"): {"test": 7},
+        ws.relative(data / "Training"): {"train": 24},
+    }
+    # the copy in both folders is leakage in the source, reported as for DATA
+    assert summary.cross_split_duplicates == 1
+    report = validate_workspace(ws, raise_on_failure=False)
+    assert "no_exact_duplicate_across_splits" in {c.name for c in report.failed_critical}
+
+
+def test_dedupe_of_split_folder_sources_keeps_the_test_copy(make_workspace, tmp_path):
+    data = _brain_mri_layout(tmp_path / "DATA")
+    ws = make_workspace(with_data=False)
+    summary = ingest_sources(ws, [data / "Testing", data / "Training"], dedupe=True)
+    [removed] = summary.removed_by_dedupe
+    assert "/Training/" in removed["path"] and removed["code"] == "duplicate"
+    manifest = load_manifest(ws.manifest_path)
+    copy = manifest[manifest["image_id"] == removed["sha256"]]
+    assert list(copy["split"]) == ["test"] and copy["source_ref"].str.contains("/Testing/").all()
+    assert summary.cross_split_duplicates == 0
+
+
+def test_ingest_prints_the_split_each_source_gave(make_workspace, tmp_path):
+    data = _brain_mri_layout(tmp_path / "DATA")
+    ws = make_workspace(with_data=False)
+    result = medimg_cli("ingest", str(data / "Training"), str(data / "Testing"), cwd=ws.root)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.replace("\n", " ")
+    assert f"{data / 'Training'} gave split train (24 files)" in out
+    assert f"{data / 'Testing'} gave split test (7 files)" in out
+    assert "1 image(s) are in more than one split (leakage in the source)" in out
+
+
 def test_split_folders_mixed_with_class_folders_are_refused(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
     src = tmp_path / "src"
@@ -319,6 +388,140 @@ def test_medmnist_npz_is_ingested_per_split_with_copies_in_the_store(make_worksp
     assert stored.is_relative_to(ws.store_dir)
     np.testing.assert_array_equal(read_image(stored), arrays["val_images"][3])
     assert ingest_sources(ws, [archive]).already_present == 18
+
+
+def _npz_with_shared_images(path: Path, size: int = 28) -> Path:
+    """A MedMNIST-layout archive whose splits share images, some copied twice in one split."""
+    rng = np.random.default_rng(7)
+    arrays = {}
+    for split, n in (("train", 12), ("val", 6), ("test", 6)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, size, size), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
+    # train/3 is also train/7 and val/1; val/2 is also val/4 and test/0 (same labels)
+    arrays["train_images"][7] = arrays["val_images"][1] = arrays["train_images"][3]
+    arrays["val_images"][4] = arrays["test_images"][0] = arrays["val_images"][2]
+    np.savez(path, **arrays)
+    return path
+
+
+def test_a_dedupe_decision_sticks_when_the_next_ingest_has_no_dedupe(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    archive = _npz_with_shared_images(tmp_path / "pneumoniamnist.npz")
+    deduped = ingest_sources(ws, [archive], dedupe=True)
+    after_dedupe = load_manifest(ws.manifest_path)
+    assert len(deduped.removed_by_dedupe) == 2 and deduped.cross_split_duplicates == 0
+
+    for dedupe in (False, None, True):
+        again = ingest_sources(ws, [archive], dedupe=dedupe)
+        manifest = load_manifest(ws.manifest_path)
+        assert again.ingested == 0 and again.cross_split_duplicates == 0 and again.balanced
+        pd.testing.assert_frame_equal(
+            manifest[["image_id", "split"]], after_dedupe[["image_id", "split"]]
+        )
+    # the copies dedupe's decision covers are set aside with a reason, never deleted
+    logged = {e["path"]: e for e in _log(ws)}
+    for copy, kept in (("train/7", "val"), ("val/4", "test")):
+        entry = logged[f"{ws.relative(archive)}#{copy}"]
+        assert entry["code"] == "duplicate"
+        assert f"an earlier dedupe set aside, keeping it in {kept} only" in entry["message"]
+    assert archive.exists()
+    report = validate_workspace(ws, raise_on_failure=False)
+    checks = {c.name: c for c in report.checks}
+    assert checks["no_exact_duplicate_across_splits"].success
+    assert checks["patient_in_one_split"].success
+
+
+def _medmnist_archives(root: Path, sizes: tuple[int, ...], per_archive: int = 16) -> list[Path]:
+    """One MedMNIST-layout .npz per size, of distinct chest phantoms (one per patient) resized
+    as MedMNIST resizes radiographs; 8 train, 4 val and 4 test images each, classes alternating.
+    """
+    films = root / "films"
+    generate_phantoms(films, n_images=per_archive * len(sizes), image_size=256, seed=21,
+                      images_per_patient=(1, 1))
+    by_class = {c: sorted((films / c).glob("*.png")) for c in ("normal", "pneumonia")}
+    archives = []
+    for k, size in enumerate(sizes):
+        half = per_archive // 2
+        paths = [p for pair in zip(by_class["normal"][k * half:(k + 1) * half],
+                                   by_class["pneumonia"][k * half:(k + 1) * half], strict=True)
+                 for p in pair]
+        images = np.stack([
+            np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BOX))
+            for p in paths
+        ])
+        labels = np.arange(per_archive) % 2
+        cut = {"train": slice(0, half), "val": slice(half, half + half // 2),
+               "test": slice(half + half // 2, per_archive)}
+        arrays = {}
+        for split, part in cut.items():
+            arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[part], labels[part, None]
+        archives.append(root / f"chestmnist_{size}.npz")
+        np.savez(archives[-1], **arrays)
+    return archives
+
+
+def test_medmnist_sizes_are_ingested_and_pass_the_contract_under_default_params(
+    make_workspace, tmp_path
+):
+    ws = make_workspace(with_data=False)  # data.min_side and validation as params.yaml has them
+    archives = _medmnist_archives(tmp_path, (28, 64, 128, 224))
+    summary = ingest_sources(ws, archives)
+    assert summary.quarantined == [] and summary.ingested == 64
+    manifest = load_manifest(ws.manifest_path)
+    assert sorted(set(manifest["width"])) == [28, 64, 128, 224]
+    report = validate_workspace(ws, raise_on_failure=False)
+    assert report.failed_critical == [], [(c.name, c.details) for c in report.failed_critical]
+    near = next(c for c in report.checks if c.name == "no_near_duplicate_within_split")
+    assert near.success  # distinct films stay distinct at 28 px
+
+
+def _colour_sources(root: Path) -> dict[str, Path]:
+    """Grey, grey stored as RGB (PNG and JPEG), grey with a small red marker, and colour."""
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+    as_rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    marked = as_rgb.copy()
+    marked[10:13, 10:13] = (255, 0, 0)  # a side marker: 9 of 4096 pixels
+    lesion = np.stack([grey, grey // 2, grey // 4], axis=2)  # brownish: channels differ
+    files = {
+        "grey": ("normal/grey.png", grey),
+        "grey_rgb_png": ("normal/grey_rgb.png", as_rgb),
+        "grey_rgb_jpeg": ("pneumonia/grey_rgb.jpg", np.roll(as_rgb, 7, axis=0)),
+        "marked": ("pneumonia/marked.png", np.roll(marked, 19, axis=1)),
+        "colour": ("pneumonia/lesion.png", lesion),
+    }
+    paths = {}
+    for name, (relative, pixels) in files.items():
+        paths[name] = root / relative
+        paths[name].parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(paths[name], quality=90)
+    return paths
+
+
+def test_only_real_colour_images_count_against_a_greyscale_run(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    paths = _colour_sources(tmp_path / "src")
+    ingest_sources(ws, [tmp_path / "src"])
+    manifest = load_manifest(ws.manifest_path).set_index("source_ref")
+    colour = {name: bool(manifest.loc[ws.relative(path), "colour"]) for name, path in paths.items()}
+    assert colour == {
+        "grey": False, "grey_rgb_png": False, "grey_rgb_jpeg": False, "marked": False,
+        "colour": True,
+    }
+    lesion_id = manifest.loc[ws.relative(paths["colour"]), "image_id"]
+
+    def colour_check(channels: int) -> Any:
+        report = validate_manifest(
+            manifest.reset_index(), list(ws.config.base.class_names), ws.config.validation,
+            tmp_path / f"validation_{channels}.json", channels=channels,
+        )
+        return next(c for c in report.checks if c.name == "colour_matches_channels")
+
+    grey_run = colour_check(1)
+    assert not grey_run.success and grey_run.level == "warning"
+    assert grey_run.offending_ids == [lesion_id]
+    assert "set base.channels: 3 in params.yaml" in grey_run.details
+    assert colour_check(3).success
 
 
 @pytest.mark.parametrize("column", ["patient_name", "Date of Birth", "MRN", "email"])
@@ -459,7 +662,7 @@ def test_label_list_without_a_label_column_names_what_it_needs(make_workspace, t
     ws = make_workspace(with_data=False)
     table = tmp_path / "list.csv"
     table.write_text("path,score\na.png,1\n")
-    with pytest.raises(DataError, match="needs a path column .* and a label column"):
+    with pytest.raises(DataError, match=r"needs a path column .* and a label column"):
         ingest_sources(ws, [table])
 
 

@@ -91,6 +91,7 @@ def _row(key: str, split: str, label: str, **changes: Any) -> dict[str, Any]:
         "height": 224,
         "channels": 1,
         "bit_depth": 8,
+        "colour": False,
         "intensity_min": 0,
         "intensity_max": 255,
         "intensity_mean": 120.0,
@@ -250,6 +251,7 @@ def _broken_manifest() -> pd.DataFrame:
     rows["val-pneumonia-0"]["patient_id"] = "p-train-pneumonia-0"
     rows["val-pneumonia-1"]["patient_source"] = "image"
     rows["val-pneumonia-1"]["patient_id"] = "img-" + _id("val-pneumonia-1")[:16]
+    rows["val-pneumonia-2"].update(channels=3, colour=True)  # made grey by base.channels 1
     return _frame([*rows.values(), dup])
 
 
@@ -260,6 +262,7 @@ WARNINGS = {
     "saturation_in_bounds",
     "no_near_duplicate_within_split",
     "patient_ids_present",
+    "colour_matches_channels",
 }
 
 
@@ -272,6 +275,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Run:
         docs=True,
         near_duplicate_distance=4,
         quarantined=5,
+        channels=1,
     )
 
 
@@ -309,6 +313,7 @@ def test_broken_manifest_fails_each_check_it_breaks(broken: Run) -> None:
         ("saturation_in_bounds", ["train-pneumonia-1"], "[0.6]"),
         ("no_exact_duplicate_across_splits", ["train-pneumonia-2"], "is in more than one split: "),
         ("patient_ids_present", ["val-pneumonia-1"], "1 image has no patient id"),
+        ("colour_matches_channels", ["val-pneumonia-2"], "set base.channels: 3"),
     ],
 )
 def test_each_failed_check_names_its_offending_images(
@@ -466,6 +471,57 @@ def test_thresholds_come_from_the_config_and_arguments(tmp_path: Path) -> None:
     assert _failed(run.report) == set()
     assert "at most 10.0% allowed" in _check(run.report, "patient_ids_present").details
     assert "pHash distance <= 2" in _check(run.report, "no_near_duplicate_within_split").details
+
+
+# --- Colour in a greyscale run: base.channels 1 makes colour images grey. ---
+
+
+def _colour_manifest() -> pd.DataFrame:
+    rows = _rows()
+    for key in ("train-normal-0", "test-pneumonia-1"):
+        rows[key].update(channels=3, colour=True)
+    rows["val-normal-0"].update(channels=3)  # grey stored as RGB: colour False
+    rows["val-normal-1"].update(colour=None)  # ingested before colour was recorded
+    return _frame(rows.values())
+
+
+@pytest.fixture(scope="module")
+def coloured(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _run(tmp_path_factory.mktemp("colour"), _colour_manifest(), channels=1)
+
+
+def test_colour_images_in_a_greyscale_run_warn_with_the_fix(coloured: Run) -> None:
+    check = _check(coloured.report, "colour_matches_channels")
+
+    assert coloured.report.success and [c.name for c in coloured.report.warnings] == [
+        "colour_matches_channels"
+    ]
+    assert check.level == "warning" and check.expectation == "expect_column_values_to_be_in_set"
+    assert sorted(check.offending_ids) == sorted([_id("train-normal-0"), _id("test-pneumonia-1")])
+    assert check.observed == {"colour_images": 2, "channels": 1, "not_recorded": 1}
+    assert check.details.startswith(
+        "2 images have real colour (RGB channels that differ) but base.channels is 1, so "
+        "training sees them grey; set base.channels: 3 in params.yaml to keep their colour"
+    )
+    assert check.details.endswith("1 image ingested before colour was recorded, so not checked")
+
+
+@pytest.mark.parametrize("channels", [3, None])
+def test_colour_images_pass_when_colour_is_kept_or_not_compared(
+    tmp_path: Path, channels: int | None
+) -> None:
+    run = _run(tmp_path, _colour_manifest(), channels=channels)
+
+    check = _check(run.report, "colour_matches_channels")
+    assert check.success and run.report.warnings == []
+    assert "(2 images in colour)" in check.details
+
+
+def test_a_greyscale_run_of_grey_images_passes_the_colour_check(clean: Run) -> None:
+    check = _check(clean.report, "colour_matches_channels")
+
+    assert check.success
+    assert check.details == "base.channels not given, so not compared (0 images in colour)"
 
 
 # --- Burned-in text: DICOM images whose Burned In Annotation is not YES or NO, per modality. ---
