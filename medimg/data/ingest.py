@@ -468,7 +468,7 @@ def ingest_sources(
     if not summary.balanced:  # pragma: no cover - a bug, not a user error
         raise AssertionError(f"ingest lost count of files: {summary.equation()}")
 
-    _write_store(ws, new_rows, todo, analysed)
+    _write_store(ws, new_rows, todo, analysed, config.data.max_pixels)
     quarantine.flush()
     originals.save()
     known_identifiers.save()
@@ -975,8 +975,10 @@ def _write_store(
     rows: list[dict[str, Any]],
     todo: dict[str, _Found],
     analysed: dict[str, _Analysis],
+    max_pixels: int,
 ) -> None:
-    """The copies later stages read: de-identified DICOM, and every other image pixels-only."""
+    """The copies later stages read: de-identified DICOM, and every other image pixels-only;
+    decoded, where a copy needs it, under the same pixel bound as the analysis."""
     for row in rows:
         entry, analysis = todo.get(row["image_id"]), analysed.get(row["image_id"])
         if entry is None or analysis is None:
@@ -992,7 +994,8 @@ def _write_store(
             assert entry.item.path is not None
             original = entry.item.path.read_bytes()
             data, suffix = pixels_only_copy(
-                original, analysis.fmt, lambda: decode(original).pixels  # noqa: B023
+                original, analysis.fmt,
+                lambda: decode(original, max_pixels=max_pixels).pixels,  # noqa: B023
             )
             assert target.suffix == suffix, (target, suffix)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ def validate_workspace(
         near_duplicate_distance=config.data.near_duplicate_distance,
         near_duplicate_thumbnail_distance=config.data.near_duplicate_thumbnail_distance,
         quarantined=count_quarantined(ws),
+        channels=config.base.channels,
     )
     if raise_on_failure and not report.success:
         failed = report.failed_critical

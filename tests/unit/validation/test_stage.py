@@ -124,3 +124,22 @@ def test_without_raising_a_failed_contract_is_returned(tmp_path: Path) -> None:
 
     assert not report.success
     assert [c.name for c in report.failed_critical] == ["quarantine_rate"]
+
+
+@pytest.mark.parametrize(("channels", "warned"), [(1, True), (3, False)])
+def test_the_stage_warns_of_colour_images_in_a_greyscale_run(tmp_path: Path, channels: int,
+                                                             warned: bool) -> None:
+    ws = _workspace(tmp_path)
+    manifest = pd.read_parquet(ws.manifest_path)
+    manifest["channels"] = 3
+    manifest["colour"] = False
+    manifest.loc[[0, 4], "colour"] = True  # two skin-lesion photographs among grey films
+    write_manifest(manifest, ws.manifest_path)
+
+    report = validate_workspace(ws, parse_config({"base": {"channels": channels}}))
+
+    assert report.success  # a warning by default: reported, not raised
+    assert ("colour_matches_channels" in [c.name for c in report.warnings]) is warned
+    if warned:
+        check = next(c for c in report.warnings if c.name == "colour_matches_channels")
+        assert "2 images have real colour" in check.details and "base.channels: 3" in check.details
