@@ -140,8 +140,7 @@ def build_backbone_model(
 
     Without weights the backbone takes the images' own channel count. With weights (made for
     RGB), greyscale images are repeated to three channels so the first convolution is reused as
-    trained. The backbone is one nested layer named ``backbone``, called in inference mode so
-    its batch-norm statistics stay fixed when it is unfrozen for fine-tuning.
+    trained.
     """
     factory, norm, caffe = _BACKBONES[config.architecture]
     in_channels = 3 if weights is not None else channels
@@ -156,12 +155,30 @@ def build_backbone_model(
     )
     if config.architecture == "efficientnetb0" and weights is not None:
         mean, std = _efficientnet_imagenet_scaling(backbone)
+    adapter = InputAdapter(repeat=repeat, mean=mean, std=std,
+                           reverse_channels=caffe and in_channels == 3, name="input_adapter")
+    return wrap_backbone(backbone, channels, n_classes, config.dropout, adapter,
+                         name=config.architecture)
+
+
+def wrap_backbone(backbone: keras.Model, channels: int, n_classes: int, dropout: float,
+                  adapter: InputAdapter | None = None, name: str | None = None) -> keras.Model:
+    """The classifier around a pooled backbone: input adapter, backbone, dropout, float32 head.
+
+    The backbone stays one nested layer, which must be named ``backbone`` so fine-tuning and
+    Grad-CAM find it. Keras 3 passes ``fit``'s ``training=True`` down to nested layers whatever
+    they were called with, so calling the backbone with ``training=False`` would not keep its
+    batch normalisation fixed during fine-tuning; ``set_backbone_trainable`` does.
+    """
+    if backbone.name != BACKBONE:
+        raise ValueError(f"the backbone is named {backbone.name!r}; name it {BACKBONE!r} so "
+                         "fine-tuning and Grad-CAM can find it")
+    image_size = backbone.input_shape[1]
     inputs = keras.Input((image_size, image_size, channels), name="image")
-    x = InputAdapter(repeat=repeat, mean=mean, std=std,
-                     reverse_channels=caffe and in_channels == 3, name="input_adapter")(inputs)
-    x = backbone(x, training=False)
-    x = keras.layers.Dropout(config.dropout)(x)
-    return keras.Model(inputs, _head(x, n_classes), name=config.architecture)
+    adapter = adapter or InputAdapter(name="input_adapter")
+    x = backbone(adapter(inputs))
+    x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _head(x, n_classes), name=name)
 
 
 def build_model(
@@ -179,3 +196,29 @@ def backbone_of(model: keras.Model) -> keras.Model | None:
         return model.get_layer(BACKBONE)
     except ValueError:
         return None
+
+
+def batchnorm_layers(layer: keras.layers.Layer) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer in ``layer``, nested models included."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [layer]
+    return [bn for inner in getattr(layer, "layers", []) for bn in batchnorm_layers(inner)]
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool,
+                           freeze_batchnorm: bool = False) -> None:
+    """Freeze or unfreeze the nested backbone; the seed CNN has none and is left as it is.
+
+    With ``freeze_batchnorm`` the backbone's BatchNormalization layers stay frozen while the rest
+    trains. A frozen BatchNormalization layer runs in inference mode in Keras 3: it normalises
+    with the moving mean and variance it came with and never updates them, and its scale and
+    offset stay fixed, as in Keras's transfer-learning guide. Compile after calling this.
+    """
+    backbone = backbone_of(model)
+    if backbone is None:
+        return
+    backbone.trainable = trainable
+    # each one explicitly: under TensorFlow, assigning the backbone the trainable value it
+    # already has is skipped and does not reach a layer that was frozen on its own
+    for layer in batchnorm_layers(backbone):
+        layer.trainable = trainable and not freeze_batchnorm

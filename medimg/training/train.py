@@ -28,7 +28,7 @@ from medimg.evaluation.threshold import select_threshold
 from medimg.preprocessing.stage import check_matches_config, load_index, load_split
 from medimg.training.accelerate import Placement, is_chief, place
 from medimg.training.history import HISTORY_FILE, write_history
-from medimg.training.models import backbone_of, build_model, resolve_weights
+from medimg.training.models import build_model, resolve_weights, set_backbone_trainable
 from medimg.training.pipeline import make_dataset, steps_per_epoch
 from medimg.workspace import Workspace
 
@@ -58,25 +58,35 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Phase:
-    """A span of epochs ``[start, end)`` with the backbone frozen or not."""
+    """A span of epochs ``[start, end)`` with the backbone frozen or not.
+
+    ``freeze_batchnorm``: the backbone's batch normalisation is frozen, as it always is with a
+    frozen backbone and, with ``model.fine_tune.freeze_batchnorm``, after unfreezing too.
+    """
 
     start: int
     end: int
     frozen: bool
     learning_rate: float
+    freeze_batchnorm: bool = False
 
 
 def plan_phases(config: Config, has_weights: bool) -> list[Phase]:
     """One phase, or with pretrained weights: frozen backbone first, then all layers at a lower
-    learning rate (``model.fine_tune``). ``frozen_epochs >= epochs`` trains the head alone."""
+    learning rate (``model.fine_tune``). ``frozen_epochs >= epochs`` trains the head alone.
+
+    Pretrained batch normalisation stays frozen after unfreezing with
+    ``model.fine_tune.freeze_batchnorm``; a backbone trained from scratch learns its own.
+    """
     epochs, lr = config.train.epochs, config.train.learning_rate
     frozen = min(config.model.fine_tune.frozen_epochs, epochs) if has_weights else 0
+    freeze_bn = has_weights and config.model.fine_tune.freeze_batchnorm
     if frozen == 0:
-        return [Phase(0, epochs, False, lr)]
-    phases = [Phase(0, frozen, True, lr)]
+        return [Phase(0, epochs, False, lr, freeze_bn)]
+    phases = [Phase(0, frozen, True, lr, freeze_batchnorm=True)]
     if frozen < epochs:
         factor = config.model.fine_tune.learning_rate_factor
-        phases.append(Phase(frozen, epochs, False, lr * factor))
+        phases.append(Phase(frozen, epochs, False, lr * factor, freeze_bn))
     return phases
 
 
@@ -226,9 +236,7 @@ def _load_state(directory: Path, fp: str, resume: bool) -> dict | None:
 
 def _compile(model: keras.Model, phase: Phase, config: Config, steps: int, n_classes: int,
              jit: bool) -> None:
-    backbone = backbone_of(model)
-    if backbone is not None:
-        backbone.trainable = not phase.frozen
+    set_backbone_trainable(model, not phase.frozen, phase.freeze_batchnorm)
     lr: float | keras.optimizers.schedules.LearningRateSchedule = phase.learning_rate
     if config.train.lr_schedule == "cosine":
         floor = min(config.train.min_learning_rate / phase.learning_rate, 1.0)

@@ -10,7 +10,16 @@ import pytest
 
 from medimg.config import ModelConfig, parse_config
 from medimg.errors import ConfigError
-from medimg.training.models import InputAdapter, backbone_of, build_model, resolve_weights
+from medimg.training.models import (
+    BACKBONE,
+    InputAdapter,
+    backbone_of,
+    batchnorm_layers,
+    build_model,
+    resolve_weights,
+    set_backbone_trainable,
+    wrap_backbone,
+)
 
 SIZE = 32
 BACKBONES = ["resnet50", "densenet121", "efficientnetb0"]
@@ -213,3 +222,134 @@ def test_efficientnet_with_imagenet_style_weights_gets_the_input_scaling_keras_g
     backbone = backbone_of(model)
     ours = keras.Sequential(backbone.layers[1:3])(model.get_layer("input_adapter")(x))
     assert np.allclose(np.asarray(ours), np.asarray(keras_imagenet_stem(x)), atol=1e-4)
+
+
+# Batch normalisation in fine-tuning. Keras 3 passes fit's training=True down to the nested
+# backbone whatever it was called with, so only trainable=False keeps its statistics fixed.
+
+TINY = 16
+
+
+def tiny_backbone_model() -> keras.Model:
+    """A backbone shaped like keras.applications' (convolutions with batch normalisation, one
+    block nested, average pooled), wrapped as medimg wraps the real ones; fast on a CPU."""
+    inputs = keras.Input((TINY, TINY, 1))
+    x = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    block = keras.Sequential([keras.layers.Conv2D(8, 3, use_bias=False),
+                              keras.layers.BatchNormalization(),
+                              keras.layers.Activation("relu")], name="block")
+    x = keras.layers.GlobalAveragePooling2D()(block(x))
+    backbone = keras.Model(inputs, x, name=BACKBONE)
+    return wrap_backbone(backbone, channels=1, n_classes=2, dropout=0.2,
+                         adapter=InputAdapter(mean=[127.5] * 3, std=[64.0] * 3,
+                                              name="input_adapter"))
+
+
+def fit_one_epoch(model: keras.Model, trainable: bool, freeze_batchnorm: bool) -> None:
+    """One epoch on 8 tiny images, after freezing as training's phase does."""
+    set_backbone_trainable(model, trainable, freeze_batchnorm)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    x = (np.random.default_rng(4).random((8, TINY, TINY, 1)) * 255).astype(np.float32)
+    y = (np.arange(8) % 2).astype(np.float32)[:, None]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+
+
+def statistics(model: keras.Model) -> dict[str, np.ndarray]:
+    """The moving mean and variance of every batch normalisation layer in the backbone."""
+    layers = batchnorm_layers(backbone_of(model))
+    assert len(layers) == 2, "the nested block's layer must be found too"
+    return {f"{layer.path}/{v.name}": keras.ops.convert_to_numpy(v).copy()
+            for layer in layers for v in (layer.moving_mean, layer.moving_variance)}
+
+
+def other_backbone_weights(model: keras.Model) -> list[np.ndarray]:
+    """The backbone's weights that are not batch normalisation (here, convolution kernels)."""
+    backbone = backbone_of(model)
+    bn = {id(v) for layer in batchnorm_layers(backbone) for v in layer.weights}
+    return [keras.ops.convert_to_numpy(v).copy() for v in backbone.weights if id(v) not in bn]
+
+
+def changed(before, after) -> list[bool]:
+    if isinstance(before, dict):
+        before, after = list(before.values()), list(after.values())
+    return [not np.array_equal(a, b) for a, b in zip(before, after, strict=True)]
+
+
+@pytest.mark.parametrize("freeze_batchnorm", [True, False])
+def test_a_frozen_backbone_keeps_its_weights_and_batch_norm_statistics(freeze_batchnorm: bool):
+    model = tiny_backbone_model()
+    stats, kernels = statistics(model), other_backbone_weights(model)
+    head = model.get_layer("probability").get_weights()
+    fit_one_epoch(model, trainable=False, freeze_batchnorm=freeze_batchnorm)
+    assert not any(changed(stats, statistics(model)))
+    assert not any(changed(kernels, other_backbone_weights(model)))
+    assert all(changed(head, model.get_layer("probability").get_weights()))  # the head learns
+
+
+def test_fine_tuning_with_frozen_batch_norm_keeps_its_statistics_and_trains_the_rest():
+    model = tiny_backbone_model()
+    stats, kernels = statistics(model), other_backbone_weights(model)
+    fit_one_epoch(model, trainable=True, freeze_batchnorm=True)
+    assert not any(changed(stats, statistics(model)))
+    assert all(changed(kernels, other_backbone_weights(model)))
+
+
+def test_fine_tuning_without_frozen_batch_norm_updates_its_statistics():
+    model = tiny_backbone_model()
+    stats, kernels = statistics(model), other_backbone_weights(model)
+    fit_one_epoch(model, trainable=True, freeze_batchnorm=False)
+    assert all(changed(stats, statistics(model)))
+    assert all(changed(kernels, other_backbone_weights(model)))
+
+
+def test_a_model_fine_tuned_with_frozen_batch_norm_saves_and_reloads_as_a_bundle(
+    tmp_path: Path
+):
+    from medimg.bundle import BundleMeta, ModelBundle
+    from medimg.config import PreprocessConfig
+
+    model = tiny_backbone_model()
+    fit_one_epoch(model, trainable=True, freeze_batchnorm=True)
+    meta = BundleMeta(class_names=["normal", "disease"], image_size=TINY, channels=1,
+                      preprocess=PreprocessConfig().model_dump(mode="json"))
+    ModelBundle(model, meta).save(tmp_path / "model")
+    loaded = ModelBundle.load(tmp_path / "model")
+    x = (np.random.default_rng(5).random((4, TINY, TINY, 1)) * 255).astype(np.uint8)
+    np.testing.assert_allclose(loaded.predict_packed(x), ModelBundle(model, meta).predict_packed(x),
+                               rtol=1e-5, atol=1e-6)
+    assert not any(changed(statistics(model), statistics(loaded.model)))
+
+
+@pytest.mark.parametrize("architecture", BACKBONES)
+def test_every_batch_norm_of_each_real_backbone_is_left_out_of_fine_tuning(architecture: str):
+    model = build_model(SIZE, 1, 2, ModelConfig(architecture=architecture))
+    layers = batchnorm_layers(backbone_of(model))
+    assert layers  # each keras.applications backbone normalises its batches
+    bn_ids = {id(v) for layer in layers for v in layer.weights}
+
+    set_backbone_trainable(model, True, freeze_batchnorm=True)
+    trainable = {id(v) for v in model.trainable_weights}
+    assert not bn_ids & trainable
+    assert all(not layer.trainable for layer in layers)
+    convs = [layer for layer in backbone_of(model).layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(id(layer.kernel) in trainable for layer in convs)
+
+    set_backbone_trainable(model, True, freeze_batchnorm=False)  # and back: it trains again
+    scales = {id(layer.gamma) for layer in layers if layer.gamma is not None}
+    assert scales and scales <= {id(v) for v in model.trainable_weights}
+
+
+def test_the_seed_cnn_has_no_backbone_to_freeze():
+    model = build_model(SIZE, 1, 2, ModelConfig(dense_units=16))
+    before = len(model.trainable_weights)
+    set_backbone_trainable(model, False, freeze_batchnorm=True)
+    assert len(model.trainable_weights) == before > 0
+
+
+def test_a_backbone_not_named_backbone_is_refused_by_name():
+    inputs = keras.Input((TINY, TINY, 1))
+    other = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs), name="resnet")
+    with pytest.raises(ValueError, match=r"'resnet'.*'backbone'"):
+        wrap_backbone(other, channels=1, n_classes=2, dropout=0.0)

@@ -19,7 +19,7 @@ from medimg.config import parse_config
 from medimg.data.ingest import ingest_sources
 from medimg.preprocessing.stage import preprocess_workspace
 from medimg.training.accelerate import BF16_FLAGS, cpu_flags
-from medimg.training.models import build_model
+from medimg.training.models import batchnorm_layers, build_model
 from medimg.training.train import (
     STATE_FILE,
     class_weights,
@@ -102,6 +102,7 @@ def test_fine_tuning_trains_the_head_first_then_everything_at_a_lower_rate(make_
     saved_backbone = source.get_layer("backbone")
     saved_backbone.save_weights(weights_file)
     expected = [w.copy() for w in saved_backbone.get_weights()]
+    expected_stats = _batchnorm_statistics(saved_backbone)
 
     # frozen phase only: the backbone leaves training exactly as it came from the file
     train_workspace(ws)
@@ -115,8 +116,20 @@ def test_fine_tuning_trains_the_head_first_then_everything_at_a_lower_rate(make_
     write_params(ws.root, {"train": {"epochs": 2, "restore_best_weights": False}})
     result = train_workspace(open_workspace(ws.root))
     assert result.history["learning_rate"] == pytest.approx([0.001, 0.0001])
-    tuned = ModelBundle.load(ws.model_dir).model.get_layer("backbone").get_weights()
+    tuned_backbone = ModelBundle.load(ws.model_dir).model.get_layer("backbone")
+    tuned = tuned_backbone.get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(tuned, expected, strict=True))
+    # model.fine_tune.freeze_batchnorm (default true): the pretrained moving mean and variance
+    # of every batch normalisation layer come through fine-tuning unchanged
+    stats = _batchnorm_statistics(tuned_backbone)
+    assert stats.keys() == expected_stats.keys()
+    assert all(np.array_equal(stats[k], expected_stats[k]) for k in stats)
+
+
+def _batchnorm_statistics(backbone: keras.Model) -> dict[str, np.ndarray]:
+    return {f"{layer.name}/{v.name}": keras.ops.convert_to_numpy(v).copy()
+            for layer in batchnorm_layers(backbone)
+            for v in (layer.moving_mean, layer.moving_variance)}
 
 
 def test_weights_that_are_not_there_fail_in_one_line(make_workspace):
@@ -175,6 +188,19 @@ def test_phases_freeze_only_with_weights():
                           "model": {"fine_tune": {"frozen_epochs": 5}}})
     assert [(p.start, p.end, p.frozen) for p in plan_phases(probe, has_weights=True)] == [
         (0, 2, True)]  # a linear probe: the head alone
+
+
+def test_pretrained_batch_norm_stays_frozen_after_unfreezing_unless_asked_otherwise():
+    def freezes(fine_tune: dict, has_weights: bool) -> list[bool]:
+        config = parse_config({"train": {"epochs": 10}, "model": {"fine_tune": fine_tune}})
+        return [p.freeze_batchnorm for p in plan_phases(config, has_weights)]
+
+    assert freezes({"frozen_epochs": 3}, has_weights=True) == [True, True]  # the default
+    assert freezes({"frozen_epochs": 0}, has_weights=True) == [True]
+    assert freezes({"frozen_epochs": 3, "freeze_batchnorm": False}, has_weights=True) == [
+        True, False]  # a frozen backbone's batch norm is frozen with it whatever the setting
+    # a backbone trained from scratch has no statistics to keep: it learns its own
+    assert freezes({"frozen_epochs": 3}, has_weights=False) == [False]
 
 
 @pytest.fixture(autouse=True)
