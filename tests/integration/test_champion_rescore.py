@@ -19,6 +19,7 @@ from medimg.evaluation.metrics import compute_metrics
 from medimg.evaluation.stage import evaluate_workspace
 from medimg.preprocessing.stage import preprocess_workspace
 from medimg.registry import publish
+from medimg.registry.champion import compare_with_champion, predict_test
 from medimg.training.train import train_workspace
 from medimg.workspace import Workspace
 
@@ -75,8 +76,10 @@ def test_a_changed_test_split_rescores_the_champion_on_the_new_split(make_worksp
     assert rescored["n"] == len(test) == second.metrics["n"] > first.metrics["n"]
     for key in ("f1", "recall"):
         assert rescored[key] == pytest.approx(expected[key])
+        assert comparison["differences"][key]["champion"] == pytest.approx(expected[key])
         check = next(c for c in comparison["checks"] if c["name"] == f"noninferior_{key}")
-        assert check["bound"] == pytest.approx(expected[key] - 1.0, abs=1e-6)
+        assert check["bound"] == -1.0  # -margin: the difference's lower end must stay above it
+        assert check["value"] == pytest.approx(second.metrics[key] - expected[key], abs=1e-6)
     # within a margin of 1.0 the challenger is non-inferior: it moves, and the trail says why
     assert comparison["passed"] and "champion" in second.aliases
     trail = [json.loads(v) for k, v in sorted(client.get_registered_model(NAME).tags.items())
@@ -84,7 +87,10 @@ def test_a_changed_test_split_rescores_the_champion_on_the_new_split(make_worksp
     assert trail[-1]["why"] == "non-inferior to v1 re-scored on the new test split"
 
     # a champion that cannot be read, or that names other classes, is not scored: fails closed
-    assert publish.score_champion(ws, ws.config, f"models:/{NAME}/99", test) is None
+    assert predict_test(ws, ws.config, f"models:/{NAME}/99", test) is None
     other = ws.config.model_copy(update={"base": ws.config.base.model_copy(
         update={"class_names": ["normal", "covid"]})})
-    assert publish.score_champion(ws, other, f"models:/{NAME}/1", test) is None
+    assert predict_test(ws, other, f"models:/{NAME}/1", test) is None
+    unscored = compare_with_champion(ws, ws.config, f"models:/{NAME}/2", f"models:/{NAME}/99",
+                                     "99", test)
+    assert not unscored.gates.passed and "v99 could not be scored" in unscored.reason

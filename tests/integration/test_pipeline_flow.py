@@ -83,8 +83,9 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     assert "Test F1" in version.description
     # lineage on the version itself: code, data, params, test split, threshold, gate report
     for key in ("git_commit", "data_version", "params_digest", "test_split_hash",
-                "threshold", "threshold_method", "gate_report"):
+                "decision_rule", "threshold", "threshold_method", "gate_report"):
         assert version.tags.get(key), key
+    assert version.tags["decision_rule"] == "threshold"
     assert float(version.tags["threshold"]) == pytest.approx(outcome["metrics"]["threshold"],
                                                              rel=1e-5)
     assert "min_f1 pass" in version.tags["gate_report"]
@@ -94,7 +95,8 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
                                      model_config={"allow_paths": True})
     paths = sorted(str(p) for p in ws.raw_dir.rglob("*.png"))[:3]
     out = model.predict(pd.DataFrame({"path": paths}))
-    assert list(out.columns) == ["label", "p_normal", "p_pneumonia", "threshold"]
+    assert list(out.columns) == ["label", "p_normal", "p_pneumonia", "decision_rule",
+                                 "threshold"]
     assert set(out["label"]) <= {"normal", "pneumonia"}
     # ... and from base64-encoded bytes, with the same answer
     encoded = [base64.b64encode(Path(p).read_bytes()).decode() for p in paths]

@@ -43,6 +43,7 @@ def test_mlflow_models_serve_answers_a_request_that_carries_an_image(make_worksp
         for row in rows:
             assert row["label"] in {"normal", "pneumonia"}
             assert row["p_normal"] + row["p_pneumonia"] == pytest.approx(1.0, abs=1e-6)
+            assert row["decision_rule"] == "threshold"
             assert row["threshold"] == pytest.approx(bundle["threshold"])
             assert row["label"] == ("pneumonia" if row["p_pneumonia"] >= row["threshold"]
                                     else "normal")
