@@ -36,6 +36,10 @@ class BundleMeta:
     operating_point: dict[str, Any] = field(default_factory=dict)
     # "threshold" or "argmax", from the class count (medimg.decision)
     decision_rule: str = ""
+    # how a file is decoded, as ingest decoded the training images: the pixel bound
+    # (data.max_pixels; None: the default) and the frame of a multi-frame DICOM
+    max_pixels: int | None = None
+    dicom_frame: str = "middle"
 
     def __post_init__(self) -> None:
         rule = decision_rule(list(self.class_names))

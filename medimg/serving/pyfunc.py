@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
-from medimg.bundle import ModelBundle
+from medimg.bundle import BundleMeta, ModelBundle
 from medimg.data.images import UndecodableImage, decode_image, read_image
 from medimg.decision import THRESHOLD, decision_rule
 
@@ -36,7 +36,12 @@ PATHS_REFUSED = (
 )
 
 
-def _decode_row(row: pd.Series, allow_paths: bool) -> np.ndarray:
+def _decoding(meta: BundleMeta) -> dict[str, object]:
+    """Decode as ingest decoded the training images: its pixel bound and DICOM frame."""
+    return {"max_pixels": meta.max_pixels, "dicom_frame": meta.dicom_frame}
+
+
+def _decode_row(row: pd.Series, allow_paths: bool, meta: BundleMeta) -> np.ndarray:
     path = row.get("path")
     has_path = isinstance(path, str) and bool(path)
     if has_path and not allow_paths:
@@ -45,11 +50,11 @@ def _decode_row(row: pd.Series, allow_paths: bool) -> np.ndarray:
     image = row.get("image")
     if isinstance(image, str) and image:
         try:
-            return decode_image(base64.b64decode(image, validate=True))
+            return decode_image(base64.b64decode(image, validate=True), **_decoding(meta))
         except binascii.Error:
             raise UndecodableImage("the image column is not valid base64") from None
     if has_path:
-        return read_image(Path(path))
+        return read_image(Path(path), **_decoding(meta))
     raise UndecodableImage("each row needs an 'image': the file's bytes, base64-encoded"
                            + (", or a 'path'" if allow_paths else ""))
 
@@ -65,7 +70,8 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = pd.DataFrame(model_input)
-        decoded = [_decode_row(row, self.allow_paths) for _, row in frame.iterrows()]
+        decoded = [_decode_row(row, self.allow_paths, self.bundle.meta)
+                   for _, row in frame.iterrows()]
         probs = self.bundle.predict_pixels(decoded)
         names = self.bundle.meta.class_names
         chosen = self.bundle.decide(probs)

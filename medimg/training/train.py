@@ -388,6 +388,8 @@ def _save_bundle(ws: Workspace, config: Config, model: keras.Model, val, n_class
         preprocess=config.preprocess.model_dump(mode="json"),
         threshold=config.evaluate.threshold,
         params_digest=config.digest(),
+        max_pixels=config.data.max_pixels,
+        dicom_frame=config.data.dicom_frame,
     )
     if n_classes == 2:
         # the operating point comes from validation, never from the locked test split

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,12 +14,13 @@ from PIL import Image
 from support.large_images import PILLOW_DEFAULT_GUARD, write_striped_png
 
 from medimg.bundle import BundleMeta, ModelBundle
+from medimg.config import parse_config
 from medimg.data.images import DEFAULT_MAX_PIXELS, TooManyPixels, decode_image
 from medimg.data.ingest import ingest_sources
 from medimg.data.manifest import load_manifest
 from medimg.errors import DataError
 from medimg.preprocessing.stage import load_split, preprocess_workspace
-from medimg.serving.pyfunc import BUNDLE_ARTIFACT, ClassifierModel
+from medimg.serving import pyfunc
 from medimg.training.models import build_model
 from medimg.workspace import open_workspace
 
@@ -37,12 +37,27 @@ def _source(root: Path, per_class: int = 4, size: int = 48) -> Path:
 
 
 def _served(bundle_dir: Path, images: list[bytes]) -> pd.DataFrame:
-    """What the registered model answers for these encoded files."""
-    model = ClassifierModel()
-    model.load_context(SimpleNamespace(artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-                                       model_config=None))  # fmt: skip
-    frame = pd.DataFrame({"image": [base64.b64encode(b).decode("ascii") for b in images]})
-    return model.predict(None, frame)
+    """What the registered model answers for these encoded files: the bundle logged to a real
+    SQLite MLflow store as publish logs it, loaded back as a client loads it."""
+    import mlflow
+
+    root = bundle_dir.parent / f"{bundle_dir.name}-mlflow"
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    try:
+        root.mkdir(exist_ok=True)
+        found = mlflow.get_experiment_by_name(bundle_dir.name)
+        experiment = found.experiment_id if found else mlflow.create_experiment(
+            bundle_dir.name, artifact_location=(root / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            uri = mlflow.pyfunc.log_model(
+                name="model", python_model=Path(pyfunc.__file__).with_name("mlflow_model.py"),
+                artifacts={pyfunc.BUNDLE_ARTIFACT: str(bundle_dir)},
+                model_config=pyfunc.MODEL_CONFIG, pip_requirements=["mlflow"]).model_uri
+        model = mlflow.pyfunc.load_model(uri)
+        frame = pd.DataFrame({"image": [base64.b64encode(b).decode("ascii") for b in images]})
+        return model.predict(frame)
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_an_image_between_pillows_default_and_data_max_pixels_goes_through_every_stage(
@@ -113,3 +128,19 @@ def test_a_lowered_bound_is_applied_the_same_at_ingest_preprocess_and_decode(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "exceeds the limit of 2303; data.max_pixels" in lines[0]
+
+
+def test_the_served_model_decodes_under_the_bound_it_was_trained_with(tmp_path):
+    # a workspace with data.max_pixels lowered: its bundle records the bound, and the served
+    # model refuses what ingest would have quarantined, with the same one-line reason
+    bound = 48 * 48
+    bundle_dir = tmp_path / "bundle"
+    meta = BundleMeta(["normal", "pneumonia"], 32, 1, {}, max_pixels=bound)
+    ModelBundle(build_model(32, 1, 2, parse_config({}).model), meta).save(bundle_dir)
+    fits, wider = tmp_path / "fits.png", tmp_path / "wider.png"
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (48, 48), np.uint8)).save(fits)
+    Image.fromarray(rng.integers(0, 255, (48, 49), np.uint8)).save(wider)
+    assert len(_served(bundle_dir, [fits.read_bytes()])) == 1
+    with pytest.raises(Exception, match=f"49x48 = 2352 exceeds the limit of {bound}"):
+        _served(bundle_dir, [wider.read_bytes()])
