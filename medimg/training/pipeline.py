@@ -125,14 +125,22 @@ def make_dataset(
     buffer = min(config.train.shuffle_buffer or n, n)
     last = epochs if epochs is not None else config.train.epochs
 
-    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+    def one_epoch(epoch: int) -> tf.data.Dataset:
         order = tf.data.Dataset.range(n).shuffle(
             buffer, seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
         batches = order.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-        step0 = epoch * steps
-        return batches.enumerate(start=step0)
+        return batches.enumerate(start=epoch * steps)
 
-    dataset = tf.data.Dataset.range(initial_epoch, last).flat_map(one_epoch)
+    # Each epoch's seed is a Python int: TensorFlow cannot compare a tensor seed with a global
+    # seed of 0 (base.seed: 0), so the epochs are not a flat_map over a tensor range.
+    epoch_list = list(range(initial_epoch, last))
+    if epoch_list:
+        order = tf.data.Dataset.range(len(epoch_list)).flat_map(
+            lambda k: tf.data.Dataset.from_tensors(k).repeat(steps))
+        dataset = tf.data.Dataset.choose_from_datasets([one_epoch(e) for e in epoch_list],
+                                                       order)
+    else:
+        dataset = one_epoch(initial_epoch).take(0)
     augment = config.augment
     if is_identity(augment):
         dataset = dataset.map(lambda step, batch: to_float(*batch))
