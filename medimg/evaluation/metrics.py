@@ -180,7 +180,10 @@ def pr_points(y_true: np.ndarray, probs: np.ndarray, k: int | None = None
 
 def reliability_points(y_true: np.ndarray, probs: np.ndarray, bins: int = 10
                        ) -> dict[str, list[float]]:
-    """Mean predicted probability and observed frequency of the positive (last) class per
-    equal-width bin, for the bins that hold images."""
-    positive = probs.shape[1] - 1
-    return _calibration_bins(np.asarray(y_true) == positive, probs[:, positive], bins)
+    """Mean predicted probability and observed frequency per equal-width bin, for the bins
+    that hold images, as the ECE reads them: the positive (last) class for two classes, the
+    top class (its probability against how often it is right) for more."""
+    y_true = np.asarray(y_true)
+    if probs.shape[1] == 2:
+        return _calibration_bins(y_true == 1, probs[:, 1], bins)
+    return _calibration_bins(probs.argmax(axis=1) == y_true, probs.max(axis=1), bins)

@@ -97,9 +97,13 @@ def plot_pr(curves: dict[str, dict[str, list[float]]], pr_auc: float,
                       "recall (sensitivity)", "precision (PPV)", lines)
 
 
-def plot_reliability(points: dict[str, list[float]], ece: float, path: Path) -> Path:
-    return _line_plot(path, "Reliability (test split)", "predicted probability",
-                      "observed frequency",
+def plot_reliability(points: dict[str, list[float]], ece: float, path: Path,
+                     top_class: bool = False) -> Path:
+    """Observed frequency against predicted probability: of the positive class, or with
+    ``top_class`` (several classes) of the class predicted against how often it is right."""
+    return _line_plot(path, "Reliability (test split)",
+                      "top-class probability" if top_class else "predicted probability",
+                      "how often the top class is right" if top_class else "observed frequency",
                       [(points["confidence"], points["frequency"], f"model (ECE {ece:.3f})",
                         {"marker": "o"}),
                        ([0, 1], [0, 1], "perfect calibration",

@@ -98,6 +98,37 @@ def _keras_backend() -> str:
     return keras.backend.backend()
 
 
+GRID = np.linspace(0.0, 1.0, 101)
+
+
+def _on_grid(x: list[float], y: list[float], grid: np.ndarray) -> np.ndarray:
+    """``y`` read at each ``grid`` point of ``x`` (linear between the curve's own points)."""
+    order = np.argsort(x, kind="stable")
+    return np.interp(grid, np.asarray(x)[order], np.asarray(y)[order])
+
+
+def _write_curves(out: Path, roc: dict[str, dict], pr: dict[str, dict],
+                  by_threshold: dict[str, dict]) -> None:
+    """Each curve's points per class in ``<curve>_by_class.csv`` (class, x, y), and in
+    ``roc.csv``, ``pr.csv`` and ``threshold.csv`` the one line DVC draws: the positive class's
+    own points for two classes, the disease classes' average on a 0.01 grid for more (the
+    curve of the macro average the headline metrics report)."""
+    tables = {"roc": (roc, "fpr", ["tpr"]), "pr": (pr, "recall", ["precision"]),
+              "threshold": (by_threshold, "threshold", ["recall", "precision"])}
+    for name, (curves, x, ys) in tables.items():
+        write_rows(out / f"{name}_by_class.csv", ["class", x, *ys],
+                   [[c, *row] for c, points in curves.items()
+                    for row in zip(points[x], *(points[y] for y in ys), strict=True)])
+        if len(curves) == 1:
+            [points] = curves.values()
+            rows = [list(row) for row in zip(points[x], *(points[y] for y in ys), strict=True)]
+        else:
+            averaged = [np.mean([_on_grid(p[x], p[y], GRID) for p in curves.values()], axis=0)
+                        for y in ys]
+            rows = [[float(g), *(float(a[i]) for a in averaged)] for i, g in enumerate(GRID)]
+        write_rows(out / f"{name}.csv", [x, *ys], rows)
+
+
 def _curve_classes(names: list[str], diseases: list[str]) -> list[str]:
     """The classes that get a one-vs-rest curve: the positive class of two, else each disease
     class (each class when every class is one)."""
@@ -223,21 +254,13 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     )
     curves = _curve_classes(names, metrics["positive_classes"])
     roc = {c: roc_points(test.labels, probs, names.index(c)) for c in curves}
-    write_rows(ws.plots_dir / "roc.csv", ["class", "fpr", "tpr"],
-               [[c, f, t] for c, r in roc.items()
-                for f, t in zip(r["fpr"], r["tpr"], strict=True)])
     pr = {c: pr_points(test.labels, probs, names.index(c)) for c in curves}
-    write_rows(ws.plots_dir / "pr.csv", ["class", "recall", "precision"],
-               [[c, rc, p] for c, r in pr.items()
-                for rc, p in zip(r["recall"], r["precision"], strict=True)])
     # recall and precision at each threshold on the class's probability (the last PR point,
     # recall 0, has none)
     by_threshold = {c: {"threshold": r["threshold"],
                         **{k: r[k][:len(r["threshold"])] for k in ("recall", "precision")}}
                     for c, r in pr.items()}
-    write_rows(ws.plots_dir / "threshold.csv", ["class", "threshold", "recall", "precision"],
-               [[c, *row] for c, t in by_threshold.items() for row in zip(*t.values(),
-                                                                          strict=True)])
+    _write_curves(ws.plots_dir, roc, pr, by_threshold)
     calibration = reliability_points(test.labels, probs)
     write_rows(ws.plots_dir / "reliability.csv", ["confidence", "frequency", "count"],
                [list(row) for row in zip(calibration["confidence"], calibration["frequency"],
@@ -249,7 +272,8 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
         plot_roc(roc, float(metrics["roc_auc"]), ws.plots_dir / "roc.png"),
         plot_pr(pr, float(metrics["pr_auc"]), prevalence if len(names) == 2 else None,
                 ws.plots_dir / "pr.png"),
-        plot_reliability(calibration, float(metrics["ece"]), ws.plots_dir / "reliability.png"),
+        plot_reliability(calibration, float(metrics["ece"]), ws.plots_dir / "reliability.png",
+                         top_class=len(names) > 2),
         plot_threshold_curves(by_threshold, metrics["threshold"], ws.plots_dir / "threshold.png"),
     ]
     history = read_history(ws.reports_dir / HISTORY_FILE)

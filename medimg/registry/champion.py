@@ -117,16 +117,27 @@ def compare_with_champion(ws: Workspace, config: Config, challenger_uri: str,
     theirs = predict_test(ws, config, champion_uri, test)
     if ours is None or theirs is None:
         which = "the challenger" if ours is None else f"champion v{champion_version}"
-        return Comparison(champion_version, GateReport(
-            noninferiority_gates(None, config.gates, evaluate.confidence)
-            + superiority_gates(None, config.gates, evaluate.confidence)),
-            reason=f"{which} could not be scored on the test split")
-    differences = paired_differences(
-        labels_of(config, test), (ours.probs, ours.threshold),
-        (theirs.probs, theirs.threshold), list(config.base.class_names), patient_groups(test),
-        compared_metrics(config.gates), evaluate.bootstrap_resamples, evaluate.confidence,
-        seed=config.base.seed, positive_classes=list(evaluate.positive_classes) or None)
+        return _unscored(config, champion_version,
+                         f"{which} could not be scored on the test split")
+    try:
+        differences = paired_differences(
+            labels_of(config, test), (ours.probs, ours.threshold),
+            (theirs.probs, theirs.threshold), list(config.base.class_names),
+            patient_groups(test), compared_metrics(config.gates), evaluate.bootstrap_resamples,
+            evaluate.confidence, seed=config.base.seed,
+            positive_classes=list(evaluate.positive_classes) or None)
+        ours_metrics, theirs_metrics = score(config, test, ours), score(config, test, theirs)
+    except Exception as exc:  # the comparison must fail closed, never crash the registration
+        logger.warning("the comparison with v%s failed: %s", champion_version, exc)
+        return _unscored(config, champion_version, f"the comparison failed: {exc}")
     report = GateReport(noninferiority_gates(differences, config.gates, evaluate.confidence)
                         + superiority_gates(differences, config.gates, evaluate.confidence))
-    return Comparison(champion_version, report, score(config, test, ours),
-                      score(config, test, theirs), differences)
+    return Comparison(champion_version, report, ours_metrics, theirs_metrics, differences)
+
+
+def _unscored(config: Config, champion_version: str, reason: str) -> Comparison:
+    """A comparison that could not be made: every check fails closed, with the reason."""
+    confidence = config.evaluate.confidence
+    return Comparison(champion_version, GateReport(
+        noninferiority_gates(None, config.gates, confidence)
+        + superiority_gates(None, config.gates, confidence)), reason=reason)

@@ -40,17 +40,37 @@ def _composition(manifest: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _patient_statement(manifest: pd.DataFrame) -> str:
-    """What the data contract could check about patients across splits, and no more."""
+def _check_passed(validation: Mapping[str, object] | None, name: str) -> bool | None:
+    checks = (validation or {}).get("checks")
+    for check in checks if isinstance(checks, list) else []:
+        if isinstance(check, Mapping) and check.get("name") == name:
+            return bool(check.get("success"))
+    return None
+
+
+def _patient_statement(manifest: pd.DataFrame, separated: bool | None) -> str:
+    """What the data contract could check about patients across splits, and no more.
+
+    Args:
+        separated: the result of the contract's ``patient_in_one_split`` check (None: not
+            run, or no report).
+    """
     # ingest marks an image without a patient id as its own patient (patient_source "image")
     missing = int((manifest["patient_source"].astype("string") != "source").sum())
-    if missing == 0:
-        return ("Patients are pseudonymous and never split across train, validation and test "
-                "(every image had a patient id, and the data contract checks it).")
     if missing == len(manifest):
         return (f"Patient separation could not be checked: none of the {missing} images had a "
                 "patient id, so each counts as its own patient, and two films of one patient "
                 "may sit in different splits.")
+    if separated is None:
+        return ("Patient separation was not verified: the data contract's report is missing, so "
+                "whether a patient's images sit in more than one split is unknown.")
+    if not separated:
+        return ("Patients are NOT kept to one split: the data contract's patient_in_one_split "
+                "check failed (it was allowed as a warning), so some patients' images sit in "
+                "more than one of train, validation and test.")
+    if missing == 0:
+        return ("Patients are pseudonymous and never split across train, validation and test "
+                "(every image had a patient id, and the data contract checked it).")
     return (f"Patients with an id are pseudonymous and never split across train, validation "
             f"and test; {missing} of {len(manifest)} images had no patient id, so for them "
             "patient separation could not be checked (each counts as its own patient).")
@@ -106,8 +126,10 @@ def render_model_card(
     comparison: Comparison | None = None,
     version: str | None = None,
     run_id: str = "",
+    validation: Mapping[str, object] | None = None,
 ) -> str:
-    """The card as Markdown."""
+    """The card as Markdown. ``validation`` is the data contract's report
+    (``reports/validation.json``), which says what was checked about patients."""
     names = list(config.base.class_names)
     positive = names[-1] if len(names) == 2 else None
     ci = metrics.get("ci") or {}
@@ -135,7 +157,8 @@ def render_model_card(
         "",
         f"Data version (DVC, manifest md5) `{lineage.get('data_version', '')}`, code commit "
         f"`{lineage.get('git_commit', '')}`, params digest `{lineage.get('params_digest', '')}`, "
-        f"test split hash `{lineage.get('test_split_hash', '')}`. " + _patient_statement(manifest),
+        f"test split hash `{lineage.get('test_split_hash', '')}`. " + _patient_statement(
+            manifest, _check_passed(validation, "patient_in_one_split")),
         "",
         *_composition(manifest),
         "",

@@ -123,8 +123,10 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         result = PublishResult(run.info.run_id, metrics, report, ui_command=ui_command(ws))
         mlflow.set_tag("gate.passed", str(report.passed).lower())
         _tag_checks(report)
+        validation = (json.loads(ws.validation_report_path.read_text())
+                      if ws.validation_report_path.is_file() else None)
         card = {"config": config, "metrics": metrics, "lineage": lineage,
-                "manifest": manifest, "run_id": run.info.run_id}
+                "manifest": manifest, "run_id": run.info.run_id, "validation": validation}
         if not report.passed:
             mlflow.log_dict(report.to_dict(), "reports/gate_report.json")
             mlflow.log_text(render_model_card(gates=report, **card), MODEL_CARD)

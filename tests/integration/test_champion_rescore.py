@@ -39,7 +39,7 @@ def _pipeline(ws: Workspace, sources: list[Path]):
 def test_a_changed_test_split_rescores_the_champion_on_the_new_split(make_workspace, tmp_path):
     ws = make_workspace({"gates": {"min_f1": 0.0, "min_recall": 0.0,
                                    "noninferiority_margin": 1.0},
-                         "train": {"epochs": 1}, "evaluate": {"bootstrap_resamples": 0,
+                         "train": {"epochs": 1}, "evaluate": {"bootstrap_resamples": 100,
                                                               "gradcam_cases": 0}})
     first = _pipeline(ws, [ws.raw_dir])
     assert first.version == "1" and "champion" in first.aliases

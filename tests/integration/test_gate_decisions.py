@@ -154,7 +154,14 @@ def test_three_classes_rescore_the_champion_by_the_evaluate_definition(make_work
     assert tags["decision_rule"] == "argmax" and "threshold" not in tags
     card = _artifact(ws, first.run_id, "model_card.md")
     assert "**Arg-max**" in card and "Decision threshold" not in card
+    # one curve per disease class for people; for DVC one line, their average on a grid
+    for name, x, y in (("roc", "fpr", "tpr"), ("pr", "recall", "precision"),
+                       ("threshold", "threshold", "recall")):
+        by_class = pd.read_csv(ws.plots_dir / f"{name}_by_class.csv")
+        assert sorted(set(by_class["class"])) == ["bacterial", "viral"], name
+        line = pd.read_csv(ws.plots_dir / f"{name}.csv")
+        assert "class" not in line.columns and len(line) == 101, name
+        assert line[x].is_monotonic_increasing, name
     roc = pd.read_csv(ws.plots_dir / "roc.csv")
-    assert sorted(set(roc["class"])) == ["bacterial", "viral"]
-    thresholds = pd.read_csv(ws.plots_dir / "threshold.csv")
-    assert sorted(set(thresholds["class"])) == ["bacterial", "viral"]
+    # the average curve's area is the headline (macro over disease classes) ROC-AUC
+    assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(metrics["roc_auc"], abs=0.03)

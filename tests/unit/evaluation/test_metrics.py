@@ -123,3 +123,17 @@ def test_positive_classes_must_be_classes_and_the_last_one_for_two():
         parse_config({"evaluate": {"positive_classes": ["normal"]}})
     three = {"base": {"class_names": ["normal", "pneumonia", "covid"]}}
     assert parse_config({**three, "evaluate": {"positive_classes": ["covid"]}})
+
+
+def test_several_classes_read_reliability_as_their_ece_does_by_the_top_class():
+    from medimg.evaluation.metrics import compute_metrics, reliability_points
+
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet(np.ones(3), size=300)
+    y = np.array([rng.choice(3, p=p) for p in probs])
+    points = reliability_points(y, probs, bins=10)
+    # the plotted gaps, weighted by count, are the reported ECE: one reading of calibration
+    gaps = np.abs(np.subtract(points["confidence"], points["frequency"])) * points["count"]
+    ece = compute_metrics(y, probs, ["a", "b", "c"])["ece"]
+    assert gaps.sum() / len(y) == pytest.approx(ece)
+    assert sum(points["count"]) == 300 and min(points["confidence"]) >= 1 / 3 - 1e-9

@@ -72,10 +72,11 @@ def test_noninferiority_decides_on_the_lower_end_of_the_paired_interval():
     assert not noninferiority_gates(at, GATES)[0].passed
 
 
-def test_without_resamples_the_point_difference_decides_and_says_so():
-    checks = noninferiority_gates({"f1": diff(-0.01), "recall": diff(-0.03)}, GATES)
-    assert [c.passed for c in checks] == [True, False]
-    assert "point estimate" in checks[1].reason and checks[1].interval is None
+def test_without_an_interval_the_comparison_fails_closed_and_says_how_to_fix_it():
+    checks = noninferiority_gates({"f1": diff(0.05), "recall": diff(0.04)}, GATES)
+    assert [c.passed for c in checks] == [False, False]
+    assert "no interval" in checks[0].reason and "bootstrap_resamples" in checks[0].reason
+    assert checks[0].value == 0.05 and checks[0].interval is None
 
 
 def test_unscorable_champion_fails_closed():

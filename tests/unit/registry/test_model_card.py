@@ -26,9 +26,14 @@ def _manifest(sources: list[str]) -> pd.DataFrame:
     })
 
 
-def _card(manifest: pd.DataFrame, metrics: dict, params: dict | None = None) -> str:
+CHECKED = {"checks": [{"name": "patient_in_one_split", "success": True}]}
+
+
+def _card(manifest: pd.DataFrame, metrics: dict, params: dict | None = None,
+          validation: dict | None = CHECKED) -> str:
     return render_model_card(config=parse_config(params or {}), metrics=metrics,
-                             lineage={}, manifest=manifest, gates=GateReport([]))
+                             lineage={}, manifest=manifest, gates=GateReport([]),
+                             validation=validation)
 
 
 @pytest.mark.parametrize(("sources", "says", "never"), [
@@ -42,6 +47,15 @@ def test_the_patient_statement_says_only_what_the_ids_allowed_checking(sources, 
     assert says in card
     if never:
         assert never not in card
+
+
+def test_patients_are_claimed_separated_only_when_the_contract_checked_it():
+    manifest = _manifest(["source"] * 6)
+    failed = {"checks": [{"name": "patient_in_one_split", "success": False}]}
+    card = _card(manifest, BINARY, validation=failed)
+    assert "Patients are NOT kept to one split" in card and "never split" not in card
+    card = _card(manifest, BINARY, validation=None)
+    assert "was not verified" in card and "never split" not in card
 
 
 def test_two_classes_show_the_threshold_and_how_it_was_chosen():
