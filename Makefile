@@ -39,6 +39,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/gate.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check medimg flows tests benchmarks
