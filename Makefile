@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# test processes: the suite is mostly single-threaded, so two workers use a 2-core machine
+TEST_WORKERS ?= 2
 
 # Stage commands (`medimg ...`, `dvc ...`) resolve inside the project's virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -33,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/medimg demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Figures and how to read them: docs/performance.md. Each benchmark's last line is JSON.
 bench: $(STAMP)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# Each test process (xdist worker) gets a Prefect home of its own: the CLI's ephemeral Prefect
+# API keeps a SQLite database there, which two workers must not share, nor the user's own.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="medimg-tests-prefect-")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # Ingest pseudonymises patient ids with this key; tests of a missing key unset it.
 os.environ.setdefault("MEDIMG_PSEUDONYM_KEY", "test-key-0123456789abcdef")
