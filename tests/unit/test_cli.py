@@ -131,7 +131,8 @@ def test_the_printed_gate_table_shows_counts_and_each_difference_with_its_interv
                                                                                   monkeypatch):
     from medimg import cli
 
-    monkeypatch.setenv("COLUMNS", "160")
+    # as wide as a terminal that shows the whole table (a pipe gets 80 columns)
+    monkeypatch.setattr(cli.console, "width", 160)
     metrics = {"n": 80, "threshold": None, "decision_rule": "argmax", "f1": 0.9,
                "confusion_matrix": [[1]]}
     outcome = {
