@@ -161,6 +161,7 @@ def test_three_classes_rescore_the_champion_by_the_evaluate_definition(make_work
         assert sorted(set(by_class["class"])) == ["bacterial", "viral"], name
         line = pd.read_csv(ws.plots_dir / f"{name}.csv")
         assert "class" not in line.columns and len(line) == 101, name
+        assert line[y].between(0, 1).all() and by_class[y].between(0, 1).all(), name
         assert line[x].is_monotonic_increasing, name
     roc = pd.read_csv(ws.plots_dir / "roc.csv")
     # the average curve's area is the headline (macro over disease classes) ROC-AUC

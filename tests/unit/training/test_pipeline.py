@@ -82,5 +82,5 @@ def test_seed_zero_trains_and_repeats_itself():
         runs.append([t.numpy()[:, 0].tolist() for _, t in dataset])
     assert len(runs[0]) == 2 * steps_per_epoch(12, 4)
     assert runs[0] == runs[1]  # the same seed, the same batches
-    epoch = sum(runs[0][:3], [])
+    epoch = [label for batch in runs[0][:3] for label in batch]
     assert sorted(epoch) == sorted(labels.tolist())  # one epoch holds each image once
