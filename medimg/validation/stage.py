@@ -4,34 +4,35 @@ from __future__ import annotations
 
 from medimg.config import Config
 from medimg.data.manifest import load_manifest
+from medimg.data.quarantine import read_quarantine
 from medimg.errors import ValidationFailed
-from medimg.validation.contract import ValidationReport, validate_manifest
+from medimg.validation.contract import validate_manifest
+from medimg.validation.report import ValidationReport
 from medimg.workspace import Workspace
 
 
 def count_quarantined(ws: Workspace) -> int:
     """How many files ingest has quarantined in this workspace; 0 when it has none."""
-    log = ws.quarantine_log
-    if not log.is_file():
-        return 0
-    with log.open() as lines:
-        return sum(1 for line in lines if line.strip())
+    return len(read_quarantine(ws.quarantine_log))
 
 
-def validate_workspace(
-    ws: Workspace, config: Config | None = None, raise_on_failure: bool = True
-) -> ValidationReport:
+def run_validate(ws: Workspace, config: Config, raise_on_failure: bool = True) -> ValidationReport:
     """Run the contract, write ``reports/validation.json`` and the Data Docs.
 
     Both are staged and swapped in only once complete, so a crash part-way leaves the previous
     ones intact. A failing contract still writes its report. Failed warning-level checks are
     logged by the contract and never raise.
 
+    Args:
+        ws: The workspace whose manifest, quarantine log and reports folder are used.
+        config: The run's configuration (``ws.config`` for the workspace's ``params.yaml``):
+            class names, channels, near-duplicate bounds and the ``validation`` section.
+        raise_on_failure: Raise when a critical check fails; otherwise return the report.
+
     Raises:
         ValidationFailed: naming each failed critical check and the report, unless
             ``raise_on_failure`` is False.
     """
-    config = config or ws.config
     report = validate_manifest(
         load_manifest(ws.manifest_path),
         list(config.base.class_names),

@@ -19,12 +19,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medimg.config import CHECK_LEVELS, ValidationConfig
+from medimg.config import CHECK_LEVELS, DataConfig, ValidationConfig
 from medimg.data.manifest import COLUMNS
-from medimg.validation.contract import CheckResult, ValidationReport, validate_manifest
+from medimg.validation.contract import validate_manifest
+from medimg.validation.report import CheckResult, ValidationReport
 
 CLASSES = ["normal", "pneumonia"]
 SPLITS = ("train", "val", "test")
+# The near-duplicate bounds have their defaults in medimg.config only.
+NEAR_DUPLICATES: dict[str, Any] = {
+    "near_duplicate_distance": DataConfig().near_duplicate_distance,
+    "near_duplicate_thumbnail_distance": DataConfig().near_duplicate_thumbnail_distance,
+}
 
 # Network activity seen by an audit hook while a test here runs. An audit hook only records; it
 # changes nothing for the code under test or for other tests in the session.
@@ -155,7 +161,7 @@ def _run(
         config or ValidationConfig(),
         report_path,
         docs_dir if docs else None,
-        **kwargs,
+        **{**NEAR_DUPLICATES, **kwargs},
     )
     return Run(report, json.loads(report_path.read_text()), report_path, docs_dir)
 
@@ -679,6 +685,7 @@ def test_a_crash_part_way_leaves_the_previous_report_intact(tmp_path: Path) -> N
             ValidationConfig(),
             report_path,
             blocker / "data_docs",
+            **NEAR_DUPLICATES,
         )
 
     assert report_path.read_text() == '{"previous": true}\n'
@@ -715,10 +722,23 @@ def test_rejects_bad_arguments_before_running(
         "class_names": CLASSES,
         "validation": ValidationConfig(),
         "report_path": tmp_path / "v.json",
+        **NEAR_DUPLICATES,
         **kwargs,
     }
     with pytest.raises(ValueError, match=message):
         validate_manifest(**args)
+    assert not (tmp_path / "v.json").exists()
+
+
+@pytest.mark.parametrize("missing", sorted(NEAR_DUPLICATES))
+def test_the_near_duplicate_bounds_must_be_passed(tmp_path: Path, missing: str) -> None:
+    """Their defaults live in medimg.config alone: the contract has none of its own."""
+    bounds = {k: v for k, v in NEAR_DUPLICATES.items() if k != missing}
+
+    with pytest.raises(TypeError, match=missing):
+        validate_manifest(
+            _frame([]), CLASSES, ValidationConfig(), tmp_path / "v.json", **bounds
+        )
     assert not (tmp_path / "v.json").exists()
 
 

@@ -15,7 +15,7 @@ import pytest
 from medimg.config import Config, parse_config
 from medimg.data.manifest import write_manifest
 from medimg.errors import ValidationFailed
-from medimg.validation.stage import count_quarantined, validate_workspace
+from medimg.validation.stage import count_quarantined, run_validate
 from medimg.workspace import Workspace
 
 SPLITS = ("train", "val", "test")
@@ -85,7 +85,7 @@ def test_a_critical_failure_raises_after_writing_the_report(tmp_path: Path) -> N
     ws = _workspace(tmp_path, [_entry(f"{i}.png") for i in range(5)])
 
     with pytest.raises(ValidationFailed) as raised:
-        validate_workspace(ws, Config())
+        run_validate(ws, Config())
 
     message = str(raised.value)
     assert "\n" not in message
@@ -109,7 +109,7 @@ def test_warnings_are_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptur
     config = parse_config({"data": {"near_duplicate_distance": 1}})
 
     with caplog.at_level(logging.WARNING, logger="medimg"):
-        report = validate_workspace(ws, config)
+        report = run_validate(ws, config)
 
     assert report.success
     assert [c.name for c in report.warnings] == ["patient_ids_present"]
@@ -120,7 +120,7 @@ def test_warnings_are_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptur
 def test_without_raising_a_failed_contract_is_returned(tmp_path: Path) -> None:
     ws = _workspace(tmp_path, [_entry(f"{i}.png") for i in range(5)])
 
-    report = validate_workspace(ws, Config(), raise_on_failure=False)
+    report = run_validate(ws, Config(), raise_on_failure=False)
 
     assert not report.success
     assert [c.name for c in report.failed_critical] == ["quarantine_rate"]
@@ -136,7 +136,7 @@ def test_the_stage_warns_of_colour_images_in_a_greyscale_run(tmp_path: Path, cha
     manifest.loc[[0, 4], "colour"] = True  # two skin-lesion photographs among grey films
     write_manifest(manifest, ws.manifest_path)
 
-    report = validate_workspace(ws, parse_config({"base": {"channels": channels}}))
+    report = run_validate(ws, parse_config({"base": {"channels": channels}}))
 
     assert report.success  # a warning by default: reported, not raised
     assert ("colour_matches_channels" in [c.name for c in report.warnings]) is warned
