@@ -28,8 +28,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-os.environ.setdefault("MEDIMG_PSEUDONYM_KEY", "benchmark-key-0123456789")
-
+# Passed to the stage as a setting; phantom file names carry no patient ids, so it is checked
+# but not otherwise needed.
+PSEUDONYM_KEY = "benchmark-key-0123456789"
 BASES = 400  # distinct phantoms; each is written several times with its own sensor noise
 
 
@@ -67,15 +68,18 @@ def make_dataset(out: Path, n_images: int, size: int, seed: int = 0) -> None:
 
 def run_ingest(root: Path, src: Path, workers: int, keep_cache: bool) -> tuple[float, int]:
     from medimg.config import parse_config
-    from medimg.data.ingest import ingest_sources
+    from medimg.data import stage
+    from medimg.data.statcache import stat_cache_path
+    from medimg.settings import Settings
     from medimg.workspace import open_workspace
 
     ws = open_workspace(root)
     config = parse_config({"data": {"workers": workers}})
+    settings = Settings(pseudonym_key=PSEUDONYM_KEY)
     if not keep_cache:
-        (root / "data" / ".ingest_cache.json").unlink(missing_ok=True)
+        stat_cache_path(ws).unlink(missing_ok=True)
     start = time.perf_counter()
-    summary = ingest_sources(ws, [src], config)
+    summary = stage.run_ingest(ws, config, settings, [src])
     seconds = time.perf_counter() - start
     assert summary.balanced
     return seconds, summary.ingested

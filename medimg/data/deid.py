@@ -12,38 +12,19 @@ instance UIDs, overlays, curves, free text and retired coded strings. A last res
 removes any remaining text value, kept ones included (manufacturer, body part, code meanings),
 that still holds one of the identifying values met on the way (see :func:`collect_identifiers`).
 
-The pixel data is not re-encoded. Encapsulated frames are cleaned of the metadata their own
-format can carry:
-
-- JPEG (8- and 12-bit), JPEG Lossless and JPEG-LS frames lose their APPn segments (EXIF, XMP,
-  ICC, SPIFF, vendor notes; JFIF and Adobe stay, without thumbnail), their comments, any table
-  no scan uses and anything after their end of image, through
-  :func:`medimg.data.pixels_only.strip_jpeg`. Of JPEG-LS's own LSE segments only the preset
-  coding parameters stay, at their fixed length; a mapping table, whose unused entries could
-  hold text, makes the dataset fail. So does any frame that cannot be walked this way: it is
-  quarantined rather than stored.
-- JPEG 2000 and HTJ2K frames lose their comment (COM) segments, from the main header and from
-  tile-part headers (whose lengths are rewritten). A frame wrapped in JP2 boxes, which DICOM
-  forbids and whose boxes can carry XML, or a tile-part comment beside a TLM table of tile-part
-  lengths, makes the dataset fail.
-- RLE frames carry no metadata. Video (MPEG, HEVC) is not looked into: its user data is kept.
-
-Frames of a syntax that no installed pydicom plugin decodes are left as they are: medimg cannot
-decode such a dataset, so never stores it (ingest stores only what
-:func:`medimg.data.images.decode_deidentified` has read), and it is reported as unsupported,
-which names the plugin missing, rather than as not de-identifiable.
+What each attribute gets is tabled in :mod:`medimg.data.ps315`; pseudonyms, date offsets and
+remapped UIDs come from :mod:`medimg.data.pseudonyms`. The pixel data is not re-encoded:
+encapsulated frames are only cleaned of the metadata their own format can carry
+(:mod:`medimg.data.frames`).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import hmac
 import logging
-import os
 import re
-import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -55,508 +36,36 @@ from pydicom.datadict import (
     dictionary_is_retired,
     keyword_for_tag,
     repeater_has_tag,
-    tag_for_keyword,
 )
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.multival import MultiValue
-from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, SecondaryCaptureImageStorage
 
-from medimg.data.pixels_only import NotStrippable, strip_jpeg
+from medimg.data import ps315
+from medimg.data.frames import strip_frame_metadata
+from medimg.data.pixels_only import NotStrippable
+from medimg.data.pseudonyms import check_key, day_offset, pseudonymise, remap_uid
 from medimg.errors import DataError
 from medimg.phi import squeeze
 
 logger = logging.getLogger(__name__)
 
-KEY_ENV = "MEDIMG_PSEUDONYM_KEY"
-MIN_KEY_LENGTH = 16
-_KEY_HOWTO = (
-    f'create one with `export {KEY_ENV}=$(python -c "import secrets; '
-    f'print(secrets.token_hex(32))")` and keep it the same for every ingest of this workspace '
-    "(pseudonyms, and so the splits, depend on it)"
-)
-
-# Shifts are always into the past and never zero, so a shifted date is never the real one.
-_MAX_SHIFT_DAYS = 3650
-# The date-shift HMAC is domain-separated from the pseudonym HMAC: otherwise anyone holding a
-# pseudonym (it is in the manifest) could compute the offset and undo the shift.
-_DATE_SHIFT_DOMAIN = b"medimg/date-shift/v1\x00"
-# UIDs under this root are defined by the standard (SOP classes, transfer syntaxes, coding
-# schemes, well-known frames of reference) and cannot identify anyone.
-_STANDARD_UID_ROOT = "1.2.840.10008."
-
-# --- PS3.15 Table E.1-1, Basic Profile column -------------------------------------------------
-# Action codes: D dummy value, Z zero length (or dummy), X remove, K keep, U remap UID
-# consistently. Combined codes depend on the IOD's attribute type, which a generic tool cannot
-# know; they are resolved in _RESOLVED below.
-# Dates, date-times and times are deliberately absent: under the Modified Dates option (its
-# column reads "C") the generic pass shifts every DA, and the date of every DT, by the patient's
-# offset. Times (TM, and the time of a DT) are emptied: the table allows it for them all (Z or
-# X), a classifier has no use for the time of day, and an exact time can single out a study in
-# a hospital's logs. The birth date and time and the last menstrual date are listed because
-# they are removed, not shifted.
-_BASIC_PROFILE: dict[str, str] = {
-    # Patient
-    "PatientName": "Z",  # replaced by the pseudonym, an allowed dummy (see _OVERRIDES)
-    "PatientID": "Z",  # replaced by the pseudonym (see _OVERRIDES)
-    "IssuerOfPatientID": "X",
-    "PatientBirthDate": "Z",
-    "PatientBirthTime": "X",
-    "PatientSex": "Z",
-    "PatientInsurancePlanCodeSequence": "X",
-    "PatientPrimaryLanguageCodeSequence": "X",
-    "PatientPrimaryLanguageModifierCodeSequence": "X",
-    "OtherPatientIDs": "X",
-    "OtherPatientNames": "X",
-    "OtherPatientIDsSequence": "X",
-    "PatientBirthName": "X",
-    "PatientAge": "X",
-    "PatientSize": "X",
-    "PatientWeight": "X",
-    "PatientAddress": "X",
-    "InsurancePlanIdentification": "X",
-    "PatientMotherBirthName": "X",
-    "MilitaryRank": "X",
-    "BranchOfService": "X",
-    "MedicalRecordLocator": "X",
-    "ReferencedPatientPhotoSequence": "X",
-    "MedicalAlerts": "X",
-    "Allergies": "X",
-    "CountryOfResidence": "X",
-    "RegionOfResidence": "X",
-    "PatientTelephoneNumbers": "X",
-    "PatientTelecomInformation": "X",
-    "EthnicGroup": "X",
-    "Occupation": "X",
-    "SmokingStatus": "X",
-    "AdditionalPatientHistory": "X",
-    "PregnancyStatus": "X",
-    "LastMenstrualDate": "X",
-    "PatientReligiousPreference": "X",
-    "PatientSexNeutered": "X/Z",
-    "ResponsiblePerson": "X",
-    "ResponsibleOrganization": "X",
-    "PatientComments": "X",
-    "ReferencedPatientSequence": "X",
-    "ReferencedPatientAliasSequence": "X",
-    "PatientState": "X",
-    "PatientTransportArrangements": "X",
-    "SpecialNeeds": "X",
-    # Visit and admission
-    "AdmissionID": "X",
-    "IssuerOfAdmissionID": "X",
-    "AdmittingDiagnosesDescription": "X",
-    "AdmittingDiagnosesCodeSequence": "X",
-    "DischargeDiagnosisDescription": "X",
-    "ServiceEpisodeID": "X",
-    "IssuerOfServiceEpisodeID": "X",
-    "ServiceEpisodeDescription": "X",
-    "CurrentPatientLocation": "X",
-    "PatientInstitutionResidence": "X",
-    "ScheduledPatientInstitutionResidence": "X",
-    "VisitComments": "X",
-    # Study, request and procedure steps
-    "AccessionNumber": "Z",
-    "StudyID": "Z",
-    "StudyIDIssuer": "X",
-    "StudyDescription": "X",
-    "StudyComments": "X",
-    "SeriesDescription": "X",
-    "ReasonForStudy": "X",
-    "RequestingPhysician": "X",
-    "RequestingService": "X",
-    "RequestedProcedureDescription": "X/Z",
-    "RequestedContrastAgent": "X",
-    "RequestedProcedureID": "X",
-    "RequestedProcedureLocation": "X",
-    "RequestedProcedureComments": "X",
-    "RequestAttributesSequence": "X",
-    "ReasonForTheImagingServiceRequest": "X",
-    "ImagingServiceRequestComments": "X",
-    "PlacerOrderNumberImagingServiceRequest": "Z",
-    "FillerOrderNumberImagingServiceRequest": "Z",
-    "OrderEnteredBy": "X",
-    "OrderEntererLocation": "X",
-    "OrderCallbackPhoneNumber": "X",
-    "ConfidentialityConstraintOnPatientDataDescription": "X",
-    "NamesOfIntendedRecipientsOfResults": "X",
-    "IntendedRecipientsOfResultsIdentificationSequence": "X",
-    "ScheduledStudyLocation": "X",
-    "ScheduledStudyLocationAETitle": "X",
-    "ScheduledStationAETitle": "X",
-    "ScheduledPerformingPhysicianName": "X",
-    "ScheduledPerformingPhysicianIdentificationSequence": "X",
-    "ScheduledProcedureStepDescription": "X",
-    "ScheduledProcedureStepID": "X",
-    "ScheduledStationName": "X",
-    "ScheduledProcedureStepLocation": "X",
-    "ScheduledStationNameCodeSequence": "X",
-    "ScheduledStationGeographicLocationCodeSequence": "X",
-    "ScheduledHumanPerformersSequence": "X",
-    "PreMedication": "X",
-    "PerformedStationAETitle": "X",
-    "PerformedStationName": "X",
-    "PerformedLocation": "X",
-    "PerformedProcedureStepID": "X",
-    "PerformedProcedureStepDescription": "X",
-    "PerformedStationNameCodeSequence": "X",
-    "PerformedStationGeographicLocationCodeSequence": "X",
-    "CommentsOnThePerformedProcedureStep": "X",
-    "ActualHumanPerformersSequence": "X",
-    "HumanPerformerOrganization": "X",
-    "HumanPerformerName": "X",
-    "ReferencedStudySequence": "X/Z",
-    "ReferencedPerformedProcedureStepSequence": "X/Z/D",
-    "AcquisitionContextSequence": "X",
-    "TimezoneOffsetFromUTC": "X",
-    # Institution, people and equipment
-    "InstitutionName": "X/Z/D",
-    "InstitutionAddress": "X",
-    "InstitutionCodeSequence": "X/Z/D",
-    "InstitutionalDepartmentName": "X",
-    "InstitutionalDepartmentTypeCodeSequence": "X",
-    "ReferringPhysicianName": "Z",
-    "ReferringPhysicianAddress": "X",
-    "ReferringPhysicianTelephoneNumbers": "X",
-    "ReferringPhysicianIdentificationSequence": "X",
-    "ConsultingPhysicianName": "X",
-    "ConsultingPhysicianIdentificationSequence": "X",
-    "PhysiciansOfRecord": "X",
-    "PhysiciansOfRecordIdentificationSequence": "X",
-    "PerformingPhysicianName": "X",
-    "PerformingPhysicianIdentificationSequence": "X",
-    "NameOfPhysiciansReadingStudy": "X",
-    "PhysiciansReadingStudyIdentificationSequence": "X",
-    "OperatorsName": "X/Z/D",
-    "OperatorIdentificationSequence": "X/D",
-    "PersonName": "D",
-    "PersonAddress": "X",
-    "PersonTelephoneNumbers": "X",
-    "PersonIdentificationCodeSequence": "D",
-    "StationName": "X/Z/D",
-    "DeviceSerialNumber": "X/Z/D",
-    "DeviceDescription": "X",
-    "DetectorID": "X/D",
-    "PlateID": "X",
-    "CassetteID": "X",
-    "GantryID": "X",
-    "GeneratorID": "X",
-    "ModifyingDeviceID": "X",
-    "ModifyingDeviceManufacturer": "X",
-    "ModifiedImageDescription": "X",
-    "ProtocolName": "X/D",
-    "AcquisitionDeviceProcessingDescription": "X/D",
-    "AcquisitionComments": "X",
-    "AcquisitionProtocolDescription": "X",
-    "ContributionDescription": "X",
-    "ContrastBolusAgent": "Z/D",
-    # Image and content comments
-    "IdentifyingComments": "X",
-    "ImageComments": "X",
-    "FrameComments": "X",
-    "ImagePresentationComments": "X",
-    "DerivationDescription": "X",
-    "IconImageSequence": "X",
-    "TextString": "X",
-    "TextComments": "X",
-    "Arbitrary": "X",
-    "ContentCreatorName": "Z",
-    "ContentCreatorIdentificationCodeSequence": "X",
-    "GraphicAnnotationSequence": "D",
-    "ContentSequence": "X",
-    "VerifyingObserverName": "D",
-    "VerifyingObserverSequence": "D",
-    "VerifyingObserverIdentificationCodeSequence": "Z",
-    "VerifyingOrganization": "X",
-    "AuthorObserverSequence": "X",
-    "ParticipantSequence": "X",
-    "CustodialOrganizationSequence": "X",
-    "ReviewerName": "X/Z",
-    "TopicTitle": "X",
-    "TopicSubject": "X",
-    "TopicAuthor": "X",
-    "TopicKeywords": "X",
-    # Interpretation and results (retired)
-    "ResultsIDIssuer": "X",
-    "InterpretationRecorder": "X",
-    "InterpretationTranscriber": "X",
-    "InterpretationText": "X",
-    "InterpretationAuthor": "X",
-    "InterpretationApproverSequence": "X",
-    "PhysicianApprovingInterpretation": "X",
-    "InterpretationDiagnosisDescription": "X",
-    "ResultsDistributionListSequence": "X",
-    "DistributionName": "X",
-    "DistributionAddress": "X",
-    "InterpretationIDIssuer": "X",
-    "Impressions": "X",
-    "ResultsComments": "X",
-    # Signatures and audit trails: they reference or carry the original values
-    "DigitalSignatureUID": "X",
-    "DigitalSignaturesSequence": "X",
-    "ReferencedDigitalSignatureSequence": "X",
-    "ReferencedSOPInstanceMACSequence": "X",
-    "MAC": "X",
-    "ModifiedAttributesSequence": "X",
-    "OriginalAttributesSequence": "X",
-    "DataSetTrailingPadding": "X",
-    # Identifying UIDs
-    "StudyInstanceUID": "U",
-    "SeriesInstanceUID": "U",
-    "SOPInstanceUID": "U",
-    "FrameOfReferenceUID": "U",
-    "SynchronizationFrameOfReferenceUID": "U",
-    "ReferencedFrameOfReferenceUID": "U",
-    "RelatedFrameOfReferenceUID": "U",
-    "SourceFrameOfReferenceUID": "U",
-    "ReferencedSOPInstanceUID": "U",
-    "ReferencedSOPInstanceUIDInFile": "U",
-    "IrradiationEventUID": "U",
-    "InstanceCreatorUID": "U",
-    "AcquisitionUID": "U",
-    "PyramidUID": "U",
-    "FailedSOPInstanceUIDList": "U",
-    "ContextGroupExtensionCreatorUID": "U",
-    "TransactionUID": "U",
-    "CreatorVersionUID": "U",
-    "DeviceUID": "U",
-    "ConcatenationUID": "U",
-    "DimensionOrganizationUID": "U",
-    "PaletteColorLookupTableUID": "U",
-    "LargePaletteColorLookupTableUID": "U",
-    "DoseReferenceUID": "U",
-    "FiducialUID": "U",
-    "StorageMediaFileSetUID": "U",
-    "TemplateExtensionOrganizationUID": "U",
-    "TemplateExtensionCreatorUID": "U",
-    "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID": "U",
-    "UID": "U",
-    "TrackingUID": "U",
-    "TrackingID": "X",
-    # Sequences that only reference other instances: kept, with their UIDs remapped
-    "ReferencedImageSequence": "X/Z/U*",
-    "SourceImageSequence": "X/Z/U*",
-}
-
-# Combined codes, resolved without knowing the IOD. Zero length is valid for Type 2 and Type 3
-# attributes, so it is the safe choice where the table allows it; the X/D attributes are Type 3
-# in the image IODs, so they are removed; U* keeps a reference sequence and remaps its UIDs.
-_RESOLVED: dict[str, str] = {
-    "Z/D": "Z",
-    "X/Z": "Z",
-    "X/D": "X",
-    "X/Z/D": "Z",
-    "X/Z/U*": "U*",
-}
-
-# PatientID: "P" replaces it with its pseudonym, a consistent dummy that keeps one patient's
-# images together for patient-level splits. PatientName is emptied wherever it occurs and the
-# top-level one is set to the same pseudonym at the end.
-_OVERRIDES: dict[str, str] = {"PatientID": "P"}
-
-# The Retain Patient Characteristics Option keeps these (its Table E.1-1 column reads "K").
-_PATIENT_CHARACTERISTICS = ("PatientSex", "PatientAge", "PatientSize", "PatientWeight")
-
-# Values worth reporting in DeidResult.identifiers, so the caller can scrub them from paths.
-# Every person name, remapped UID and original date is reported as well.
-_IDENTIFYING = frozenset(
-    {
-        "PatientID",
-        "OtherPatientIDs",
-        "IssuerOfPatientID",
-        "PatientBirthDate",
-        "PatientAddress",
-        "PatientTelephoneNumbers",
-        "MedicalRecordLocator",
-        "AccessionNumber",
-        "StudyID",
-        "StudyIDIssuer",
-        "AdmissionID",
-        "IssuerOfAdmissionID",
-        "ServiceEpisodeID",
-        "PlacerOrderNumberImagingServiceRequest",
-        "FillerOrderNumberImagingServiceRequest",
-        "RequestedProcedureID",
-        "ScheduledProcedureStepID",
-        "PerformedProcedureStepID",
-        "InstitutionName",
-        "InstitutionAddress",
-        "InstitutionalDepartmentName",
-        "ReferringPhysicianAddress",
-        "ReferringPhysicianTelephoneNumbers",
-        "PersonAddress",
-        "PersonTelephoneNumbers",
-        "ResponsibleOrganization",
-        "StationName",
-        "ScheduledStationName",
-        "PerformedStationName",
-        "DeviceSerialNumber",
-        "DetectorID",
-        "PlateID",
-        "CassetteID",
-        "GantryID",
-        "GeneratorID",
-        "TrackingID",
-    }
-)
-
-# --- generic pass -----------------------------------------------------------------------------
-# UIDs that name a kind of thing (class, syntax, scheme), not an instance, so they are kept.
-_KEEP_UIDS = frozenset(
-    {
-        "SOPClassUID",
-        "MediaStorageSOPClassUID",
-        "TransferSyntaxUID",
-        "ImplementationClassUID",
-        "ReferencedSOPClassUID",
-        "ReferencedSOPClassUIDInFile",
-        "ReferencedTransferSyntaxUIDInFile",
-        "RelatedGeneralSOPClassUID",
-        "OriginalSpecializedSOPClassUID",
-        "SOPClassesInStudy",
-        "CodingSchemeUID",
-        "ContextUID",
-        "MappingResourceUID",
-        "ManufacturerDeviceClassUID",
-    }
-)
-# Free text that describes the acquisition or a code, never the patient. Everything else in a
-# text VR is removed, which mirrors the profile's "clean" conservatively.
-_KEEP_TEXT = frozenset(
-    {
-        "Manufacturer",
-        "ManufacturerModelName",
-        "RescaleType",
-        "WindowCenterWidthExplanation",
-        "LUTExplanation",
-        "ModalityLUTType",
-        "ConvolutionKernel",
-        "SequenceName",
-        "ImagedNucleus",
-        "FilterType",
-        "CodeValue",
-        "CodingSchemeDesignator",
-        "CodingSchemeVersion",
-        "CodeMeaning",
-        "LongCodeValue",
-        "URNCodeValue",
-        "MappingResourceName",
-    }
-)
-# Versions of coding resources, not events in a patient's care.
-_UNSHIFTED_DATES = frozenset({"ContextGroupVersion", "ContextGroupLocalVersion"})
-# UIDs and dates the generic pass leaves as they are, so it reports none of them.
-_UNCHANGED = _KEEP_UIDS | _UNSHIFTED_DATES
-_TEXT_VRS = frozenset({"AE", "AS", "LO", "LT", "SH", "ST", "UC", "UR", "UT"})
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
-# Image pixel, LUT and palette data (0028,xxxx) and pixel data (7FE0,xxxx) are the image.
-_BINARY_GROUPS = frozenset({0x0028, 0x7FE0})
-# Groups removed whole: command (0000), curves (50xx), overlays (60xx, which can carry burned-in
-# text), digital signatures (FFFA) and trailing padding (FFFC).
-_REMOVED_GROUP_PREFIXES = (0x5000, 0x6000)
-_REMOVED_GROUPS = frozenset({0x0000, 0xFFFA, 0xFFFC})
-_FILE_META_KEEP = frozenset(
-    {
-        "FileMetaInformationGroupLength",
-        "FileMetaInformationVersion",
-        "MediaStorageSOPClassUID",
-        "MediaStorageSOPInstanceUID",
-        "TransferSyntaxUID",
-        "ImplementationClassUID",
-        "ImplementationVersionName",
-    }
-)
 # Name components after the middle name are prefixes and suffixes ("DR", "JR"), not identifying.
 _NAME_COMPONENTS_REPORTED = 3
 
-# --- residue pass -----------------------------------------------------------------------------
-# Every VR whose value is text, so can hold an identifier the passes above kept.
-_RESIDUE_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
-     "UR", "UT"}
-)  # fmt: skip
-# In the image pixel group (0028) only descriptions are checked: the coded and numeric values
-# there (photometric interpretation, windows, LUT descriptors) say how to decode the pixels.
-_DESCRIPTION_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
-# Type 1 and 2 attributes of the modules every image has (Patient, General Study, General
-# Series, General Equipment, General Image, SOP Common): emptied, not removed, when they match,
-# so the file keeps its structure.
-_EMPTIED_NOT_REMOVED = frozenset(
-    {
-        "PatientName",
-        "PatientID",
-        "PatientBirthDate",
-        "PatientSex",
-        "StudyInstanceUID",
-        "StudyDate",
-        "StudyTime",
-        "ReferringPhysicianName",
-        "StudyID",
-        "AccessionNumber",
-        "Modality",
-        "SeriesInstanceUID",
-        "SeriesNumber",
-        "Laterality",
-        "Manufacturer",
-        "InstanceNumber",
-        "PatientOrientation",
-        "ImageType",
-        "SOPClassUID",
-        "SOPInstanceUID",
-    }
-)
 # Identifiers with this many letters and digits are looked for inside values, whatever the
 # separators (the threshold of medimg.phi's Scrubber); shorter ones only as a whole value, and
 # a single character identifies no one.
 _MIN_INSIDE = 4
 _MIN_WHOLE = 2
-# Needed to decode anything at all; standard or private, it names a syntax, not a patient.
-_NEVER_CHECKED = frozenset({"TransferSyntaxUID"})
-_DUMMIES = {"PN": "ANONYMOUS", "TM": "000000", "IS": "0", "DS": "0", "AS": "000Y"}
-_DUMMY_TEXT = "ANONYMIZED"
-
-# --- encapsulated frames ----------------------------------------------------------------------
-# Transfer syntaxes whose frames are JPEG-style streams of marker segments: JPEG Baseline,
-# Extended, Lossless (and SV1), JPEG-LS, and the retired JPEG processes.
-_JPEG_SYNTAXES = frozenset(
-    f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, *range(52, 57), *range(58, 67))
-)
-# JPEG 2000 (Part 1 and Part 2 multi-component) and High-Throughput JPEG 2000 codestreams.
-_J2K_SYNTAXES = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in (90, 91, 92, 93, 201, 202, 203))
-_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-_J2K_SOC, _J2K_SIZ, _J2K_TLM, _J2K_COM = 0xFF4F, 0xFF51, 0xFF55, 0xFF64
-_J2K_SOT, _J2K_SOD, _J2K_EOC = 0xFF90, 0xFF93, 0xFFD9
-
-
-def _resolve_table(retain_patient_characteristics: bool) -> dict[int, str]:
-    table: dict[int, str] = {}
-    for keyword, code in _BASIC_PROFILE.items():
-        tag = tag_for_keyword(keyword)
-        if tag is None:  # a keyword this pydicom does not know; the generic pass still applies
-            continue
-        action = _OVERRIDES.get(keyword, _RESOLVED.get(code, code))
-        if retain_patient_characteristics and keyword in _PATIENT_CHARACTERISTICS:
-            action = "K"
-        table[tag] = action
-    return table
-
-
-_TABLE = _resolve_table(retain_patient_characteristics=False)
-_TABLE_RETAINING = _resolve_table(retain_patient_characteristics=True)
-
 
 UNKNOWN = "unknown"
 """A ``metadata`` value the dataset does not state (no Modality, no Burned In Annotation)."""
 BURNED_IN_STATES = ("yes", "no", UNKNOWN)
 """``metadata["burned_in_annotation"]``: Burned In Annotation YES or NO, or anything else."""
-
-
-class PseudonymKeyMissing(DataError):
-    """No usable pseudonymisation key in ``MEDIMG_PSEUDONYM_KEY`` (unset, empty or too short)."""
 
 
 class NotDeidentifiable(DataError):
@@ -591,58 +100,20 @@ class _Context:
     written: set[str] = field(default_factory=set)
 
 
-def pseudonym_key(
-    *, required: bool, reason: str = "DICOM files carry patient ids and names"
-) -> bytes | None:
-    """Read the pseudonymisation key from ``MEDIMG_PSEUDONYM_KEY``.
-
-    Args:
-        required: raise when the variable is unset or empty, instead of returning None.
-        reason: what needs the key, for the start of the error message.
-
-    Returns:
-        The key as UTF-8 bytes, or None when it is absent and not required.
-
-    Raises:
-        PseudonymKeyMissing: the key is required but absent, or set but shorter than 16 characters.
-    """
-    value = os.environ.get(KEY_ENV, "").strip()
-    if not value:
-        if required:
-            raise PseudonymKeyMissing(
-                f"{reason}, so ingest needs a pseudonymisation key in {KEY_ENV}: {_KEY_HOWTO}"
-            )
-        return None
-    if len(value) < MIN_KEY_LENGTH:
-        # The key's length and value stay out of the message: it is a secret.
-        raise PseudonymKeyMissing(
-            f"{KEY_ENV} is shorter than {MIN_KEY_LENGTH} characters, too short to keep "
-            f"pseudonyms from being guessed; {_KEY_HOWTO}"
-        )
-    return value.encode("utf-8")
-
-
-def pseudonymise(original: str, key: bytes) -> str:
-    """Keyed, deterministic pseudonym: ``"p-"`` and 16 hex characters of HMAC-SHA256."""
-    _check_key(key)
-    digest = hmac.new(key, original.strip().encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"p-{digest[:16]}"
-
-
 def deidentify(
     ds: Dataset, key: bytes, *, retain_patient_characteristics: bool = False
 ) -> DeidResult:
     """De-identify ``ds`` in place per PS3.15 Annex E (Basic Profile, Modified Dates Option).
 
     The pixel values are untouched: encapsulated frames lose the metadata segments of their
-    format (see the module docstring) without being re-encoded. Burned-in text in the pixels is
+    format (:mod:`medimg.data.frames`) without being re-encoded. Burned-in text in the pixels is
     not removed, only reported through ``burned_in_annotation`` and, with an absent or unexpected
     Burned In Annotation reported as ``unknown`` rather than as NO, through ``metadata``. The
     file meta always ends up with the SOP class and instance UIDs a Part-10 file needs.
 
     Args:
         ds: the dataset, with its ``file_meta`` if it has one.
-        key: the pseudonymisation key (see :func:`pseudonym_key`).
+        key: the pseudonymisation key (see :func:`medimg.data.pseudonyms.require_key`).
         retain_patient_characteristics: keep sex, age, size and weight (Retain Patient
             Characteristics Option) and report sex and age in ``metadata``.
 
@@ -653,7 +124,7 @@ def deidentify(
         NotDeidentifiable: an encapsulated frame cannot be cleaned. On this or any other error
             ``ds`` is left as it was, so :func:`collect_identifiers` still finds what it names.
     """
-    _check_key(key)
+    check_key(key)
     saved = _snapshot(ds)
     try:
         return _deidentify(ds, key, retain_patient_characteristics)
@@ -683,15 +154,18 @@ def collect_identifiers(ds: Dataset) -> frozenset[str]:
 def _deidentify(ds: Dataset, key: bytes, retain_patient_characteristics: bool) -> DeidResult:
     metadata = _slicing_metadata(ds, retain_patient_characteristics)
     # First, as it is the step most likely to refuse a file.
-    _strip_frame_metadata(ds)
+    try:
+        strip_frame_metadata(ds)
+    except NotStrippable as exc:
+        raise NotDeidentifiable(str(exc)) from None
     patient_id = _text(ds.get("PatientID"))
     pseudonym = pseudonymise(patient_id, key) if patient_id else None
     # Without a patient id the offset follows whatever still groups the images best.
     anchor = patient_id or _text(ds.get("PatientName")) or _text(ds.get("StudyInstanceUID"))
     ctx = _Context(
         key=key,
-        table=_TABLE_RETAINING if retain_patient_characteristics else _TABLE,
-        day_offset=_day_offset(anchor, key),
+        table=ps315.TABLE_RETAINING if retain_patient_characteristics else ps315.TABLE,
+        day_offset=day_offset(anchor, key),
         identifiers=set(collect_identifiers(ds)),
     )
 
@@ -721,11 +195,6 @@ def _deidentify(ds: Dataset, key: bytes, retain_patient_characteristics: bool) -
 # --- internals --------------------------------------------------------------------------------
 
 
-def _check_key(key: bytes) -> None:
-    if not isinstance(key, bytes) or not key:
-        raise ValueError(f"the pseudonym key must be non-empty bytes; set {KEY_ENV}")
-
-
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -739,17 +208,6 @@ def _values(elem: DataElement) -> list[str]:
     # Only multi-valued containers are iterated: a PersonName iterates over its characters.
     items = value if isinstance(value, MultiValue | list | tuple) else [value]
     return [text for text in (_text(v) for v in items) if text]
-
-
-def _day_offset(anchor: str, key: bytes) -> int:
-    digest = hmac.new(key, _DATE_SHIFT_DOMAIN + anchor.encode("utf-8"), hashlib.sha256).digest()
-    return -(1 + int.from_bytes(digest[:8], "big") % _MAX_SHIFT_DAYS)
-
-
-def _remap_uid(uid: str, key: bytes) -> str:
-    digest = hmac.new(key, uid.strip().rstrip("\x00").encode("ascii", "replace"), hashlib.sha256)
-    # 2.25 is the root for UUID-derived UIDs; 128 bits give at most 44 characters.
-    return f"2.25.{int.from_bytes(digest.digest()[:16], 'big')}"
 
 
 def _slicing_metadata(ds: Dataset, retain_patient_characteristics: bool) -> dict[str, str]:
@@ -800,8 +258,8 @@ def _clean_dataset(ds: Dataset, ctx: _Context) -> None:
         group = elem.tag.group
         if (
             elem.tag.element == 0  # group lengths: obsolete and wrong once values change
-            or group in _REMOVED_GROUPS
-            or (group & 0xFF00) in _REMOVED_GROUP_PREFIXES
+            or group in ps315.REMOVED_GROUPS
+            or (group & 0xFF00) in ps315.REMOVED_GROUP_PREFIXES
             # Public but in no edition of the standard pydicom knows (repeating groups
             # included): nothing says what it holds, so it cannot be vouched for.
             or not (dictionary_has_tag(elem.tag) or repeater_has_tag(elem.tag))
@@ -848,21 +306,21 @@ def _clean_generic(ds: Dataset, elem: DataElement, ctx: _Context) -> None:
     elif vr == "PN":
         _empty(elem, ctx)
     elif vr in ("DA", "DT"):
-        if keyword not in _UNSHIFTED_DATES:
+        if keyword not in ps315.UNSHIFTED_DATES:
             _shift(ds, elem, ctx)
     elif vr == "TM":
         _empty(elem, ctx)
     elif vr == "UI":
-        if keyword not in _KEEP_UIDS:
+        if keyword not in ps315.KEEP_UIDS:
             _remap(elem, ctx)
-    elif vr in _TEXT_VRS:
-        if keyword not in _KEEP_TEXT:
+    elif vr in ps315.TEXT_VRS:
+        if keyword not in ps315.KEEP_TEXT:
             _remove(ds, elem, ctx)
-    elif vr == "CS" and elem.tag.group not in _BINARY_GROUPS and _is_retired(elem.tag):
+    elif vr == "CS" and elem.tag.group not in ps315.BINARY_GROUPS and _is_retired(elem.tag):
         # ACR-NEMA and trial-era codes, some of them identifiers (Source Image IDs, Modified
         # Image ID); those of the pixel group describe its old compression and are kept.
         _remove(ds, elem, ctx)
-    elif vrs & _BINARY_VRS and (elem.tag.group not in _BINARY_GROUPS or "UN" in vrs):
+    elif vrs & ps315.BINARY_VRS and (elem.tag.group not in ps315.BINARY_GROUPS or "UN" in vrs):
         _remove(ds, elem, ctx)
     # CS, AT and the numeric VRs are kept: coded or measured values, not free text.
 
@@ -881,7 +339,7 @@ def _empty(elem: DataElement, ctx: _Context) -> None:
     _collect(elem, ctx)
     if elem.VR == "SQ":
         elem.value = Sequence()
-    elif elem.VR in _TEXT_VRS or elem.VR in ("PN", "CS", "DA", "DT", "TM", "UI", "IS", "DS"):
+    elif elem.VR in ps315.TEXT_VRS or elem.VR in ("PN", "CS", "DA", "DT", "TM", "UI", "IS", "DS"):
         elem.value = ""
     else:
         elem.value = None
@@ -898,20 +356,20 @@ def _dummy(ds: Dataset, elem: DataElement, ctx: _Context) -> None:
         _shift(ds, elem, ctx)
     else:
         _collect(elem, ctx)
-        if vr in _DUMMIES:
-            elem.value = _DUMMIES[vr]
-        elif vr in _TEXT_VRS or vr == "CS":
-            elem.value = _DUMMY_TEXT
+        if vr in ps315.DUMMIES:
+            elem.value = ps315.DUMMIES[vr]
+        elif vr in ps315.TEXT_VRS or vr == "CS":
+            elem.value = ps315.DUMMY_TEXT
         else:
             del ds[elem.tag]
             return
-        ctx.written.add(_DUMMIES.get(vr, _DUMMY_TEXT))
+        ctx.written.add(ps315.DUMMIES.get(vr, ps315.DUMMY_TEXT))
 
 
 def _remap(elem: DataElement, ctx: _Context) -> None:
     _collect(elem, ctx)
     new = [
-        uid if uid.startswith(_STANDARD_UID_ROOT) else _remap_uid(uid, ctx.key)
+        uid if uid.startswith(ps315.STANDARD_UID_ROOT) else remap_uid(uid, ctx.key)
         for uid in _values(elem)
     ]
     ctx.written.update(new)
@@ -966,12 +424,12 @@ def _collect_into(elem: DataElement, found: set[str]) -> None:
         for value in [*values, *_other_readings(elem)]:
             found.update(_name_parts(value))
     elif vr == "UI":
-        found.update(v for v in values if not v.startswith(_STANDARD_UID_ROOT))
+        found.update(v for v in values if not v.startswith(ps315.STANDARD_UID_ROOT))
     elif vr in ("DA", "DT"):
         found.update(values)
         for value in values:
             found.update(_date_spellings(value))
-    elif keyword_for_tag(elem.tag) in _IDENTIFYING:
+    elif keyword_for_tag(elem.tag) in ps315.IDENTIFYING:
         found.update(values)
 
 
@@ -999,7 +457,7 @@ def _collect_all(ds: Dataset, found: set[str]) -> None:
             if elem.VR == "SQ":
                 for item in elem.value or []:
                     _collect_all(item, found)
-            elif keyword_for_tag(tag) not in _UNCHANGED:
+            elif keyword_for_tag(tag) not in ps315.UNCHANGED:
                 _collect_into(elem, found)
         except Exception:  # one odd element does not hide the others
             continue
@@ -1048,7 +506,7 @@ def _clean_file_meta(ds: Dataset, ctx: _Context) -> None:
     if meta is None:
         return
     for tag, elem in _elements(meta):
-        if elem is None or keyword_for_tag(tag) not in _FILE_META_KEEP:
+        if elem is None or keyword_for_tag(tag) not in ps315.FILE_META_KEEP:
             # AE titles and presentation addresses name the sending site.
             if elem is not None:
                 _collect(elem, ctx)
@@ -1071,7 +529,7 @@ def _complete_file_meta(ds: Dataset, ctx: _Context) -> None:
     meta.MediaStorageSOPInstanceUID = (
         _text(ds.get("SOPInstanceUID"))
         or _text(meta.get("MediaStorageSOPInstanceUID"))
-        or _remap_uid(f"medimg-pixel-data:{_pixel_digest(ds)}", ctx.key)
+        or remap_uid(f"medimg-pixel-data:{_pixel_digest(ds)}", ctx.key)
     )
     # The file is now written by pydicom, whatever wrote the original.
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -1194,14 +652,14 @@ def _clean_residue(ds: Dataset, ctx: _Context, matches: _Matcher, *, top_level: 
             for item in elem.value or []:
                 _clean_residue(item, ctx, matches, top_level=False)
             continue
-        if vr not in _RESIDUE_VRS or (group == 0x0028 and vr not in _DESCRIPTION_VRS):
+        if vr not in ps315.RESIDUE_VRS or (group == 0x0028 and vr not in ps315.DESCRIPTION_VRS):
             continue
         keyword = keyword_for_tag(elem.tag)
         values = _residue_values(elem, keyword, ctx)
         if not matches(values):
             continue
         logger.debug("removed %s: it holds an identifying value", elem.tag)
-        if group == 0x0028 or (top_level and keyword in _EMPTIED_NOT_REMOVED):
+        if group == 0x0028 or (top_level and keyword in ps315.EMPTIED_NOT_REMOVED):
             elem.value = ""
         else:
             del ds[tag]
@@ -1210,7 +668,7 @@ def _clean_residue(ds: Dataset, ctx: _Context, matches: _Matcher, *, top_level: 
 def _residue_values(elem: DataElement, keyword: str, ctx: _Context) -> list[str]:
     """The values of ``elem`` that could name someone: those medimg did not write, less the
     standard UIDs and the terms of the character set."""
-    if keyword in _NEVER_CHECKED:
+    if keyword in ps315.NEVER_CHECKED:
         return []
     if isinstance(elem.value, bytes | bytearray):
         values = [elem.value.decode("latin-1")]
@@ -1219,7 +677,7 @@ def _residue_values(elem: DataElement, keyword: str, ctx: _Context) -> list[str]
     if keyword == "SpecificCharacterSet" and all(v in python_encoding for v in values):
         return []  # the defined terms of a character set, which decoding needs
     if elem.VR == "UI":
-        values = [v for v in values if not v.startswith(_STANDARD_UID_ROOT)]
+        values = [v for v in values if not v.startswith(ps315.STANDARD_UID_ROOT)]
     return [v for v in values if v not in ctx.written]
 
 
@@ -1234,123 +692,3 @@ def _metadata_without(metadata: dict[str, str], matches: _Matcher) -> dict[str, 
     return kept
 
 
-# --- encapsulated frames ----------------------------------------------------------------------
-
-
-def _strip_frame_metadata(ds: Dataset) -> None:
-    """Rewrite each encapsulated frame without the metadata segments of its format."""
-    syntax = _text(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None))
-    strip: Callable[[bytes], bytes]
-    if syntax in _JPEG_SYNTAXES:
-        strip = strip_jpeg
-    elif syntax in _J2K_SYNTAXES:
-        strip = _strip_j2k
-    else:
-        return
-    if "PixelData" not in ds or not _decodable(syntax):
-        return
-    data = ds.PixelData
-    extended = None
-    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
-    try:
-        expected = int(ds.get("NumberOfFrames") or 1)
-        frames = list(generate_frames(data, number_of_frames=expected, extended_offsets=extended))
-    except Exception:
-        raise NotDeidentifiable("the encapsulated pixel data cannot be split into frames") from None
-    if len(frames) != expected:
-        raise NotDeidentifiable(
-            f"the encapsulated pixel data holds {len(frames)} frames, not {expected}"
-        )
-    try:
-        stripped = [strip(frame) for frame in frames]
-    except Exception as exc:  # NotStrippable, or a parser error on a malformed frame
-        reason = str(exc) if isinstance(exc, NotStrippable) else type(exc).__name__
-        raise NotDeidentifiable(
-            f"a frame of the pixel data cannot be cleaned of its metadata segments ({reason})"
-        ) from None
-    if stripped == frames:
-        return
-    if extended is not None:
-        data, offsets, lengths = encapsulate_extended(stripped)
-        ds.ExtendedOffsetTable = offsets
-        ds.ExtendedOffsetTableLengths = lengths
-    else:
-        data = encapsulate(stripped)
-    ds.PixelData = data
-    ds["PixelData"].is_undefined_length = True
-
-
-def _decodable(syntax: str) -> bool:
-    try:
-        return bool(get_decoder(syntax).is_available)
-    except NotImplementedError:
-        return False
-
-
-def _strip_j2k(data: bytes) -> bytes:
-    """A JPEG 2000 codestream without its comment (COM) segments.
-
-    Raises:
-        NotStrippable: JP2 boxes instead of a bare codestream, a structure this walk does not
-            follow, or a tile-part comment whose removal would need the TLM table rewritten.
-    """
-    if data.startswith(_JP2_SIGNATURE):
-        raise NotStrippable("JPEG 2000 frame in JP2 boxes")
-    if struct.pack(">H", _J2K_COM) not in data:
-        return data  # no comment anywhere: nothing to walk for
-    if _marker(data, 0) != _J2K_SOC or _marker(data, 2) != _J2K_SIZ:
-        raise NotStrippable("not a JPEG 2000 codestream")
-    out = [data[:2]]
-    position, has_tlm = 2, False
-    while (marker := _marker(data, position)) != _J2K_SOT:  # main header
-        end = _segment_end(data, position, len(data))
-        has_tlm |= marker == _J2K_TLM
-        if marker != _J2K_COM:
-            out.append(data[position:end])
-        position = end
-    while _marker(data, position) == _J2K_SOT:
-        if position + 12 > len(data) or struct.unpack_from(">H", data, position + 2)[0] != 10:
-            raise NotStrippable("JPEG 2000 SOT segment of unexpected length")
-        (length,) = struct.unpack_from(">I", data, position + 6)
-        end = position + length if length else data.rfind(struct.pack(">H", _J2K_EOC))
-        if end < position + 12 or end > len(data):
-            raise NotStrippable("JPEG 2000 tile-part runs past the frame")
-        header, removed, cursor = [], 0, position + 12
-        while _marker(data, cursor) != _J2K_SOD:  # tile-part header
-            segment_end = _segment_end(data, cursor, end)
-            if _marker(data, cursor) == _J2K_COM:
-                removed += segment_end - cursor
-            else:
-                header.append(data[cursor:segment_end])
-            cursor = segment_end
-        if removed and has_tlm:
-            raise NotStrippable("JPEG 2000 tile-part comment beside a TLM table")
-        sot = bytearray(data[position : position + 12])
-        if length:
-            struct.pack_into(">I", sot, 6, length - removed)
-        out += [bytes(sot), *header, data[cursor:end]]
-        position = end
-    if _marker(data, position) != _J2K_EOC:
-        raise NotStrippable("JPEG 2000 codestream without EOC")
-    out.append(data[position : position + 2])
-    return b"".join(out)
-
-
-def _marker(data: bytes, position: int) -> int:
-    if position + 2 > len(data):
-        raise NotStrippable("JPEG 2000 codestream ends early")
-    (marker,) = struct.unpack_from(">H", data, position)
-    if marker < 0xFF00:
-        raise NotStrippable("JPEG 2000 marker expected")
-    return marker
-
-
-def _segment_end(data: bytes, position: int, limit: int) -> int:
-    if position + 4 > limit:
-        raise NotStrippable("JPEG 2000 segment runs past its end")
-    (length,) = struct.unpack_from(">H", data, position + 2)
-    end = position + 2 + length
-    if length < 2 or end > limit:
-        raise NotStrippable("JPEG 2000 segment runs past its end")
-    return end

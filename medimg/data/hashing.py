@@ -33,20 +33,13 @@ logger = logging.getLogger(__name__)
 
 HASH_SIZE = 32  # side of the thumbnail the DCT is taken of
 HASH_BLOCK = 8  # 8 x 8 coefficients = 64 bits
+PHASH_BITS = HASH_BLOCK * HASH_BLOCK
+"""Bits in a hash, so the Hamming distance of two hashes is 0..64."""
 # First DCT frequency (in both directions) of the hashed block. 0 gives classic pHash, whose
 # median then leaves out the DC term as imagehash does. Hashes are comparable only when made with
 # the same offset, so changing it means rehashing every stored image.
 PHASH_OFFSET = 5
-# Default hash bound for near-duplicate candidates (data.near_duplicate_distance). By hash alone, 4
-# caught every resized (3/4, 1/2) JPEG-75 copy of 256-512 px phantoms and 99.6% of those of 128 px
-# ones, but also a few distinct films; 6, confirmed with thumbnail_distance, caught them all and
-# nothing else.
-NEAR_DUPLICATE_DISTANCE = 6
 THUMBNAIL_SIZE = 16
-# Largest thumbnail_distance of a near copy: measured near copies (resized, JPEG 50-75, blurred,
-# gamma 0.8) reached 0.068; different films of one patient started at 0.086, of different
-# patients at 0.155.
-NEAR_COPY_THUMBNAIL_DISTANCE = 0.08
 # Distances computed at once by near_duplicate_pairs: 9 bytes each (XOR and count), so about
 # 38 MB however many hashes there are.
 _CHUNK_ELEMENTS = 1 << 22
@@ -115,12 +108,14 @@ def near_duplicates(
     phashes: Sequence[str],
     thumbnails: Sequence[str | None] | None,
     max_distance: int,
-    max_thumbnail_distance: float = NEAR_COPY_THUMBNAIL_DISTANCE,
+    max_thumbnail_distance: float,
 ) -> list[tuple[int, int, int]]:
     """Near-duplicate pairs: hashes within ``max_distance`` bits, confirmed by thumbnails.
 
     The hash finds candidates fast; the thumbnail check drops the distinct films that a 64-bit
     hash cannot tell apart. Without thumbnails (all, or one of a pair), the hash alone decides.
+    Both bounds are settings: ``data.near_duplicate_distance`` and
+    ``data.near_duplicate_thumbnail_distance``.
 
     Returns:
         ``(i, j, hash distance)`` with ``i < j``, as :func:`near_duplicate_pairs`.
@@ -147,7 +142,8 @@ def near_duplicates(
 def thumbnail_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Root-mean-square difference of two :func:`thumbnail` arrays (0 same, about 1.4 unrelated).
 
-    Near copies score below :data:`NEAR_COPY_THUMBNAIL_DISTANCE`.
+    Measured near copies (resized, JPEG 50-75, blurred, gamma 0.8) reached 0.068; different
+    films of one patient started at 0.086, of different patients at 0.155.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -157,7 +153,7 @@ def thumbnail_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def phash_hex(value: int) -> str:
     """A hash as 16 lowercase hex digits."""
-    if not 0 <= value < 2**64:
+    if not 0 <= value < 2**PHASH_BITS:
         raise ValueError(f"hash {value!r} is not a 64-bit unsigned integer")
     return f"{value:016x}"
 
@@ -182,15 +178,16 @@ def near_duplicate_pairs(
 
     Args:
         hashes: 64-bit hashes, e.g. from :func:`phash`.
-        max_distance: Largest Hamming distance that counts as a near duplicate (0..64).
+        max_distance: Largest Hamming distance that counts as a near duplicate (0..64;
+            ``data.near_duplicate_distance``).
         chunk_rows: Rows of the distance matrix computed at once; ``None`` sizes chunks to about
             four million distances. Bounds memory, never changes the result.
 
     Returns:
         ``(i, j, distance)`` with ``i < j`` indexing ``hashes``, sorted by ``i`` then ``j``.
     """
-    if not 0 <= max_distance <= 64:
-        raise ValueError(f"max_distance {max_distance} must be in 0..64")
+    if not 0 <= max_distance <= PHASH_BITS:
+        raise ValueError(f"max_distance {max_distance} must be in 0..{PHASH_BITS}")
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"chunk_rows {chunk_rows} must be at least 1")
     values = _as_uint64(hashes)

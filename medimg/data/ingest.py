@@ -3,12 +3,13 @@
 The work runs in four passes:
 
 1. **Find** every item of every source (:mod:`medimg.data.sources`) and hash its content. A
-   stat cache (size and modification time) spares re-reading files that have not changed, so a
-   re-ingest that finds nothing new reads nothing.
-2. **Analyse** the items not seen before, in worker processes: decode, check, measure, hash
-   perceptually, and de-identify DICOM (:mod:`medimg.data.deid`). Workers write nothing.
+   stat cache (:mod:`medimg.data.statcache`: size and modification time) spares re-reading
+   files that have not changed, so a re-ingest that finds nothing new reads nothing.
+2. **Analyse** the items not seen before, in worker processes (:mod:`medimg.data.analysis`):
+   decode, check, measure, hash perceptually, and de-identify DICOM (:mod:`medimg.data.deid`).
+   Workers write nothing.
 3. **Decide** in this process: labels, pseudonymous patient ids, splits (per patient, stratified
-   and stable), duplicates and label conflicts, and ``--dedupe``.
+   and stable: :mod:`medimg.data.placement`), duplicates and label conflicts, and ``--dedupe``.
 4. **Write**: pixels-only or de-identified copies into ``data/store/`` (what later stages read),
    quarantined files' references and reasons into ``data/quarantine/``, and the manifest last,
    atomically. Nothing is written before the key check and the decisions are done, so a failure
@@ -22,17 +23,10 @@ original files is the local map of :mod:`medimg.data.private`.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
-import math
-import multiprocessing
 import os
-import re
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,64 +36,23 @@ import numpy as np
 import pandas as pd
 
 from medimg.config import Config
-from medimg.data import deid
-from medimg.data.hashing import near_duplicates, phash, phash_hex, thumbnail_code
-from medimg.data.images import (
-    DICOM_SNIFF_BYTES,
-    DecodedImage,
-    UndecodableImage,
-    decode,
-    decode_array,
-    decode_deidentified,
-    image_stats,
-    is_dicom,
-    read_dicom,
-)
+from medimg.data.analysis import VALUE_COLUMNS, Analysis, AnalysisOptions, run_analyses
+from medimg.data.hashing import near_duplicates
+from medimg.data.images import decode, decode_array
 from medimg.data.manifest import META_PREFIX, empty_manifest, load_manifest, write_manifest
 from medimg.data.pixels_only import pixels_only_copy, png_pixels
+from medimg.data.placement import place
 from medimg.data.private import KnownIdentifiers, Originals
-from medimg.data.quarantine import QuarantineLog, Reject
-from medimg.data.sources import (
-    SourceFormat,
-    SourceItem,
-    SourceNotes,
-    discover,
-    looks_like_image,
-    named_split,
-)
-from medimg.data.splits import (
-    LOCK_ORDER,
-    SPLIT_ORDER,
-    NewPatient,
-    as_key,
-    assign_splits,
-    carve_val_from_train,
-)
+from medimg.data.pseudonyms import pseudonymise, require_key
+from medimg.data.quarantine import DUPLICATE, QuarantineEntry, QuarantineLog, Reject
+from medimg.data.sources import SourceFormat, SourceItem, SourceNotes, discover, named_split
+from medimg.data.splits import LOCK_ORDER, SPLIT_ORDER
+from medimg.data.statcache import StatCache, hash_file, load_stat_cache, save_stat_cache
 from medimg.errors import DataError
 from medimg.phi import Scrubber, squeeze
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
-
-_STAT_CACHE = ".ingest_cache.json"
-_POOL_MIN_ITEMS = 64
-# Real colour: channels more than _COLOUR_SPREAD levels (of 255) apart in at least _COLOUR_SHARE
-# of the pixels. JPEG keeps grey stored as RGB within a few levels; a red marker on a radiograph
-# covers well under 1% of it.
-_COLOUR_SPREAD = 16
-_COLOUR_SHARE = 0.01
-_COLOUR_SAMPLE = 1 << 20  # pixels looked at, at most (about)
-_KEPT_SPLIT = "kept_split"
-"""Quarantine-log key of a copy set aside by dedupe: the split its content is kept in."""
-_DEDUPE_MESSAGE = re.compile(r" in (train|val|test); dropped from (?:train|val|test) by dedupe$")
-_STATS_COLUMNS = (
-    "intensity_min",
-    "intensity_max",
-    "intensity_mean",
-    "intensity_std",
-    "saturated_fraction",
-    "blank_fraction",
-)
 
 
 @dataclass
@@ -110,8 +63,8 @@ class IngestSummary:
     ingested: int = 0
     already_present: int = 0
     duplicates: int = 0
-    quarantined: list[dict[str, Any]] = field(default_factory=list)
-    removed_by_dedupe: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[QuarantineEntry] = field(default_factory=list)
+    removed_by_dedupe: list[QuarantineEntry] = field(default_factory=list)
     cross_split_duplicates: int = 0
     own_patient: int = 0
     manifest_rows: int = 0
@@ -137,33 +90,6 @@ class IngestSummary:
         )
 
 
-@dataclass(frozen=True)
-class _Options:
-    """What a worker needs; picklable, sent once per worker process."""
-
-    dicom_frame: str
-    max_pixels: int
-    min_side: int
-    min_std: float
-    key: bytes | None
-    allow_burned_in: bool
-
-
-@dataclass
-class _Analysis:
-    """A worker's verdict on one item. Original identifiers stay in memory, never written."""
-
-    reject: Reject | None = None
-    fmt: str = ""
-    values: dict[str, Any] = field(default_factory=dict)
-    store_bytes: bytes | None = None  # the de-identified DICOM; other copies are made on write
-    store_suffix: str = ""
-    patient: str | None = None
-    identifiers: frozenset[str] = frozenset()
-    metadata: dict[str, str] = field(default_factory=dict)
-    sop_uid: str | None = None
-
-
 @dataclass
 class _Found:
     item: SourceItem
@@ -175,155 +101,12 @@ class _Found:
     source: Path = Path()  # the source (as given, resolved) the item was found in
 
 
-# --- workers ---------------------------------------------------------------------------------
-
-_WORKER_OPTIONS: _Options | None = None
-
-
-def _init_worker(options: _Options) -> None:
-    global _WORKER_OPTIONS
-    _WORKER_OPTIONS = options
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
-
-
-def _analyse_task(task: tuple[Path | None, np.ndarray | None]) -> _Analysis:
-    assert _WORKER_OPTIONS is not None
-    return analyse(task[0], task[1], _WORKER_OPTIONS)
-
-
-def analyse(path: Path | None, array: np.ndarray | None, options: _Options) -> _Analysis:
-    """Decode, check, measure and (for DICOM) de-identify one item, writing nothing."""
-    try:
-        if array is not None:
-            decoded = decode_array(array)
-            result = _Analysis(fmt="npz", store_suffix=".png")
-        else:
-            assert path is not None
-            data = path.read_bytes()
-            if is_dicom(data[:DICOM_SNIFF_BYTES]):
-                # pydicom warns about invalid values by quoting them: they may be identifiers
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    result, decoded = _analyse_dicom(data, options)
-                if result.reject:
-                    return result
-            else:
-                decoded = decode(data, max_pixels=options.max_pixels)
-                # the copy itself is made on write; here only its suffix is needed (a JPEG that
-                # cannot be stripped exactly becomes a PNG, as every other format does)
-                pixels = decoded.pixels
-                suffix = ".png"
-                if decoded.format == "jpeg":
-                    _, suffix = pixels_only_copy(data, decoded.format, lambda: pixels)
-                result = _Analysis(fmt=decoded.format, store_suffix=suffix)
-    except UndecodableImage as exc:
-        return _Analysis(reject=Reject(exc.code, str(exc)))
-    except OSError as exc:
-        reason = f"cannot read the file: {exc.strerror or exc}"
-        return _Analysis(reject=Reject("unreadable", reason))
-    assert decoded is not None
-    reject = _unusable(decoded, options)
-    if reject:
-        result.reject = reject
-        result.store_bytes = None
-        return result
-    result.values = {
-        "width": decoded.width,
-        "height": decoded.height,
-        "channels": decoded.channels,
-        "bit_depth": decoded.bit_depth,
-        "colour": has_colour(decoded.pixels),
-        **image_stats(decoded.pixels),
-        "phash": phash_hex(phash(decoded.pixels)),
-        "thumbnail": thumbnail_code(decoded.pixels),
-    }
-    return result
-
-
-def has_colour(pixels: np.ndarray) -> bool:
-    """Whether decoded pixels have real colour: RGB whose channels differ, in more than a few
-    pixels and by more than compression noise. Grey stored as RGB is not colour.
-    """
-    if pixels.ndim != 3 or pixels.shape[2] < 3:
-        return False
-    # A strided sample bounds the work on large images; colour images are colour throughout.
-    step = max(1, math.isqrt(pixels.shape[0] * pixels.shape[1] // _COLOUR_SAMPLE))
-    sample = pixels[::step, ::step, :3]
-    spread = sample.max(axis=2).astype(np.int16) - sample.min(axis=2)
-    return bool(np.count_nonzero(spread > _COLOUR_SPREAD) >= _COLOUR_SHARE * spread.size)
-
-
-def _analyse_dicom(data: bytes, options: _Options) -> tuple[_Analysis, DecodedImage | None]:
-    if options.key is None:  # the parent checks first; this guards the worker on its own
-        raise deid.PseudonymKeyMissing("a DICOM file reached a worker without a pseudonym key")
-    try:
-        ds = read_dicom(data)
-    except UndecodableImage:
-        return _Analysis(reject=Reject("dicom_unreadable", "DICOM header cannot be read")), None
-    sop_uid = str(ds.get("SOPInstanceUID", "") or "") or None
-    try:
-        result = deid.deidentify(ds, options.key)
-    except Exception:  # any failure here must quarantine, never leak
-        # what the header names is still scrubbed from the file's path
-        return _Analysis(reject=Reject("deid_failed", "DICOM could not be de-identified"),
-                         identifiers=deid.collect_identifiers(ds)), None
-    analysis = _Analysis(
-        fmt="dicom",
-        patient=result.patient_pseudonym,
-        identifiers=result.identifiers,
-        metadata=result.metadata,
-        sop_uid=sop_uid,
-    )
-    if result.burned_in_annotation and not options.allow_burned_in:
-        analysis.reject = Reject(
-            "burned_in",
-            "DICOM BurnedInAnnotation is YES (identifiers may be in the pixels); set "
-            "data.allow_burned_in_annotation to accept such files",
-        )
-        return analysis, None
-    try:
-        decoded = decode_deidentified(
-            result, dicom_frame=options.dicom_frame, max_pixels=options.max_pixels
-        )
-    except UndecodableImage as exc:
-        analysis.reject = Reject(exc.code, str(exc))
-        return analysis, None
-    buffer = io.BytesIO()
-    try:
-        ds.save_as(buffer, enforce_file_format=True)
-    except Exception:  # the message may quote a value
-        analysis.reject = Reject("deid_failed", "the de-identified DICOM could not be written")
-        return analysis, None
-    analysis.store_bytes = buffer.getvalue()
-    analysis.store_suffix = ".dcm"
-    return analysis, decoded
-
-
-def _unusable(decoded: DecodedImage, options: _Options) -> Reject | None:
-    if min(decoded.width, decoded.height) < options.min_side:
-        return Reject(
-            "too_small",
-            f"too small: {decoded.width}x{decoded.height}, data.min_side is {options.min_side}",
-        )
-    if decoded.width * decoded.height > options.max_pixels:
-        return Reject("too_many_pixels", f"too many pixels: {decoded.width}x{decoded.height}")
-    if decoded.source_std8 < options.min_std:
-        return Reject(
-            "blank",
-            f"blank: near-constant image (std {decoded.source_std8:.2f} on a 0-255 scale, "
-            f"data.min_std is {options.min_std})",
-        )
-    return None
-
-
-# --- the parent ------------------------------------------------------------------------------
-
-
 def ingest_sources(
     ws: Workspace,
     sources: Sequence[Path],
-    config: Config | None = None,
+    config: Config,
     *,
+    pseudonym_key: bytes | None,
     fmt: SourceFormat = "auto",
     labels: Path | None = None,
     npz_class_names: Sequence[str] | None = None,
@@ -342,7 +125,10 @@ def ingest_sources(
         sources: Folders, label lists (.csv/.tsv), .npz files, DICOM files or trees. A folder
             named after a split (``Training``, ``test``...) is that split, as it is inside a
             parent folder; the order of the sources changes nothing.
-        config: Defaults to the workspace's params.yaml.
+        config: The configuration (the workspace's params.yaml, as the stage reads it).
+        pseudonym_key: The key for pseudonyms and date shifts (``Settings.key_bytes()``); needed
+            only when something new carries identifiers (DICOM files, patient ids, or new file
+            names to check against the identifiers of earlier ingests).
         fmt: ``auto`` detects each source's format.
         labels: A label list for DICOM trees, keyed by path or SOPInstanceUID.
         npz_class_names: Class names for .npz label indices (default ``base.class_names``).
@@ -354,9 +140,9 @@ def ingest_sources(
 
     Raises:
         DataError: a source does not fit its format, or holds no files.
-        PseudonymKeyMissing: DICOM files or patient ids arrive and MEDIMG_PSEUDONYM_KEY is unset.
+        PseudonymKeyMissing: DICOM files or patient ids arrive without a pseudonym key (or with
+            one too short).
     """
-    config = config or ws.config
     dedupe = config.data.dedupe_across_splits if dedupe is None else dedupe
     manifest = load_manifest(ws.manifest_path) if ws.manifest_path.exists() else empty_manifest()
     summary = IngestSummary()
@@ -364,7 +150,7 @@ def ingest_sources(
     originals = Originals(ws)
     notes = SourceNotes()
 
-    cache = _load_stat_cache(ws)
+    cache = load_stat_cache(ws)
     found = _find(ws, sources, config, fmt, labels, npz_class_names, label_by, cache, notes,
                   originals)
     summary.files_in = len(found)
@@ -395,7 +181,8 @@ def ingest_sources(
     known_identifiers = KnownIdentifiers(ws)
     unseen = [e for e in found if not present(e) and not e.from_map]
     dicom_new = any(e.kind == "dicom" for e in todo.values())
-    key = deid.pseudonym_key(
+    key = require_key(
+        pseudonym_key,
         required=dicom_new or any(e.item.patient for e in unseen)
         or bool(unseen and known_identifiers.entries),
         reason=(
@@ -404,7 +191,7 @@ def ingest_sources(
             else "earlier ingests met patient identifiers, which new file names are checked for"
         ),
     )
-    options = _Options(
+    options = AnalysisOptions(
         dicom_frame=config.data.dicom_frame,
         max_pixels=config.data.max_pixels,
         min_side=config.data.min_side,
@@ -412,9 +199,9 @@ def ingest_sources(
         key=key,
         allow_burned_in=config.data.allow_burned_in_annotation,
     )
-    entries = list(todo.values())
+    items = [entry.item for entry in todo.values()]
     analysed = dict(zip(
-        todo, _run_analyses(entries, options, config.data.workers, progress), strict=True
+        todo, run_analyses(items, options, config.data.workers, progress), strict=True
     ))
 
     # Every identifier known now leaves every reference before anything is logged or written.
@@ -449,7 +236,9 @@ def ingest_sources(
         summary.quarantined.append(_quarantine(quarantine, entry, reject))
 
     kept_splits = _kept_splits(quarantine)
-    manifest, new_rows, refused = _place(manifest, rows, config, summary, kept_splits)
+    placed = place(manifest, rows, config, kept_splits)
+    manifest, new_rows, refused = placed.manifest, placed.added, placed.refused
+    summary.duplicates += placed.duplicates
     by_ref = {entry.ref: entry for entry in accepted}
     for row in refused:
         kept = sorted(kept_splits[row["image_id"]], key=SPLIT_ORDER.index)
@@ -478,7 +267,7 @@ def ingest_sources(
     if new_rows or summary.removed_by_dedupe or not ws.manifest_path.exists():
         manifest = _sorted(manifest)
         write_manifest(manifest, ws.manifest_path)
-    _save_stat_cache(ws, cache)
+    save_stat_cache(ws, cache)
     summary.manifest_rows = len(manifest)
     summary.per_split = {k: int(v) for k, v in manifest["split"].value_counts().items()}
     summary.cross_split_duplicates = int(
@@ -496,12 +285,12 @@ def _scrubber(identifiers: set[str], key: bytes | None, known: KnownIdentifiers)
     for identifier in identifiers:
         squeezed = squeeze(identifier)
         if len(squeezed) >= 4:
-            known.record(digest(squeezed), deid.pseudonymise(identifier, key))
-    return Scrubber(identifiers, lambda value: deid.pseudonymise(value, key), known.entries,
+            known.record(digest(squeezed), pseudonymise(identifier, key))
+    return Scrubber(identifiers, lambda value: pseudonymise(value, key), known.entries,
                     digest)
 
 
-def _quarantine(log: QuarantineLog, entry: _Found, reject: Reject) -> dict[str, Any]:
+def _quarantine(log: QuarantineLog, entry: _Found, reject: Reject) -> QuarantineEntry:
     return log.add(entry.ref, entry.image_id, entry.size, reject)
 
 
@@ -513,7 +302,7 @@ def _find(
     labels: Path | None,
     npz_class_names: Sequence[str] | None,
     label_by: str,
-    cache: dict[str, list[Any]],
+    cache: StatCache,
     notes: SourceNotes,
     originals: Originals,
 ) -> list[_Found]:
@@ -543,7 +332,7 @@ def _find(
                 entry.image_id = _array_id(item.array)
                 entry.size = int(item.array.nbytes)
             elif item.path is not None:
-                entry.image_id, entry.kind, entry.size = _hash_file(item.path, cache)
+                entry.image_id, entry.kind, entry.size = hash_file(item.path, cache)
             found.append(entry)
     _join_split_folders(found)
     return found
@@ -590,60 +379,9 @@ def _array_id(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _hash_file(path: Path, cache: dict[str, list[Any]]) -> tuple[str, str, int]:
-    """The file's sha256, its kind (dicom, image, other) and its size, from one stat."""
-    stat = path.stat()
-    # Keyed by a hash of the path: paths may name patients, and this file stays on disk.
-    key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
-    hit = cache.get(key)
-    if hit and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
-        return hit[2], hit[3], stat.st_size
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        head = handle.read(DICOM_SNIFF_BYTES)
-        digest.update(head)
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    kind = "dicom" if is_dicom(head) else ("image" if looks_like_image(path, head) else "other")
-    cache[key] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest(), kind]
-    return digest.hexdigest(), kind, stat.st_size
-
-
-def _run_analyses(
-    todo: list[_Found],
-    options: _Options,
-    workers: int,
-    progress: Callable[[int, int], None] | None,
-) -> list[_Analysis]:
-    tasks = [(f.item.path, f.item.array) for f in todo]  # in the order of ``todo``
-    workers = workers or (os.cpu_count() or 1)
-    total = len(tasks)
-    results: list[_Analysis] = []
-    if workers <= 1 or total < _POOL_MIN_ITEMS:
-        for task in tasks:
-            results.append(analyse(task[0], task[1], options))
-            if progress:
-                progress(len(results), total)
-        return results
-    # Spawned, not forked: the parent may hold threads (Prefect, TensorFlow) a fork would copy.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=min(workers, total),
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(options,),
-    ) as pool:
-        chunk = max(1, min(32, total // (workers * 8)))
-        for analysis in pool.map(_analyse_task, tasks, chunksize=chunk):
-            results.append(analysis)
-            if progress:
-                progress(len(results), total)
-    return results
-
-
 def _decide_rows(
     accepted: list[_Found],
-    analysed: dict[str, _Analysis],
+    analysed: dict[str, Analysis],
     by_image: dict[str, dict[str, Any]],
     key: bytes | None,
     label_by: str,
@@ -686,14 +424,11 @@ def _decide_rows(
             fmt, metadata, dicom_patient = analysis.fmt, dict(analysis.metadata), analysis.patient
         else:  # the same content is already in the manifest under another reference
             existing = by_image[entry.image_id]
-            values = {
-                k: existing[k]
-                for k in (*_geometry(), "colour", *_STATS_COLUMNS, "phash", "thumbnail")
-            }
+            values = {k: existing[k] for k in VALUE_COLUMNS}
             fmt, metadata, dicom_patient = existing["format"], {}, None
         if item.patient:
             assert key is not None
-            patient, patient_source = deid.pseudonymise(item.patient, key), "source"
+            patient, patient_source = pseudonymise(item.patient, key), "source"
         elif dicom_patient:
             patient, patient_source = dicom_patient, "source"
         else:
@@ -721,16 +456,12 @@ def _decide_rows(
     return rows, rejected
 
 
-def _geometry() -> tuple[str, ...]:
-    return ("width", "height", "channels", "bit_depth")
-
-
 def _store_relpath(image_id: str, suffix: str) -> str:
     return f"data/store/{image_id[:2]}/{image_id}{suffix}"  # Workspace.store_dir, relative
 
 
 def _readable_path(
-    entry: _Found, analysis: _Analysis | None, by_image: dict[str, dict[str, Any]]
+    entry: _Found, analysis: Analysis | None, by_image: dict[str, dict[str, Any]]
 ) -> str:
     """The file later stages decode: the pixels-only or de-identified copy in the store, never
     the user's file (its name and its metadata may identify the patient)."""
@@ -738,154 +469,6 @@ def _readable_path(
         return _store_relpath(entry.image_id or "", analysis.store_suffix)
     return str(by_image[entry.image_id]["source_path"])  # the same content, ingested before
 
-
-def _place(
-    manifest: pd.DataFrame,
-    rows: list[dict[str, Any]],
-    config: Config,
-    summary: IngestSummary,
-    kept_splits: dict[str, set[str]],
-) -> tuple[pd.DataFrame, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Give each candidate row its split, fold exact duplicates, and append to the manifest.
-
-    Returns:
-        The manifest, the rows added to it, and the rows refused because an earlier dedupe set
-        their content aside from the split they would enter (``kept_splits``).
-    """
-    replaced = _rewritten_in_place(manifest, rows)
-    manifest = manifest[~manifest["source_ref"].isin(replaced)]
-    patient_split = _patient_splits(manifest)
-    fractions = dict(config.data.split_fractions)
-    class_freq = Counter(manifest["label"]) + Counter(r["label"] for r in rows)
-
-    new_patients: dict[str, NewPatient] = {}
-    labels_of: dict[str, set[str]] = defaultdict(set)
-    for row in rows:
-        labels_of[row["patient_id"]].add(row["label"])
-    for row in rows:
-        if row["split"] is not None:
-            continue
-        pid = row["patient_id"]
-        previous = replaced.get(row["source_ref"])
-        if previous is not None:
-            row["patient_id"], row["split"] = previous
-            continue
-        if pid in patient_split:
-            row["split"] = patient_split[pid]
-            continue
-        stratum = min(labels_of[pid], key=lambda label: (class_freq[label], label))
-        new_patients.setdefault(pid, NewPatient(pid, stratum, as_key(fractions)))
-    existing = _existing_strata(manifest)
-    decided = assign_splits(new_patients.values(), existing, config.base.seed)
-    for row in rows:
-        if row["split"] is None:
-            row["split"] = decided[row["patient_id"]]
-    _carve_val(rows, fractions, existing, patient_split, config.base.seed, class_freq)
-
-    kept: list[dict[str, Any]] = []
-    refused: list[dict[str, Any]] = []
-    splits_of: dict[str, set[str]] = defaultdict(set)
-    for image_id, split in zip(manifest["image_id"], manifest["split"], strict=True):
-        splits_of[image_id].add(split)
-    for row in rows:
-        allowed = kept_splits.get(row["image_id"])
-        if allowed is not None and row["split"] not in allowed:
-            row.pop("_source_splits", None)
-            refused.append(row)
-            continue
-        if row["split"] in splits_of[row["image_id"]]:
-            summary.duplicates += 1
-            logger.info(
-                "%s is an exact duplicate of an image in %s; skipped",
-                row["source_ref"],
-                row["split"],
-            )
-            continue
-        splits_of[row["image_id"]].add(row["split"])
-        kept.append(row)
-    for row in kept:
-        row.pop("_source_splits", None)
-    if kept:
-        manifest = pd.concat([manifest, pd.DataFrame(kept)], ignore_index=True)
-    return manifest, kept, refused
-
-
-def _carve_val(
-    rows: list[dict[str, Any]],
-    fractions: dict[str, float],
-    existing: dict[str, Counter[str]],
-    patient_split: dict[str, str],
-    seed: int,
-    class_freq: Counter[str],
-) -> None:
-    """Sources with train and test folders but no val: move some train patients to val.
-
-    Only patients new in this ingest are carved, and only from a predefined train split; a
-    patient already in the manifest keeps the split they have, so nothing moves.
-    """
-    candidates: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        splits = row["_source_splits"]
-        if row["split"] == "train" and {"train", "test"} <= splits and "val" not in splits:
-            known = patient_split.get(row["patient_id"])
-            if known == "val":
-                row["split"], row["split_source"] = "val", "assigned"
-            elif known is None:
-                candidates[row["patient_id"]].append(row)
-    if not candidates:
-        return
-    profile = carve_val_from_train(fractions)
-    patients = [
-        NewPatient(
-            pid, min({r["label"] for r in group}, key=lambda x: (class_freq[x], x)), as_key(profile)
-        )
-        for pid, group in candidates.items()
-    ]
-    decided = assign_splits(patients, existing, seed)
-    for pid, group in candidates.items():
-        for row in group:
-            row["split"] = decided[pid]
-            row["split_source"] = "assigned" if decided[pid] == "val" else "predefined"
-
-
-def _rewritten_in_place(
-    manifest: pd.DataFrame, rows: list[dict[str, Any]]
-) -> dict[str, tuple[str, str]]:
-    """References whose file changed since ingest: their new content keeps patient and split."""
-    current = {
-        r: (p, s)
-        for r, p, s in zip(
-            manifest["source_ref"], manifest["patient_id"], manifest["split"], strict=True
-        )
-    }
-    replaced = {}
-    for row in rows:
-        if row["source_ref"] in current:
-            replaced[row["source_ref"]] = current[row["source_ref"]]
-            logger.warning(
-                "%s changed since it was ingested; its row is replaced", row["source_ref"]
-            )
-    return replaced
-
-
-def _patient_splits(manifest: pd.DataFrame) -> dict[str, str]:
-    """Each known patient's split; a patient already in two splits joins the most locked."""
-    splits: dict[str, str] = {}
-    for pid, split in zip(manifest["patient_id"], manifest["split"], strict=True):
-        if pid not in splits or LOCK_ORDER.get(split, 0) > LOCK_ORDER.get(splits[pid], 0):
-            splits[pid] = split
-    return splits
-
-
-def _existing_strata(manifest: pd.DataFrame) -> dict[str, Counter[str]]:
-    if manifest.empty:
-        return {}
-    freq = Counter(manifest["label"])
-    strata: dict[str, Counter[str]] = defaultdict(Counter)
-    for (_pid, split), labels in manifest.groupby(["patient_id", "split"])["label"]:
-        stratum = min(set(labels), key=lambda x: (freq[x], x))
-        strata[stratum][split] += 1
-    return strata
 
 
 def _dedupe(
@@ -926,9 +509,7 @@ def _dedupe(
     # A new file dropped here was counted as ingested; it is quarantined instead.
     for row in new_rows:
         if row["source_ref"] in dropped_refs:
-            entry = next(
-                e for e in summary.removed_by_dedupe if e["path"] == row["source_ref"]
-            )
+            entry = next(e for e in summary.removed_by_dedupe if e.path == row["source_ref"])
             summary.quarantined.append(entry)
     return frame.drop(index=sorted(drop)), kept_new
 
@@ -940,14 +521,13 @@ def _set_aside(
     size: int | None,
     reason: str,
     kept_split: str,
-) -> dict[str, Any]:
+) -> QuarantineEntry:
     """Quarantine a cross-split copy, recording in its log line the split its content stays in.
 
     The log outlives this run, so the decision holds for every later ingest, whatever its flags.
     """
-    entry = quarantine.add(ref, image_id, size, Reject("duplicate", reason), "set aside")
-    entry.setdefault(_KEPT_SPLIT, kept_split)
-    return entry
+    return quarantine.add(ref, image_id, size, Reject(DUPLICATE, reason), "set aside",
+                          kept_split=kept_split)
 
 
 def _kept_splits(quarantine: QuarantineLog) -> dict[str, set[str]]:
@@ -955,14 +535,8 @@ def _kept_splits(quarantine: QuarantineLog) -> dict[str, set[str]]:
     enter again."""
     kept: dict[str, set[str]] = defaultdict(set)
     for entry in quarantine.entries.values():
-        if entry["code"] != "duplicate" or not entry.get("sha256"):
-            continue
-        split = entry.get(_KEPT_SPLIT)
-        if split is None:  # a log line written before the kept split was recorded
-            match = _DEDUPE_MESSAGE.search(entry.get("message", ""))
-            split = match.group(1) if match else None
-        if split is not None:
-            kept[entry["sha256"]].add(split)
+        if entry.code == DUPLICATE and entry.sha256 and entry.kept_split is not None:
+            kept[entry.sha256].add(entry.kept_split)
     return dict(kept)
 
 
@@ -974,7 +548,7 @@ def _write_store(
     ws: Workspace,
     rows: list[dict[str, Any]],
     todo: dict[str, _Found],
-    analysed: dict[str, _Analysis],
+    analysed: dict[str, Analysis],
     max_pixels: int,
 ) -> None:
     """The copies later stages read: de-identified DICOM, and every other image pixels-only;
@@ -1003,25 +577,3 @@ def _write_store(
         tmp.write_bytes(data)
         os.replace(tmp, target)
 
-
-# --- stat cache ------------------------------------------------------------------------------
-
-
-def _stat_cache_path(ws: Workspace) -> Path:
-    return ws.root / "data" / _STAT_CACHE
-
-
-def _load_stat_cache(ws: Workspace) -> dict[str, list[Any]]:
-    path = _stat_cache_path(ws)
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (json.JSONDecodeError, OSError):
-        return {}
-
-
-def _save_stat_cache(ws: Workspace, cache: dict[str, list[Any]]) -> None:
-    target = _stat_cache_path(ws)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, target)

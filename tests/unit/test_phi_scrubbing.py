@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medimg.config import load_config
-from medimg.data.deid import pseudonymise
+from medimg.data.pseudonyms import pseudonymise
 from medimg.errors import ConfigError
 from medimg.phi import Scrubber, is_identifier_column
 

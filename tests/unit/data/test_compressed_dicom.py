@@ -9,7 +9,6 @@ inside the installed pydicom wheel. Nothing is downloaded.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 from support.dicoms import JPEG_LS_NEAR, PHI_VALUES, block_pixels, default_pixels, write_dicom
+from support.ingesting import TEST_KEY, ingest
 
 from medimg.data.deid import deidentify
 from medimg.data.images import (
@@ -35,10 +35,9 @@ from medimg.data.images import (
     read_dicom,
     read_image,
 )
-from medimg.data.ingest import ingest_sources
 from medimg.data.manifest import load_manifest
 
-KEY = os.environ["MEDIMG_PSEUDONYM_KEY"].encode()
+KEY = TEST_KEY
 LOSSLESS = [JPEGLossless, JPEGLosslessSV1, JPEGLSLossless]
 ALL = [*LOSSLESS, JPEGLSNearLossless, JPEGExtended12Bit]
 
@@ -172,7 +171,7 @@ def test_ingest_accepts_every_compressed_syntax_and_stores_it_deidentified(
                 src / label / name, _distinct_blocks(seed), modality="CR",
                 phi={"PatientID": f"MRN-{seed}"}, transfer_syntax=syntax,
             )  # fmt: skip
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
     assert summary.quarantined == []
     assert summary.ingested == 2 * len(ALL)
 

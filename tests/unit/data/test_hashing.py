@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medimg.config import DataConfig
 from medimg.data.hashing import (
-    NEAR_COPY_THUMBNAIL_DISTANCE,
-    NEAR_DUPLICATE_DISTANCE,
+    PHASH_BITS,
     hamming,
     near_duplicate_pairs,
     near_duplicates,
@@ -25,6 +25,12 @@ from medimg.data.hashing import (
 )
 from medimg.data.images import decode_image, read_image
 from medimg.data.phantoms import generate_phantoms
+
+# The bounds ingest and the contract use unless params.yaml says otherwise: the measurements
+# below are what they were chosen by.
+DEFAULTS = DataConfig()
+NEAR_DUPLICATE_DISTANCE = DEFAULTS.near_duplicate_distance
+NEAR_COPY_THUMBNAIL_DISTANCE = DEFAULTS.near_duplicate_thumbnail_distance
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +201,10 @@ def test_empty_and_single_inputs_have_no_pairs(hashes):
 
 
 def test_bad_arguments_are_refused():
+    assert PHASH_BITS == 64
+    assert near_duplicate_pairs([1, 2], PHASH_BITS) == [(0, 1, 2)]
     with pytest.raises(ValueError, match="max_distance"):
-        near_duplicate_pairs([1, 2], 65)
+        near_duplicate_pairs([1, 2], PHASH_BITS + 1)
     with pytest.raises(ValueError, match="chunk_rows"):
         near_duplicate_pairs([1, 2], 4, chunk_rows=0)
     with pytest.raises(ValueError, match=r"\[0, 2\*\*64\)"):
@@ -224,11 +232,11 @@ def test_stored_thumbnails_confirm_copies_and_drop_hash_collisions(phantoms):
     np.testing.assert_allclose(parse_thumbnail(codes[0]), thumbnail(images[0]), atol=1e-6)
     # a loose hash bound lets distinct films through; the thumbnails keep only the copies
     loose = near_duplicate_pairs([parse_phash(h) for h in hashes], 16)
-    confirmed = near_duplicates(hashes, codes, 16)
+    confirmed = near_duplicates(hashes, codes, 16, NEAR_COPY_THUMBNAIL_DISTANCE)
     n = len(images)
     assert {(k, n + k) for k in range(4)} <= {(i, j) for i, j, _ in confirmed}
     assert len(loose) > len(confirmed)
     # whatever else is confirmed is a pair of films of one patient, never of two patients
     patient_of = [*patients, *patients[:4]]
     assert all(patient_of[i] == patient_of[j] for i, j, _ in confirmed)
-    assert near_duplicates(hashes, None, 16) == loose
+    assert near_duplicates(hashes, None, 16, NEAR_COPY_THUMBNAIL_DISTANCE) == loose

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,18 +12,18 @@ import pytest
 from conftest import medimg_cli
 from PIL import Image
 from support.dicoms import PHI_VALUES, write_dicom
+from support.ingesting import TEST_KEY, ingest
 
-from medimg.data.deid import PseudonymKeyMissing, pseudonymise
 from medimg.data.images import read_image
-from medimg.data.ingest import ingest_sources
 from medimg.data.manifest import COLUMNS, load_manifest
 from medimg.data.phantoms import generate_phantoms
 from medimg.data.private import Originals
+from medimg.data.pseudonyms import PseudonymKeyMissing, pseudonymise
 from medimg.errors import DataError
 from medimg.validation.contract import validate_manifest
-from medimg.validation.stage import validate_workspace
+from medimg.validation.stage import run_validate
 
-KEY = os.environ["MEDIMG_PSEUDONYM_KEY"].encode()
+KEY = TEST_KEY
 
 
 def _png(path: Path, value: int, size: int = 48, mode: str = "L") -> Path:
@@ -50,7 +49,7 @@ def _log(ws) -> list[dict]:
 
 def test_manifest_has_one_row_per_image_with_every_column(make_workspace, phantom_source):
     ws = make_workspace()
-    summary = ingest_sources(ws, [ws.raw_dir])
+    summary = ingest(ws, [ws.raw_dir])
     manifest = load_manifest(ws.manifest_path)
     files = sorted(p for p in phantom_source.rglob("*.png"))
     assert summary.ingested == len(files) == len(manifest)
@@ -96,16 +95,16 @@ def test_manifest_has_one_row_per_image_with_every_column(make_workspace, phanto
 
 def test_reingest_is_idempotent_and_appending_moves_nothing(make_workspace, tmp_path):
     ws = make_workspace()
-    ingest_sources(ws, [ws.raw_dir])
+    ingest(ws, [ws.raw_dir])
     before = load_manifest(ws.manifest_path).set_index("image_id")["split"]
     stamp = ws.manifest_path.stat().st_mtime_ns
-    again = ingest_sources(ws, [ws.raw_dir])
+    again = ingest(ws, [ws.raw_dir])
     assert again.ingested == 0 and again.already_present == len(before)
     assert ws.manifest_path.stat().st_mtime_ns == stamp  # nothing new, nothing rewritten
     extra = tmp_path / "extra"
     for i in range(12):
         _png(extra / ("normal" if i % 2 else "pneumonia") / f"new{i}.png", 1000 + i)
-    added = ingest_sources(ws, [extra])
+    added = ingest(ws, [extra])
     after = load_manifest(ws.manifest_path).set_index("image_id")["split"]
     assert added.ingested == 12 and len(after) == len(before) + 12
     assert after.loc[before.index].equals(before)
@@ -124,9 +123,9 @@ def test_every_quarantine_reason_is_recorded_and_nothing_is_lost(make_workspace,
     _png(src / "pneumonia" / "huge.png", 6, size=101)
     _png(src / "loose.png", 7)  # in no class folder
     shutil.copyfile(src / "normal" / "n0.png", src / "pneumonia" / "copy_of_n0.png")
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
 
-    reasons = {Path(q["path"]).name: (q["code"], q["message"]) for q in summary.quarantined}
+    reasons = {Path(q.path).name: (q.code, q.message) for q in summary.quarantined}
     assert reasons["truncated.png"][0] == "corrupt"
     assert reasons["truncated.png"][1].startswith("truncated or corrupt")
     assert reasons["empty.png"] == ("empty", "empty file (0 bytes)")
@@ -142,12 +141,12 @@ def test_every_quarantine_reason_is_recorded_and_nothing_is_lost(make_workspace,
     # file's sha256 and size
     assert [p.name for p in ws.quarantine_dir.iterdir()] == ["quarantine.jsonl"]
     for entry in summary.quarantined:
-        original = ws.resolve(entry["path"])
+        original = ws.resolve(entry.path)
         assert original.exists()
-        assert entry["sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
-        assert entry["size"] == original.stat().st_size
+        assert entry.sha256 == hashlib.sha256(original.read_bytes()).hexdigest()
+        assert entry.size == original.stat().st_size
     # a re-ingest finds the same files, counts them again, and logs nothing twice
-    again = ingest_sources(ws, [src])
+    again = ingest(ws, [src])
     assert len(again.quarantined) == 9 and again.ingested == 0 and again.balanced
     assert len(_log(ws)) == 9
 
@@ -156,7 +155,7 @@ def test_exact_duplicates_in_one_split_are_counted_not_added(make_workspace, tmp
     ws = make_workspace(with_data=False)
     src = _two_class_source(tmp_path / "src", 3)
     shutil.copyfile(src / "normal" / "n0.png", src / "normal" / "n0_again.png")
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
     assert summary.duplicates == 1 and summary.ingested == 6 and summary.balanced
     assert len(load_manifest(ws.manifest_path)) == 6
 
@@ -172,7 +171,7 @@ def test_predefined_split_folders_are_honoured_and_val_is_carved_from_train(
     for i in range(4):
         _png(src / "Testing" / "NORMAL" / f"tn{i}.png", 200 + i)
         _png(src / "Testing" / "PNEUMONIA" / f"tp{i}.png", 300 + i)
-    ingest_sources(ws, [src])
+    ingest(ws, [src])
     manifest = load_manifest(ws.manifest_path)
     test = manifest[manifest["source_ref"].str.contains("/Testing/")]
     assert set(test["split"]) == {"test"} and set(test["split_source"]) == {"predefined"}
@@ -204,9 +203,9 @@ _SPLIT_VIEW = ["source_ref", "image_id", "label", "patient_id", "split", "split_
 def test_split_folders_given_as_sources_are_those_splits(make_workspace, tmp_path, order):
     data = _brain_mri_layout(tmp_path / "DATA")
     parent_ws = make_workspace(with_data=False, name="parent")
-    ingest_sources(parent_ws, [data])
+    ingest(parent_ws, [data])
     ws = make_workspace(with_data=False, name="folders")
-    summary = ingest_sources(ws, [data / name for name in order.split()])
+    summary = ingest(ws, [data / name for name in order.split()])
 
     manifest = load_manifest(ws.manifest_path)
     by_parent = load_manifest(parent_ws.manifest_path)
@@ -224,18 +223,18 @@ def test_split_folders_given_as_sources_are_those_splits(make_workspace, tmp_pat
     }
     # the copy in both folders is leakage in the source, reported as for DATA
     assert summary.cross_split_duplicates == 1
-    report = validate_workspace(ws, raise_on_failure=False)
+    report = run_validate(ws, ws.config, raise_on_failure=False)
     assert "no_exact_duplicate_across_splits" in {c.name for c in report.failed_critical}
 
 
 def test_dedupe_of_split_folder_sources_keeps_the_test_copy(make_workspace, tmp_path):
     data = _brain_mri_layout(tmp_path / "DATA")
     ws = make_workspace(with_data=False)
-    summary = ingest_sources(ws, [data / "Testing", data / "Training"], dedupe=True)
+    summary = ingest(ws, [data / "Testing", data / "Training"], dedupe=True)
     [removed] = summary.removed_by_dedupe
-    assert "/Training/" in removed["path"] and removed["code"] == "duplicate"
+    assert "/Training/" in removed.path and removed.code == "duplicate"
     manifest = load_manifest(ws.manifest_path)
-    copy = manifest[manifest["image_id"] == removed["sha256"]]
+    copy = manifest[manifest["image_id"] == removed.sha256]
     assert list(copy["split"]) == ["test"] and copy["source_ref"].str.contains("/Testing/").all()
     assert summary.cross_split_duplicates == 0
 
@@ -257,7 +256,7 @@ def test_split_folders_mixed_with_class_folders_are_refused(make_workspace, tmp_
     _png(src / "train" / "normal" / "a.png", 1)
     _png(src / "normal" / "b.png", 2)
     with pytest.raises(DataError, match="mixes split folders"):
-        ingest_sources(ws, [src])
+        ingest(ws, [src])
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +282,7 @@ def test_cross_split_duplicates_are_kept_for_the_contract_then_deduped(
         image.resize((96, 96), Image.Resampling.LANCZOS).save(
             src / "test" / "normal" / "t1_small.jpg", quality=75
         )
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
     manifest = load_manifest(ws.manifest_path)
     assert summary.cross_split_duplicates == 1  # the exact copy: one image id in two splits
     t0 = manifest[
@@ -292,25 +291,25 @@ def test_cross_split_duplicates_are_kept_for_the_contract_then_deduped(
     ]
     assert len(t0) == 2 and "test" in set(t0["split"]) and t0["split"].nunique() == 2
     # the contract fails on both, naming the pairs
-    report = validate_workspace(ws, raise_on_failure=False)
+    report = run_validate(ws, ws.config, raise_on_failure=False)
     failed = {c.name: c for c in report.failed_critical}
     assert {"no_exact_duplicate_across_splits", "no_near_duplicate_across_splits"} <= set(failed)
     t1_id = manifest.loc[manifest["source_ref"].str.endswith("t1.png"), "image_id"].iloc[0]
     assert t1_id in failed["no_near_duplicate_across_splits"].offending_ids
 
-    deduped = ingest_sources(ws, [src], dedupe=True)
+    deduped = ingest(ws, [src], dedupe=True)
     after = load_manifest(ws.manifest_path)
-    dropped = sorted(Path(e["path"]).name for e in deduped.removed_by_dedupe)
+    dropped = sorted(Path(e.path).name for e in deduped.removed_by_dedupe)
     assert dropped == ["t0.png", "t1.png"]  # the train/val copies go; the test copies stay
     assert after["source_ref"].str.endswith("t0_copy.png").any()
     assert after["source_ref"].str.endswith("t1_small.jpg").any()
     assert (after.groupby("image_id")["split"].nunique() == 1).all()
-    assert {e["code"] for e in deduped.removed_by_dedupe} == {"duplicate"}
-    reasons = [e["message"] for e in deduped.removed_by_dedupe]
+    assert {e.code for e in deduped.removed_by_dedupe} == {"duplicate"}
+    reasons = [e.message for e in deduped.removed_by_dedupe]
     assert any(r.startswith("exact duplicate") for r in reasons)
     assert any(r.startswith("near (distance") for r in reasons)
     # set aside for good: a plain re-ingest does not bring them back
-    again = ingest_sources(ws, [src])
+    again = ingest(ws, [src])
     assert again.ingested == 0 and len(load_manifest(ws.manifest_path)) == len(after)
     assert (src / "train" / "normal" / "t0.png").exists()  # nothing the user gave is deleted
 
@@ -349,7 +348,7 @@ def test_label_list_brings_patients_splits_and_metadata(make_workspace, tmp_path
         }
     )
     pd.DataFrame(rows).to_csv(src / "labels.csv", index=False)
-    summary = ingest_sources(ws, [src / "labels.csv"])
+    summary = ingest(ws, [src / "labels.csv"])
     manifest = load_manifest(ws.manifest_path).set_index("source_ref")
     first = manifest.loc[ws.relative(src / "images" / "0.png")]
     assert first["label"] == "normal"  # index 0 of base.class_names
@@ -364,9 +363,9 @@ def test_label_list_brings_patients_splits_and_metadata(make_workspace, tmp_path
     assert "DOE^JANE" not in cells and "19700101" not in cells and "MRN" not in cells
     assert manifest.loc[ws.relative(src / "images" / "1.png"), "label"] == "pneumonia"
     [missing] = summary.quarantined
-    assert missing["code"] == "missing_file"
-    assert missing["message"] == "listed in labels.csv but the file does not exist"
-    assert missing["sha256"] is None and missing["size"] is None
+    assert missing.code == "missing_file"
+    assert missing.message == "listed in labels.csv but the file does not exist"
+    assert missing.sha256 is None and missing.size is None
     assert summary.balanced and summary.ingested == 8
 
 
@@ -379,7 +378,7 @@ def test_medmnist_npz_is_ingested_per_split_with_copies_in_the_store(make_worksp
         arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
         arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
     np.savez(archive, **arrays)
-    summary = ingest_sources(ws, [archive])
+    summary = ingest(ws, [archive])
     manifest = load_manifest(ws.manifest_path).set_index("source_ref")
     assert summary.ingested == 18
     row = manifest.loc[f"{ws.relative(archive)}#val/3"]
@@ -387,7 +386,7 @@ def test_medmnist_npz_is_ingested_per_split_with_copies_in_the_store(make_worksp
     stored = ws.resolve(row["source_path"])
     assert stored.is_relative_to(ws.store_dir)
     np.testing.assert_array_equal(read_image(stored), arrays["val_images"][3])
-    assert ingest_sources(ws, [archive]).already_present == 18
+    assert ingest(ws, [archive]).already_present == 18
 
 
 def _npz_with_shared_images(path: Path, size: int = 28) -> Path:
@@ -407,12 +406,12 @@ def _npz_with_shared_images(path: Path, size: int = 28) -> Path:
 def test_a_dedupe_decision_sticks_when_the_next_ingest_has_no_dedupe(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
     archive = _npz_with_shared_images(tmp_path / "pneumoniamnist.npz")
-    deduped = ingest_sources(ws, [archive], dedupe=True)
+    deduped = ingest(ws, [archive], dedupe=True)
     after_dedupe = load_manifest(ws.manifest_path)
     assert len(deduped.removed_by_dedupe) == 2 and deduped.cross_split_duplicates == 0
 
     for dedupe in (False, None, True):
-        again = ingest_sources(ws, [archive], dedupe=dedupe)
+        again = ingest(ws, [archive], dedupe=dedupe)
         manifest = load_manifest(ws.manifest_path)
         assert again.ingested == 0 and again.cross_split_duplicates == 0 and again.balanced
         pd.testing.assert_frame_equal(
@@ -425,7 +424,7 @@ def test_a_dedupe_decision_sticks_when_the_next_ingest_has_no_dedupe(make_worksp
         assert entry["code"] == "duplicate"
         assert f"an earlier dedupe set aside, keeping it in {kept} only" in entry["message"]
     assert archive.exists()
-    report = validate_workspace(ws, raise_on_failure=False)
+    report = run_validate(ws, ws.config, raise_on_failure=False)
     checks = {c.name: c for c in report.checks}
     assert checks["no_exact_duplicate_across_splits"].success
     assert checks["patient_in_one_split"].success
@@ -465,11 +464,11 @@ def test_medmnist_sizes_are_ingested_and_pass_the_contract_under_default_params(
 ):
     ws = make_workspace(with_data=False)  # data.min_side and validation as params.yaml has them
     archives = _medmnist_archives(tmp_path, (28, 64, 128, 224))
-    summary = ingest_sources(ws, archives)
+    summary = ingest(ws, archives)
     assert summary.quarantined == [] and summary.ingested == 64
     manifest = load_manifest(ws.manifest_path)
     assert sorted(set(manifest["width"])) == [28, 64, 128, 224]
-    report = validate_workspace(ws, raise_on_failure=False)
+    report = run_validate(ws, ws.config, raise_on_failure=False)
     assert report.failed_critical == [], [(c.name, c.details) for c in report.failed_critical]
     near = next(c for c in report.checks if c.name == "no_near_duplicate_within_split")
     assert near.success  # distinct films stay distinct at 28 px
@@ -501,7 +500,7 @@ def _colour_sources(root: Path) -> dict[str, Path]:
 def test_only_real_colour_images_count_against_a_greyscale_run(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
     paths = _colour_sources(tmp_path / "src")
-    ingest_sources(ws, [tmp_path / "src"])
+    ingest(ws, [tmp_path / "src"])
     manifest = load_manifest(ws.manifest_path).set_index("source_ref")
     colour = {name: bool(manifest.loc[ws.relative(path), "colour"]) for name, path in paths.items()}
     assert colour == {
@@ -511,9 +510,12 @@ def test_only_real_colour_images_count_against_a_greyscale_run(make_workspace, t
     lesion_id = manifest.loc[ws.relative(paths["colour"]), "image_id"]
 
     def colour_check(channels: int) -> Any:
+        data = ws.config.data
         report = validate_manifest(
             manifest.reset_index(), list(ws.config.base.class_names), ws.config.validation,
             tmp_path / f"validation_{channels}.json", channels=channels,
+            near_duplicate_distance=data.near_duplicate_distance,
+            near_duplicate_thumbnail_distance=data.near_duplicate_thumbnail_distance,
         )
         return next(c for c in report.checks if c.name == "colour_matches_channels")
 
@@ -533,7 +535,7 @@ def test_a_label_list_column_naming_an_identifier_is_refused_even_when_allow_lis
     ws = make_workspace({"data": {"metadata_columns": ["sex", column]}}, with_data=False)
     src = _two_class_source(tmp_path / "src", 2)
     with pytest.raises(ConfigError, match=f"'{column}' names a direct patient identifier") as err:
-        ingest_sources(ws, [src])
+        ingest(ws, [src])
     assert "\n" not in str(err.value).strip()
     assert not ws.manifest_path.exists() and not ws.store_dir.exists()
 
@@ -552,7 +554,7 @@ def test_rgb_npz_with_flat_labels_and_named_classes(make_workspace, tmp_path):
         test_images=rng.integers(0, 255, (3, 28, 28, 3), dtype=np.uint8),
         test_labels=np.array([2, 1, 0]),
     )
-    ingest_sources(ws, [archive], npz_class_names=["benign", "malignant", "other"])
+    ingest(ws, [archive], npz_class_names=["benign", "malignant", "other"])
     manifest = load_manifest(ws.manifest_path)
     assert set(manifest["channels"]) == {3}
     assert manifest["label"].value_counts().to_dict() == {"benign": 3, "malignant": 3, "other": 3}
@@ -566,7 +568,7 @@ def test_dicom_is_deidentified_before_anything_is_written(make_workspace, tmp_pa
     write_dicom(name_folder / "chest.dcm")
     (src / "normal").mkdir()
     write_dicom(src / "normal" / "IM0001", phi={"PatientID": "MRN-2", "PatientName": "ROE^RICHARD"})
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
     assert summary.ingested == 2
     manifest = load_manifest(ws.manifest_path).set_index("label")
     row = manifest.loc["pneumonia"]
@@ -605,7 +607,7 @@ def test_dicom_labels_can_come_from_a_list_keyed_by_sop_instance_uid(make_worksp
     pd.DataFrame({"sop_instance_uid": list(uids), "label": list(uids.values())}).to_csv(
         labels, index=False
     )
-    summary = ingest_sources(ws, [tmp_path / "tree"], labels=labels)
+    summary = ingest(ws, [tmp_path / "tree"], labels=labels)
     manifest = load_manifest(ws.manifest_path)
     assert summary.ingested == 4
     assert sorted(manifest["label"]) == ["normal", "normal", "pneumonia", "pneumonia"]
@@ -616,28 +618,26 @@ def test_burned_in_annotation_is_quarantined_by_reference_only(make_workspace, t
     ws = make_workspace(with_data=False)
     src = _two_class_source(tmp_path / "src", 3)
     write_dicom(src / "pneumonia" / "burned.dcm", burned_in="DOE JANE")
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
     [entry] = summary.quarantined
-    assert entry["code"] == "burned_in"
-    assert entry["message"].startswith("DICOM BurnedInAnnotation is YES")
+    assert entry.code == "burned_in"
+    assert entry.message.startswith("DICOM BurnedInAnnotation is YES")
     assert [p.name for p in ws.quarantine_dir.iterdir()] == ["quarantine.jsonl"]
 
 
-def test_dicom_without_a_key_fails_before_writing(make_workspace, tmp_path, monkeypatch):
+def test_dicom_without_a_key_fails_before_writing(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
     src = _two_class_source(tmp_path / "src", 2)
     write_dicom(src / "normal" / "scan.dcm")
-    monkeypatch.delenv("MEDIMG_PSEUDONYM_KEY")
     with pytest.raises(PseudonymKeyMissing, match="MEDIMG_PSEUDONYM_KEY"):
-        ingest_sources(ws, [src])
+        ingest(ws, [src], key=None)
     assert not ws.manifest_path.exists() and not ws.store_dir.exists()
 
 
-def test_patient_ids_without_a_key_fail_with_the_fix(make_workspace, monkeypatch):
+def test_patient_ids_without_a_key_fail_with_the_fix(make_workspace):
     ws = make_workspace()
-    monkeypatch.delenv("MEDIMG_PSEUDONYM_KEY")
     with pytest.raises(PseudonymKeyMissing, match="MEDIMG_PSEUDONYM_KEY"):
-        ingest_sources(ws, [ws.raw_dir])
+        ingest(ws, [ws.raw_dir], key=None)
 
 
 @pytest.mark.parametrize(
@@ -655,7 +655,7 @@ def test_bad_sources_fail_with_a_reason(make_workspace, tmp_path, layout, messag
         for i in range(count):
             _png(src / folder / f"{i}.png", i)
     with pytest.raises(DataError, match=message):
-        ingest_sources(ws, [src])
+        ingest(ws, [src])
 
 
 def test_label_list_without_a_label_column_names_what_it_needs(make_workspace, tmp_path):
@@ -663,16 +663,16 @@ def test_label_list_without_a_label_column_names_what_it_needs(make_workspace, t
     table = tmp_path / "list.csv"
     table.write_text("path,score\na.png,1\n")
     with pytest.raises(DataError, match=r"needs a path column .* and a label column"):
-        ingest_sources(ws, [table])
+        ingest(ws, [table])
 
 
 def test_image_rewritten_in_place_keeps_its_split(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
     src = _two_class_source(tmp_path / "src", 4)
-    ingest_sources(ws, [src])
+    ingest(ws, [src])
     before = load_manifest(ws.manifest_path).set_index("source_ref")
     _png(src / "normal" / "n0.png", 500)  # new bytes, same file
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
     after = load_manifest(ws.manifest_path).set_index("source_ref")
     assert summary.ingested == 1 and len(after) == len(before)
     key = ws.relative(src / "normal" / "n0.png")
@@ -691,7 +691,7 @@ def test_dicom_labels_can_come_from_a_list_keyed_by_path(make_workspace, tmp_pat
         )
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\nseries1/IM0,normal\nseries1/IM1,pneumonia\n")
-    summary = ingest_sources(ws, [tree], labels=labels)
+    summary = ingest(ws, [tree], labels=labels)
     manifest = load_manifest(ws.manifest_path).sort_values("bit_depth")
     assert summary.ingested == 2
     assert list(manifest["label"]) == ["normal", "pneumonia"]

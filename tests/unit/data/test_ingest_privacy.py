@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,15 +18,15 @@ from PIL import Image, PngImagePlugin
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from support.dicoms import PHI_VALUES, write_dicom
+from support.ingesting import TEST_KEY, ingest
 
-from medimg.data.deid import PseudonymKeyMissing, pseudonymise
 from medimg.data.images import read_image
-from medimg.data.ingest import ingest_sources
 from medimg.data.manifest import load_manifest
 from medimg.data.pixels_only import PIXEL_CHUNKS, png_chunks
 from medimg.data.private import Originals
+from medimg.data.pseudonyms import PseudonymKeyMissing, pseudonymise
 
-KEY = os.environ["MEDIMG_PSEUDONYM_KEY"].encode()
+KEY = TEST_KEY
 
 
 def _noise(seed: int, size: int = 48) -> np.ndarray:
@@ -72,7 +72,7 @@ def test_dicom_is_recognised_by_content_whatever_its_name_and_preamble(make_work
     write_dicom(src / "pneumonia" / "ROE_RICHARD" / "IM0001", phi=roe, preamble=False)
     _bare_dataset(src / "pneumonia" / "ROE_RICHARD" / "scan.png", roe)  # DICOM named .png
     _bare_dataset(src / "pneumonia" / "report", {"PatientID": "MRN-3-ZED"}, implicit=False)
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
     assert summary.ingested == 6 and summary.balanced
     manifest = load_manifest(ws.manifest_path)
     dicoms = manifest[manifest["label"] == "pneumonia"]
@@ -87,16 +87,15 @@ def test_dicom_is_recognised_by_content_whatever_its_name_and_preamble(make_work
         assert ds.PatientIdentityRemoved == "YES" and ds.file_meta.TransferSyntaxUID
 
 
-def test_a_bare_dicom_needs_the_key_like_any_dicom(make_workspace, tmp_path, monkeypatch):
+def test_a_bare_dicom_needs_the_key_like_any_dicom(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
     src = tmp_path / "src"
     for i in range(2):
         _png(src / "normal" / f"n{i}.png", i)
     (src / "pneumonia").mkdir()
     _bare_dataset(src / "pneumonia" / "IM1", {})
-    monkeypatch.delenv("MEDIMG_PSEUDONYM_KEY")
     with pytest.raises(PseudonymKeyMissing, match="DICOM files carry patient identifiers"):
-        ingest_sources(ws, [src])
+        ingest(ws, [src], key=None)
     assert not ws.manifest_path.exists() and not ws.store_dir.exists()
 
 
@@ -118,13 +117,13 @@ def test_patient_ids_in_paths_become_pseudonyms_and_only_the_local_map_leads_bac
 ):
     ws = make_workspace(with_data=False)
     src = _label_list_source(tmp_path)
-    summary = ingest_sources(ws, [src / "labels.csv"])
+    summary = ingest(ws, [src / "labels.csv"])
     assert summary.ingested == 6 and summary.balanced
     manifest = load_manifest(ws.manifest_path)
     for _, row in manifest.iterrows():
         assert "MRN" not in row["source_ref"] and row["patient_id"] in row["source_ref"]
         [original] = Originals(ws).originals_of(row["source_ref"])
-        assert hashlib.sha256(open(original, "rb").read()).hexdigest() == row["image_id"]
+        assert hashlib.sha256(Path(original).read_bytes()).hexdigest() == row["image_id"]
     written = _written(ws)
     for value in ("MRN-77", "DOE^JANE"):
         assert value.encode() not in written, value
@@ -135,7 +134,7 @@ def test_patient_ids_in_paths_become_pseudonyms_and_only_the_local_map_leads_bac
     assert ignored.returncode == 0
     assert "/data/.private/" in (ws.root / ".dvcignore").read_text().splitlines()
     # a re-ingest recognises every file by its pseudonymised reference
-    again = ingest_sources(ws, [src / "labels.csv"])
+    again = ingest(ws, [src / "labels.csv"])
     assert again.already_present == 6 and again.ingested == 0
 
 
@@ -151,12 +150,12 @@ def test_non_image_files_are_quarantined_by_reference_under_their_pseudonymised_
     original = folders / "normal" / "MRN-770_report.txt"
     original.write_text("Radiology report: DOE^JANE0, MRN-770\n")
     # the label list names the patient, so the report in another source is scrubbed too
-    summary = ingest_sources(ws, [src / "labels.csv", folders])
-    report = next(e for e in summary.quarantined if e["path"].endswith("_report.txt"))
-    assert report["code"] == "not_an_image"
-    assert report["path"].endswith(f"{pseudonymise('MRN-770', KEY)}_report.txt")
-    assert report["sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
-    assert report["size"] == original.stat().st_size
+    summary = ingest(ws, [src / "labels.csv", folders])
+    report = next(e for e in summary.quarantined if e.path.endswith("_report.txt"))
+    assert report.code == "not_an_image"
+    assert report.path.endswith(f"{pseudonymise('MRN-770', KEY)}_report.txt")
+    assert report.sha256 == hashlib.sha256(original.read_bytes()).hexdigest()
+    assert report.size == original.stat().st_size
     assert [p.name for p in ws.quarantine_dir.iterdir()] == ["quarantine.jsonl"]
     logged = ws.quarantine_log.read_text()
     assert "MRN-770" not in logged and "DOE^JANE" not in logged
@@ -181,7 +180,7 @@ def test_stored_images_carry_pixels_only(make_workspace, tmp_path):
             buffer, "JPEG", exif=exif.tobytes(), comment=b"MRN-770")
         (src / "pneumonia").mkdir(exist_ok=True)
         (src / "pneumonia" / f"p{i}.jpg").write_bytes(buffer.getvalue())
-    ingest_sources(ws, [src])
+    ingest(ws, [src])
     manifest = load_manifest(ws.manifest_path)
     assert manifest["source_path"].str.startswith("data/store/").all()
     for _, row in manifest.iterrows():
@@ -205,10 +204,10 @@ def test_a_later_ingest_still_finds_earlier_identifiers_in_new_file_names(
     smith = {"PatientID": "MRN-55-SMITH", "PatientName": "SMITHSON^ANNA",
              "PatientBirthDate": "19710203"}
     write_dicom(src / "pneumonia" / "scan.dcm", phi=smith)
-    ingest_sources(ws, [src])
+    ingest(ws, [src])
     # a follow-up arrives later, named after the patient and her birth date in another spelling
     _png(src / "pneumonia" / "Smithson_Anna_1971-02-03_followup.png", 99)
-    second = ingest_sources(ws, [src])
+    second = ingest(ws, [src])
     assert second.ingested == 1 and second.already_present == 4
     refs = " ".join(load_manifest(ws.manifest_path)["source_ref"])
     assert "smithson" not in refs.casefold() and "1971" not in refs
@@ -232,7 +231,7 @@ def test_label_annotator_metadata_and_list_name_cells_are_scrubbed_too(make_work
     rows[3]["annotator"] = "ZQXPID03"
     listed = src / "ZQXPID04.csv"  # a list named after a patient
     pd.DataFrame(rows).to_csv(listed, index=False)
-    ingest_sources(ws, [listed])
+    ingest(ws, [listed])
     manifest = load_manifest(ws.manifest_path)
     cells = " ".join(map(str, manifest.to_numpy().ravel()))
     assert "ZQXPID" not in cells
