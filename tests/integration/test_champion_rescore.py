@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from conftest import TINY_PHANTOMS
 from mlflow import MlflowClient
+from support.ingesting import ingest
 
-from medimg.data.ingest import ingest_sources
 from medimg.data.phantoms import generate_phantoms
 from medimg.evaluation.metrics import compute_metrics
 from medimg.evaluation.stage import evaluate_workspace
@@ -29,7 +29,7 @@ NAME = "medimg-classifier"
 
 
 def _pipeline(ws: Workspace, sources: list[Path]):
-    assert ingest_sources(ws, sources).balanced
+    assert ingest(ws, sources).balanced
     preprocess_workspace(ws)
     train_workspace(ws)
     evaluate_workspace(ws)

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from conftest import write_params
 from mlflow import MlflowClient
+from support import ingesting
 
-from medimg.data.ingest import ingest_sources
 from medimg.data.phantoms import generate_phantoms, render_phantom
 from medimg.evaluation.stage import evaluate_workspace
 from medimg.preprocessing.stage import preprocess_workspace
@@ -29,7 +29,7 @@ NAME = "medimg-classifier"
 
 
 def _pipeline(ws: Workspace, sources: list[Path] | None = None, **ingest):
-    ingest_sources(ws, sources or [ws.raw_dir], **ingest)
+    ingesting.ingest(ws, sources or [ws.raw_dir], **ingest)
     preprocess_workspace(ws)
     train_workspace(ws)
     evaluate_workspace(ws)

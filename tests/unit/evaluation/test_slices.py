@@ -51,14 +51,15 @@ def test_a_column_the_manifest_lacks_is_named_with_what_it_has():
 
 
 def test_the_evaluate_stage_writes_slices_into_metrics_json(make_workspace):
-    from medimg.data.ingest import ingest_sources
+    from support.ingesting import ingest
+
     from medimg.evaluation.stage import evaluate_workspace
     from medimg.preprocessing.stage import preprocess_workspace
     from medimg.training.train import train_workspace
 
     ws = make_workspace({"train": {"epochs": 1}, "evaluate": {"slices": ["format"],
                                                               "bootstrap_resamples": 50}})
-    assert ingest_sources(ws, [ws.raw_dir]).balanced
+    assert ingest(ws, [ws.raw_dir]).balanced
     preprocess_workspace(ws)
     train_workspace(ws)
     ws.plots_dir.mkdir(parents=True)

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from conftest import medimg_cli, write_params
 from PIL import Image
+from support.ingesting import ingest
 from support.large_images import PILLOW_DEFAULT_GUARD, write_striped_png
 
 from medimg.bundle import BundleMeta, ModelBundle
 from medimg.config import parse_config
 from medimg.data.images import DEFAULT_MAX_PIXELS, TooManyPixels, decode_image
-from medimg.data.ingest import ingest_sources
 from medimg.data.manifest import load_manifest
 from medimg.errors import DataError
 from medimg.preprocessing.stage import load_split, preprocess_workspace
@@ -70,7 +70,7 @@ def test_an_image_between_pillows_default_and_data_max_pixels_goes_through_every
     assert PILLOW_DEFAULT_GUARD < width * height <= DEFAULT_MAX_PIXELS
     large = write_striped_png(src / "pneumonia" / "large.png", width, height)
 
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
     assert summary.quarantined == [] and summary.ingested == 9
     manifest = load_manifest(ws.manifest_path)
     row = manifest[manifest["width"] == width].iloc[0]
@@ -101,7 +101,7 @@ def test_a_lowered_bound_is_applied_the_same_at_ingest_preprocess_and_decode(
     wider = src / "normal" / "wider.png"
     Image.fromarray(np.random.default_rng(7).integers(0, 255, (48, 49), np.uint8)).save(wider)
 
-    summary = ingest_sources(ws, [src])
+    summary = ingest(ws, [src])
     assert summary.ingested == 8
     [refused] = summary.quarantined
     reason = (f"too many pixels: 49x48 = 2352 exceeds the limit of {bound}; "

@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import medimg_cli, write_params
+from support.ingesting import ingest
 
 from medimg.config import parse_config
-from medimg.data.ingest import ingest_sources
 from medimg.preprocessing.stage import preprocess_workspace
 from medimg.training.accelerate import BF16_FLAGS, cpu_flags
 from medimg.training.models import batchnorm_layers, build_model
@@ -31,7 +31,7 @@ from medimg.workspace import open_workspace
 
 def _prepared(make_workspace, overrides: dict, name: str = "ws"):
     ws = make_workspace(overrides, name=name)
-    assert ingest_sources(ws, [ws.raw_dir]).balanced
+    assert ingest(ws, [ws.raw_dir]).balanced
     preprocess_workspace(ws)
     return ws
 
