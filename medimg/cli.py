@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import shutil
 import sys
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -17,11 +17,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from medimg.console import ProgressDisplay, QuietTerminal, log_file
 from medimg.errors import MedimgError
 
 app = typer.Typer(
     name="medimg",
-    help="MLOps pipeline for medical image classification.",
+    help="MLOps pipeline for medical image classification.\n\n"
+         "The terminal shows medimg's progress and results; what the libraries print "
+         "(TensorFlow, Prefect, MLflow, DVC) goes to reports/logs/<command>.log in the "
+         "workspace. `medimg --verbose COMMAND` shows it all instead.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -35,22 +39,79 @@ WorkspaceOpt = Annotated[
                  envvar="MEDIMG_WORKSPACE", show_default=False),
 ]
 F = TypeVar("F", bound=Callable[..., Any])
-KEY_ENV = "MEDIMG_PSEUDONYM_KEY"
-DEMO_PSEUDONYM_KEY = "medimg-demo-key-for-phantoms-only"
 
 
-def _quiet_libraries() -> None:
-    """Entry-point logging and library noise settings; never done at import time."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "medimg")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect waits 20 s for its ephemeral API; a cold first start on a small machine takes longer
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+VERBOSE_HELP = ("Show everything the libraries print, as they print it, instead of writing it "
+                "to reports/logs/<command>.log; give it before the command: "
+                "`medimg --verbose run`.")
+_state: dict[str, Any] = {"verbose": False, "quiet": None}  # this command's, in this process
+
+
+@app.callback()
+def _global_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
+) -> None:
+    """Options for every command, given before it: ``medimg --verbose run``."""
+    _state["verbose"] = verbose
+
+
+def _setup_logging(quiet: QuietTerminal | None) -> None:
+    """Entry-point logging; never done at import time. Quiet, the log file has a root handler
+    for the command (medimg.console); --verbose, stderr has one, as ever."""
+    if quiet is None:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("medimg").setLevel(logging.INFO)
+
+
+def _command_name(command: Callable[..., Any]) -> str:
+    """``train``, ``registry-list``...: the command as typed, for its log file's name."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    words = context.command_path.split()[1:] if context is not None else []
+    return "-".join(words) or command.__name__.replace("_", "-")
+
+
+@contextmanager
+def _terminal(name: str, kwargs: dict[str, Any]) -> Iterator[QuietTerminal | None]:
+    """Quiet mode (the default): library output into the command's log file; --verbose: as is."""
+    if _state["verbose"]:
+        yield None
+        return
+    where = kwargs.get("workspace")
+    with ExitStack() as stack:
+        try:
+            quiet = stack.enter_context(QuietTerminal(
+                log_file(name, where if isinstance(where, Path) else None), console, err))
+        except OSError:  # no log file to be had (read-only workspace, closed descriptors)
+            quiet = None
+        _state["quiet"] = quiet
+        try:
+            yield quiet
+        finally:
+            _state["quiet"] = None
+
+
+def _progress() -> ProgressDisplay:
+    """The progress rows of this command: on a terminal, and not under --verbose (where the
+    libraries' own lines would tear them)."""
+    return ProgressDisplay(err, enabled=not _state["verbose"])
+
+
+def _point_to_log(quiet: QuietTerminal | None) -> None:
+    """After a failure: where the libraries' output went, when there was any. On stdout, so
+    that stderr holds the one error line."""
+    if quiet is not None and quiet.has_output():
+        console.print(f"[dim](library output of this command: {escape(str(quiet.log))}; "
+                      "`medimg --verbose ...` shows it here)[/]", highlight=False,
+                      soft_wrap=True)
+
+
+def _settings():
+    """The environment, read once per command (medimg.settings)."""
+    from medimg.settings import read_settings
+
+    return read_settings()
 
 
 def _connection_problem(exc: BaseException) -> str | None:
@@ -59,11 +120,8 @@ def _connection_problem(exc: BaseException) -> str | None:
                "Failed to establish a new connection", "Name or service not known")
     if not any(m in text for m in markers):
         return None
-    from medimg.tracking import user_tracking_uri
-
-    servers = {"MLFLOW_TRACKING_URI": user_tracking_uri(),
-               "PREFECT_API_URL": os.environ.get("PREFECT_API_URL")}
-    named = ", ".join(f"{k}={v}" for k, v in servers.items() if v) or "no server configured"
+    servers = _settings().servers()
+    named = ", ".join(f"{k}={v}" for k, v in servers.items()) or "no server configured"
     return (f"lost the connection to a server mid-run ({named}): {text.splitlines()[0]}; "
             "check that it is up, or unset the variable to use the embedded defaults")
 
@@ -73,20 +131,29 @@ def _friendly(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _quiet_libraries()
-        try:
-            return command(*args, **kwargs)
-        except MedimgError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
-            raise typer.Exit(1) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            problem = _connection_problem(exc)
-            if problem is None:
+        with _terminal(_command_name(command), kwargs) as quiet:
+            _setup_logging(quiet)
+            try:
+                return command(*args, **kwargs)
+            except MedimgError as exc:
+                err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True,
+                          highlight=False)
+                _point_to_log(quiet)
+                raise typer.Exit(1) from None
+            except (typer.Exit, typer.Abort, KeyboardInterrupt):
                 raise
-            err.print(f"[bold red]error:[/] {problem}", soft_wrap=True, highlight=False)
-            raise typer.Exit(1) from None
+            except Exception as exc:
+                problem = _connection_problem(exc)
+                if problem is None:
+                    # the traceback shows on the terminal once this block has restored it;
+                    # the log gets a copy, after what the libraries said before it
+                    if quiet is not None:
+                        traceback.print_exception(exc)
+                    _point_to_log(quiet)
+                    raise
+                err.print(f"[bold red]error:[/] {problem}", soft_wrap=True, highlight=False)
+                _point_to_log(quiet)
+                raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -161,21 +228,18 @@ def ingest(
              "(default: data.dedupe_across_splits).", show_default=False)] = None,
 ) -> None:
     """Add images to the manifest; de-identify DICOM; quarantine files that cannot be used."""
-    from rich.progress import Progress
-
-    from medimg.data.ingest import ingest_sources
     from medimg.data.quarantine import count_codes
+    from medimg.data.stage import run_ingest
 
     if source_format not in ("auto", "folder", "csv", "npz", "dicom"):
         raise MedimgError(f"--format {source_format!r} is not one of auto, folder, csv, npz, dicom")
     ws = _workspace(workspace)
     names = [n.strip() for n in class_names.split(",")] if class_names else None
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("analysing images", total=None)
-        summary = ingest_sources(
-            ws, sources, fmt=source_format, labels=labels, npz_class_names=names,  # type: ignore[arg-type]
-            label_by=labelled_by, dedupe=dedupe,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+    with _progress() as shown:
+        summary = run_ingest(
+            ws, ws.config, _settings(), sources, fmt=source_format, labels=labels,
+            npz_class_names=names, label_by=labelled_by, dedupe=dedupe,
+            progress=shown.counter("analysing images"),
         )
     splits = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_split.items()))
     console.print(f"{summary.equation()}; manifest: {summary.manifest_rows} images ({splits})",
@@ -232,10 +296,10 @@ def quarantine(
         return
     local = Originals(ws) if originals else None
     for entry in entries:  # one line a file (two with --originals), for grep and for reading
-        console.print(f"{entry['code']}\t{entry['path']}\t{entry['message']}", highlight=False,
+        console.print(f"{entry.code}\t{entry.path}\t{entry.message}", highlight=False,
                       markup=False, soft_wrap=True)
         if local is not None:
-            found = local.originals_of(entry["path"]) or ["(not in this machine's local map)"]
+            found = local.originals_of(entry.path) or ["(not in this machine's local map)"]
             for path in found:
                 console.print(f"  original: {path}", highlight=False, markup=False,
                               soft_wrap=True)
@@ -248,10 +312,11 @@ def quarantine(
 @_friendly
 def validate(workspace: WorkspaceOpt = None) -> None:
     """Run the data contract over the manifest; exit 1 on a failed critical expectation."""
-    from medimg.validation.stage import validate_workspace
+    from medimg.validation.stage import run_validate
 
     ws = _workspace(workspace)
-    report = validate_workspace(ws, raise_on_failure=False)
+    with _progress() as shown, shown.step("checking the data contract"):
+        report = run_validate(ws, ws.config, raise_on_failure=False)
     table = Table("check", "level", "result", "details", title="Data contract")
     for check in report.checks:
         if check.success:
@@ -273,9 +338,11 @@ def validate(workspace: WorkspaceOpt = None) -> None:
 @_friendly
 def preprocess(workspace: WorkspaceOpt = None) -> None:
     """Enhance contrast, denoise and resize every image into packed arrays per split."""
-    from medimg.preprocessing.stage import preprocess_workspace
+    from medimg.preprocessing.stage import run_preprocess
 
-    counts = preprocess_workspace(_workspace(workspace))
+    ws = _workspace(workspace)
+    with _progress() as shown:
+        counts = run_preprocess(ws, ws.config, progress=shown.counter("preprocessing images"))
     console.print("packed " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
 
 
@@ -283,9 +350,11 @@ def preprocess(workspace: WorkspaceOpt = None) -> None:
 @_friendly
 def train(workspace: WorkspaceOpt = None) -> None:
     """Train the configured model and save it as one bundle."""
-    from medimg.training.train import train_workspace
+    from medimg.training.stage import run_train
 
-    result = train_workspace(_workspace(workspace))
+    ws = _workspace(workspace)
+    with _progress() as shown:
+        result = run_train(ws, ws.config, _settings(), progress=shown.epochs("training"))
     where = result.placement
     if result.resumed_from:
         console.print(f"resumed after epoch {result.resumed_from} from the checkpoint",
@@ -301,10 +370,25 @@ def train(workspace: WorkspaceOpt = None) -> None:
 @_friendly
 def evaluate(workspace: WorkspaceOpt = None) -> None:
     """Score the test split: metrics JSON, confusion matrix and ROC plots."""
-    from medimg.evaluation.stage import evaluate_workspace
+    from medimg.evaluation.stage import run_evaluate
 
-    result = evaluate_workspace(_workspace(workspace))
+    ws = _workspace(workspace)
+    with _progress() as shown:
+        result = run_evaluate(ws, ws.config, progress=shown.counter("bootstrap resamples"))
     console.print(_metrics_table(result.metrics))
+
+
+@app.command()
+@_friendly
+def register(workspace: WorkspaceOpt = None) -> None:
+    """Log the run to MLflow, apply the gates, register and promote the model that passes."""
+    from medimg.registry.stage import run_register
+
+    ws = _workspace(workspace)
+    start = time.perf_counter()
+    with _progress() as shown, shown.step("tracking, gates and registry"):
+        result = run_register(ws, ws.config, _settings())
+    _print_registration(result, time.perf_counter() - start)
 
 
 @app.command()
@@ -313,11 +397,13 @@ def run(
     workspace: WorkspaceOpt = None,
     source: Annotated[list[Path] | None, typer.Option(
         help="Folder(s) to ingest (default: data/raw).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Re-run every stage, even those DVC finds up to date.")] = False,
 ) -> None:
-    """Run the Prefect training pipeline: all stages, tracking, gates and registration."""
+    """Run the Prefect pipeline: the stages of dvc.yaml that are out of date, in its order."""
     ws = _workspace(workspace)
     start = time.perf_counter()
-    outcome = _run_flow(ws, source)
+    outcome = _run_flow(ws, source, force)
     _print_summary(outcome, time.perf_counter() - start)
 
 
@@ -328,39 +414,16 @@ def demo(
     n_images: Annotated[int, typer.Option("--n-images", "-n", help="Phantoms to make.")] = 800,
 ) -> None:
     """Synthesise phantoms into data/raw and run the whole pipeline on embedded defaults."""
-    from medimg.data.phantoms import generate_phantoms
+    from medimg.demo import prepare_phantoms
 
     ws = _workspace(workspace)
     start = time.perf_counter()
-    marker = ws.raw_dir / ".phantoms"
-    if ws.raw_dir.exists() and any(ws.raw_dir.iterdir()) and not marker.exists():
-        raise MedimgError(f"{ws.relative(ws.raw_dir)} holds data that the demo did not make; "
-                          "run the demo in another workspace (`medimg init DIR`, then "
-                          "`medimg demo --workspace DIR`)")
-    size = ws.config.base.image_size
-    stamp = f"n={n_images} size={size} seed={ws.config.base.seed}\n"
-    if not marker.exists() or marker.read_text() != stamp:
-        if marker.exists():  # phantoms of an earlier demo with other settings: ours to replace
-            shutil.rmtree(ws.raw_dir)
-            ws.manifest_path.unlink(missing_ok=True)
-        console.print(f"synthesising {n_images} phantoms at {size}x{size} in "
-                      f"{ws.relative(ws.raw_dir)} ...", highlight=False)
-        # marked as the demo's own before writing, so an interrupted demo can be replaced
-        ws.raw_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text("incomplete\n")
-        try:
-            generate_phantoms(ws.raw_dir, n_images=n_images, image_size=size,
-                              seed=ws.config.base.seed,
-                              class_names=tuple(ws.config.base.class_names[:2]))
-        except ValueError as exc:
-            raise MedimgError(str(exc)) from None
-        marker.write_text(stamp)
-    if not os.environ.get(KEY_ENV):
-        # Phantom patient ids identify nobody; real data needs a key of its own.
-        os.environ[KEY_ENV] = DEMO_PSEUDONYM_KEY
-        console.print(f"{KEY_ENV} is unset; the demo pseudonymises phantom patient ids with a "
-                      "fixed demo key", highlight=False)
-    outcome = _run_flow(ws, None)
+    prepare_phantoms(ws, ws.config, n_images,
+                     announce=lambda text: console.print(text, highlight=False))
+    if _settings().key_bytes() is None:
+        console.print("MEDIMG_PSEUDONYM_KEY is unset; the demo pseudonymises phantom patient ids "
+                      "with a fixed demo key", highlight=False)
+    outcome = _run_flow(ws, None, force=False, demo=True)
     _print_summary(outcome, time.perf_counter() - start)
 
 
@@ -386,7 +449,7 @@ def _registry(workspace: Path | None):
     from medimg.tracking import use_workspace_tracking
 
     ws = _workspace(workspace)
-    use_workspace_tracking(ws, ws.config.registry.experiment_name)
+    use_workspace_tracking(ws, ws.config.registry.experiment_name, _settings())
     name = ws.config.registry.model_name
     client = MlflowClient()
     try:
@@ -408,24 +471,13 @@ def _print_moves(moves) -> None:
 @_friendly
 def registry_list(workspace: WorkspaceOpt = None) -> None:
     """Every version with its aliases, test F1 and recall, and lineage."""
+    from medimg.registry.listing import list_versions
+
     client, name = _registry(workspace)
-    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
-    console.print(f"{name}: {len(versions)} version(s)", highlight=False)
-    for listed in versions:
-        # search results leave aliases out; the version itself carries them
-        version = client.get_model_version(name, listed.version)
-        found = client.get_run(version.run_id).data.metrics if version.run_id else {}
-        f1, recall, threshold = (f"{found[k]:.3f}" if k in found else "-"
-                                 for k in ("test_f1", "test_recall", "test_threshold"))
-        rule = (f"threshold {threshold}"
-                if (version.tags or {}).get("decision_rule", "threshold") == "threshold"
-                else "arg-max")
-        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(version.creation_timestamp / 1000))
-        aliases = ", ".join(sorted(version.aliases)) or "no alias"
-        data = (version.tags or {}).get("data_version", "-")[:12]
-        console.print(f"v{version.version}  [{aliases}]  test F1 {f1}  recall {recall}  "
-                      f"{rule}  data {data}  {created} UTC", highlight=False,
-                      markup=False)
+    rows = list_versions(client, name)
+    console.print(f"{name}: {len(rows)} version(s)", highlight=False)
+    for row in rows:
+        console.print(row.line(), highlight=False, markup=False)
 
 
 @registry_app.command("promote")
@@ -436,7 +488,7 @@ def registry_promote(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Make VERSION the champion (the old one keeps previous-champion); audited."""
-    from medimg.registry.aliases import CHAMPION, alias_version, env_actor, promote
+    from medimg.registry.aliases import CHAMPION, actor, alias_version, promote
 
     client, name = _registry(workspace)
     try:
@@ -449,7 +501,8 @@ def registry_promote(
     if current == version:
         console.print(f"v{version} is already the champion; nothing moved", highlight=False)
         return
-    _print_moves(promote(client, name, version, reason, env_actor(), expected_champion=current))
+    by = _settings().actor or actor()
+    _print_moves(promote(client, name, version, reason, by, expected_champion=current))
 
 
 @registry_app.command("rollback")
@@ -457,10 +510,10 @@ def registry_promote(
 def registry_rollback(reason: ReasonOpt = "rolled back by hand",
                       workspace: WorkspaceOpt = None) -> None:
     """Move champion back to the previous champion; audited."""
-    from medimg.registry.aliases import env_actor, rollback
+    from medimg.registry.aliases import actor, rollback
 
     client, name = _registry(workspace)
-    _print_moves(rollback(client, name, reason, env_actor()))
+    _print_moves(rollback(client, name, reason, _settings().actor or actor()))
 
 
 @registry_app.command("audit")
@@ -476,22 +529,59 @@ def registry_audit(workspace: WorkspaceOpt = None) -> None:
     _print_moves(trail)
 
 
-def _run_flow(ws, sources: list[Path] | None) -> dict:
+@contextmanager
+def _prefect_settings() -> Iterator[None]:
+    """Prefect settings for an in-process flow run, never through the environment.
+
+    Defaults only: what the user set (environment, profile) wins. The ephemeral API's process
+    is started inside and gets them (Prefect passes the current settings to it); the settings
+    are also made process-wide for the while, as Prefect's own test harness does, for Prefect's
+    background threads, which do not inherit a context.
+    """
+    import prefect.context
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    # Prefect waits 20 s for its ephemeral API; a cold first start on a small machine is slower
+    defaults = {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120,
+                PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    # private, hence looked up: without it only this thread's context has the settings
+    process_wide = getattr(prefect.context, "_temporary_global_settings_context", None)
+    with temporary_settings(set_defaults=defaults):
+        if process_wide is None:
+            yield
+            return
+        with process_wide(prefect.context.get_settings_context()):
+            yield
+
+
+def _run_flow(ws, sources: list[Path] | None, force: bool, demo: bool = False):
     from medimg.preflight import check_services
-    from medimg.tracking import user_tracking_uri
 
-    check_services(user_tracking_uri())
-    from flows.training import training_pipeline
+    check_services(_settings())
+    with _prefect_settings():
+        from flows import training
 
-    quiet = _NoTracebackForUserErrors()
-    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(quiet)
-    return training_pipeline(str(ws.root), [str(s) for s in sources] if sources else None)
+        quiet = _NoTracebackForUserErrors()
+        for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+            for handler in logging.getLogger(name).handlers:
+                handler.addFilter(quiet)
+        terminal = _state["quiet"]
+        if terminal is not None:  # the flow's own warnings, like medimg's, on the terminal
+            flows_dir = (str(Path(training.__file__).parent),)
+            for name in ("prefect.flow_runs", "prefect.task_runs"):
+                terminal.show_warnings(logging.getLogger(name), only_from=flows_dir)
+        with _progress() as shown, training.reporting_progress(shown):
+            return training.training_pipeline(
+                str(ws.root), [str(s) for s in sources] if sources else None, force=force,
+                demo=demo)
 
 
 def _metrics_table(metrics: dict) -> Table:
-    from medimg.evaluation.metrics import HEADLINE_METRICS
+    from medimg.metric_table import HEADLINE_METRICS
 
     point = metrics.get("operating_point") or {}
     chosen = f", {point['method']} on validation" if point.get("method") else ""
@@ -510,30 +600,47 @@ def _metrics_table(metrics: dict) -> Table:
     return table
 
 
-def _print_summary(outcome: dict, seconds: float) -> None:
-    console.print(_metrics_table(outcome["metrics"]))
+def _print_registration(result, seconds: float) -> None:
     gates = Table("gate", "metric", "value", "bound", "result", title="Gates")
-    checks = outcome["gates"]["checks"] + (outcome["champion_checks"] or {}).get("checks", [])
+    checks = result.gates.checks + (result.champion_checks.checks if result.champion_checks
+                                    else [])
     for check in checks:
-        value = "missing" if check["value"] is None else f"{check['value']:.3f}"
-        bound = "-" if check["bound"] is None else f"{check['bound']:.3f}"
-        if check.get("interval"):  # against the champion: the difference and its interval
-            low, high = check["interval"]
-            value = f"{check['value']:+.3f} ({low:+.3f} to {high:+.3f})"
-            bound = f"> {check['bound']:+.3f}"
-        elif check["name"].startswith("min_test_") and check["value"] is not None:
-            value, bound = f"{check['value']:.0f}", f"{check['bound']:.0f}"
-        gates.add_row(check["name"], check["metric"], value, bound,
-                      "[green]pass[/]" if check["passed"] else "[red]FAIL[/]")
+        value = "missing" if check.value is None else f"{check.value:.3f}"
+        bound = "-" if check.bound is None else f"{check.bound:.3f}"
+        if check.interval:  # against the champion: the difference and its interval
+            low, high = check.interval
+            value = f"{check.value:+.3f} ({low:+.3f} to {high:+.3f})"
+            bound = f"> {check.bound:+.3f}"
+        elif check.name.startswith("min_test_") and check.value is not None:
+            value, bound = f"{check.value:.0f}", f"{check.bound:.0f}"
+        gates.add_row(check.name, check.metric, value, bound,
+                      "[green]pass[/]" if check.passed else "[red]FAIL[/]")
     console.print(gates)
-    if outcome["version"]:
-        aliases = ", ".join(outcome["aliases"]) or "none"
-        console.print(f"registered version {outcome['version']} (aliases: {aliases})",
+    if result.version:
+        aliases = ", ".join(result.aliases) or "none"
+        console.print(f"registered version {result.version} (aliases: {aliases})",
                       highlight=False)
     else:
         console.print("[yellow]not registered: a gate failed (see the run's gate.* tags)[/]")
-    console.print(f"MLflow run {outcome['run_id']}; finished in {seconds:.0f}s", highlight=False)
-    console.print(f"open the results: {outcome['ui_command']}", highlight=False)
+    console.print(f"MLflow run {result.run_id}; finished in {seconds:.0f}s", highlight=False)
+    console.print(f"open the results: {result.ui_command}", highlight=False)
+
+
+def _print_summary(outcome, seconds: float) -> None:
+    if outcome.skipped:
+        console.print(f"up to date, skipped: {', '.join(outcome.skipped)}", highlight=False)
+    if outcome.changed_nothing:
+        console.print(f"nothing changed since the last run: nothing trained or registered "
+                      f"(finished in {seconds:.0f}s; `medimg run --force` re-runs every stage)",
+                      highlight=False)
+        return
+    if outcome.evaluation is not None:
+        console.print(_metrics_table(outcome.evaluation.metrics))
+    if outcome.registration is not None:
+        _print_registration(outcome.registration, seconds)
+    else:
+        console.print(f"ran {', '.join(outcome.ran) or 'nothing'}; finished in {seconds:.0f}s",
+                      highlight=False)
 
 
 def main() -> None:  # pragma: no cover - `python -m medimg`

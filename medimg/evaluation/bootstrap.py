@@ -13,12 +13,13 @@ drew one class) is left out of that resample, and ``left_out`` says how often.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from medimg.evaluation.metrics import HEADLINE_METRICS, compute_metrics
+from medimg.evaluation.metrics import compute_metrics
+from medimg.metric_table import HEADLINE_METRICS
 
 
 def patient_groups(rows: pd.DataFrame) -> list[str]:
@@ -62,6 +63,7 @@ def bootstrap_intervals(
     confidence: float = 0.95,
     seed: int = 0,
     positive_classes: list[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{metric: {"low", "high", "n", "left_out"}}`` percentile intervals from patient-level
     resamples; ``n`` resamples defined the metric, ``left_out`` did not.
@@ -69,18 +71,21 @@ def bootstrap_intervals(
     Args:
         patients: the patient id of each image, aligned with ``y_true``.
         n_resamples: how many resamples; 0 gives no intervals.
+        progress: called with ``(done, n_resamples)`` after each resample.
     """
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
     if n_resamples <= 0 or len(y_true) == 0:
         return {}
     values: dict[str, list[float]] = {m: [] for m in HEADLINE_METRICS}
-    for index in patient_resamples(patients, n_resamples, seed):
+    for done, index in enumerate(patient_resamples(patients, n_resamples, seed), start=1):
         metrics = compute_metrics(y_true[index], probs[index], class_names, threshold,
                                   positive_classes=positive_classes)
         for name in HEADLINE_METRICS:
             if _finite(metrics[name]):
                 values[name].append(float(metrics[name]))
+        if progress:
+            progress(done, n_resamples)
     return {name: _interval(sample, confidence, n_resamples)
             for name, sample in values.items() if sample}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 from medimg.bundle import ModelBundle
 from medimg.config import Config
 from medimg.data.manifest import META_PREFIX, load_manifest
+from medimg.data.packed import check_packed_with, load_index, load_split
 from medimg.errors import ConfigError, DataError
 from medimg.evaluation.bootstrap import bootstrap_intervals, patient_groups
 from medimg.evaluation.metrics import (
@@ -32,7 +34,7 @@ from medimg.evaluation.plots import (
     plot_training_curves,
     write_rows,
 )
-from medimg.preprocessing.stage import check_packed_with, load_index, load_split
+from medimg.metric_table import SLICE_METRICS
 from medimg.training.history import HISTORY_FILE, read_history
 from medimg.workspace import Workspace
 
@@ -46,7 +48,6 @@ class EvaluationResult:
     plots: list[Path]
 
 
-SLICE_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc")
 
 
 def _test_rows(ws: Workspace, image_ids: list[str]) -> pd.DataFrame:
@@ -202,13 +203,14 @@ def gradcam_grid(ws: Workspace, bundle: ModelBundle, test, probs: np.ndarray,
     return plot_gradcam_grid(rows, title, ws.plots_dir / "gradcam.png")
 
 
-def evaluate_workspace(ws: Workspace, config: Config | None = None) -> EvaluationResult:
+def run_evaluate(ws: Workspace, config: Config,
+                 progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
     """Metrics JSON, predictions CSV, confusion-matrix and ROC plots for the test split.
 
     Predictions are made in file order, one batch after another, so row i of the predictions is
-    image i of the split: nothing is shuffled or augmented.
+    image i of the split: nothing is shuffled or augmented. ``progress(done, total)`` follows
+    the bootstrap resamples, the longest part.
     """
-    config = config or ws.config
     if ws.plots_dir.is_dir():  # what an earlier model left must not be logged with this one
         for stale in ws.plots_dir.iterdir():
             if stale.is_file():
@@ -233,7 +235,8 @@ def evaluate_workspace(ws: Workspace, config: Config | None = None) -> Evaluatio
     patients = patient_groups(rows)
     metrics["ci"] = bootstrap_intervals(test.labels, probs, names, meta.threshold, patients,
                                         evaluate.bootstrap_resamples, evaluate.confidence,
-                                        seed=config.base.seed, positive_classes=positives)
+                                        seed=config.base.seed, positive_classes=positives,
+                                        progress=progress)
     if evaluate.slices:
         metrics["slices"] = slice_metrics(rows, list(evaluate.slices), test.labels, probs, names,
                                           meta.threshold, positives)

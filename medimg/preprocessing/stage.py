@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,27 +20,18 @@ from medimg.workspace import SPLITS, Workspace
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PackedSplit:
-    """One split as arrays: images (N, S, S, C) uint8, labels (N,) int, image ids (N,)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    image_ids: list[str]
-
-
-def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[str, int]:
+def run_preprocess(ws: Workspace, config: Config,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
     """Write ``data/processed/{split}_images.npy`` and ``_labels.npy`` plus ``index.json``.
 
     Files are written beside the old ones and swapped in at the end, so a failure leaves the
     previous outputs intact. Images are decoded under ``data.max_pixels``, the bound ingest
-    applied.
+    applied. ``progress(done, total)`` is called as images are done, over all splits.
 
     Raises:
         DataError: An image in the manifest cannot be decoded (changed on disk, or larger than
             a lowered ``data.max_pixels``); one line naming the file and the reason.
     """
-    config = config or ws.config
     manifest = load_manifest(ws.manifest_path)
     classes = config.base.class_names
     unknown = sorted(set(manifest["label"]) - set(classes))
@@ -78,6 +69,9 @@ def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[st
         return preprocess_image(pixels, config.preprocess, size, channels)
 
     counts: dict[str, int] = {}
+    total, done = int(manifest["split"].isin(SPLITS).sum()), 0
+    if progress:
+        progress(done, total)
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for split in SPLITS:
@@ -88,6 +82,9 @@ def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[st
                 shape=(len(rows), size, size, channels))
             for i, pixels in enumerate(pool.map(load, rows["source_path"], chunksize=16)):
                 images[i] = pixels
+                done += 1
+                if progress:
+                    progress(done, total)
             images.flush()
             del images
             labels = np.array([classes.index(x) for x in rows["label"]], dtype=np.int64)
@@ -101,34 +98,3 @@ def preprocess_workspace(ws: Workspace, config: Config | None = None) -> dict[st
         os.replace(item, out / item.name)
     staging.rmdir()
     return counts
-
-
-def load_split(ws: Workspace, split: str, mmap: bool = True) -> PackedSplit:
-    """A packed split, memory-mapped by default so large sets are not loaded whole."""
-    out = ws.processed_dir
-    index_path = ws.require(out / "index.json", "preprocess")
-    index = json.loads(index_path.read_text())
-    images = np.load(out / f"{split}_images.npy", mmap_mode="r" if mmap else None)
-    labels = np.load(out / f"{split}_labels.npy")
-    return PackedSplit(images=images, labels=labels, image_ids=index["splits"][split])
-
-
-def load_index(ws: Workspace) -> dict[str, object]:
-    return json.loads(ws.require(ws.processed_dir / "index.json", "preprocess").read_text())
-
-
-def check_packed_with(
-    index: dict[str, object], class_names: list[str], image_size: int, channels: int,
-    preprocess: dict[str, object], fix: str,
-) -> None:
-    """Fail when the packed arrays were made with other settings than these."""
-    found = (index["class_names"], index["image_size"], index["channels"], index["preprocess"])
-    if found != (list(class_names), image_size, channels, preprocess):
-        raise WorkspaceError(f"data/processed was made with other settings; {fix}")
-
-
-def check_matches_config(index: dict[str, object], config: Config) -> None:
-    """Fail when params changed since the arrays were written."""
-    check_packed_with(index, config.base.class_names, config.base.image_size,
-                      config.base.channels, config.preprocess.model_dump(mode="json"),
-                      "run `medimg preprocess`")

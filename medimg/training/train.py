@@ -1,4 +1,4 @@
-"""The train stage: fit the configured model on the packed arrays and save it as a bundle.
+"""The training loop: fit the configured model on the packed arrays and save it as a bundle.
 
 Every completed epoch leaves a checkpoint (weights with optimizer state, the best weights so far,
 the history and the early-stopping and learning-rate state). Rerunning the same command after a
@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,13 +23,13 @@ import keras
 import numpy as np
 
 from medimg.bundle import BundleMeta, ModelBundle
-from medimg.config import Config
+from medimg.config import Config, digest_of
+from medimg.data.packed import check_matches_config, load_index, load_split
 from medimg.errors import DataError
-from medimg.evaluation.threshold import select_threshold
-from medimg.preprocessing.stage import check_matches_config, load_index, load_split
 from medimg.training.accelerate import Placement, is_chief, place
 from medimg.training.history import HISTORY_FILE, write_history
 from medimg.training.models import build_model, resolve_weights, set_backbone_trainable
+from medimg.training.operating_point import select_threshold
 from medimg.training.pipeline import make_dataset, steps_per_epoch
 from medimg.workspace import Workspace
 
@@ -38,6 +39,10 @@ RUN_FILE = "train_run.json"
 STATE_FILE = "state.json"
 BEST_FILE = "best-0000.npz"
 MONITOR = "val_loss"
+EpochProgress = Callable[[int, int, Mapping[str, float]], None]
+# the params a trained model depends on: its checkpoint and its bundle are tied to these alone
+MODEL_PARAMS = ("base", "data.max_pixels", "data.dicom_frame", "preprocess", "augment", "model",
+                "train")
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,32 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
 
 
+def _numbers(logs: Mapping[str, object] | None) -> dict[str, float]:
+    out = {}
+    for key, value in (logs or {}).items():
+        try:
+            out[key] = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+class _Progress(keras.callbacks.Callback):
+    """Each finished epoch: one log line, and ``progress(epoch, total_epochs, logs)``."""
+
+    def __init__(self, total: int, progress: EpochProgress | None) -> None:
+        super().__init__()
+        self.total = total
+        self.progress = progress
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        numbers = _numbers(logs)
+        logger.info("epoch %d/%d: %s", epoch + 1, self.total,
+                    ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()))
+        if self.progress:
+            self.progress(epoch + 1, self.total, numbers)
+
+
 class _Plateau(keras.callbacks.ReduceLROnPlateau):
     """ReduceLROnPlateau whose counters survive a resume."""
 
@@ -204,7 +235,7 @@ def fingerprint(config: Config, index: dict, placement: Placement, batch: int) -
     """Params, packed data and run shape (replicas, precision, global batch) a checkpoint
     belongs to: resuming under another shape would silently reset the optimizer's state."""
     shape = f"{placement.replicas}/{placement.precision}/{batch}"
-    text = config.digest() + json.dumps(index, sort_keys=True) + shape
+    text = digest_of(config, MODEL_PARAMS) + json.dumps(index, sort_keys=True) + shape
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -255,18 +286,21 @@ def _compile(model: keras.Model, phase: Phase, config: Config, steps: int, n_cla
     )
 
 
-def train_workspace(
-    ws: Workspace, config: Config | None = None, devices: list[str] | None = None
+def train_classifier(
+    ws: Workspace, config: Config, devices: list[str] | None = None,
+    tf_config: str | None = None, progress: EpochProgress | None = None,
 ) -> TrainResult:
     """Train on the train split, stop early on the validation split, save the bundle.
 
     Also writes ``reports/train_history.csv`` (one row per epoch, including images/s) and
     ``reports/train_run.json`` (device, replicas, precision, XLA) for DVC and MLflow.
-    ``devices`` forces a Mirrored strategy over those devices (tests use logical CPUs).
+    ``devices`` forces a Mirrored strategy over those devices (tests use logical CPUs);
+    ``tf_config`` is TensorFlow's multi-worker cluster spec (``TF_CONFIG``), if any.
+    ``progress(epoch, total_epochs, logs)`` is called once before the first epoch (with the
+    epoch a checkpoint resumes after, or 0) and after each epoch with its loss and metrics.
     """
     import tensorflow as tf
 
-    config = config or ws.config
     index = load_index(ws)
     check_matches_config(index, config)
     keras.utils.set_random_seed(config.base.seed)
@@ -278,11 +312,12 @@ def train_workspace(
             raise DataError(f"the {name} split is empty; add images or change data.split_fractions")
     weights = resolve_weights(config.model.weights, ws.root)
     n_classes = len(config.base.class_names)
-    strategy, placement = place(config.train.mixed_precision, config.train.jit_compile, devices)
+    strategy, placement = place(config.train.mixed_precision, config.train.jit_compile, devices,
+                                 tf_config)
     batch = config.train.batch_size * placement.replicas
     steps = steps_per_epoch(len(train.labels), batch)
     phases = plan_phases(config, weights is not None)
-    chief = is_chief(os.environ.get("TF_CONFIG"))
+    chief = is_chief(tf_config)
     directory = ws.checkpoint_dir if config.train.checkpoint else None
     fp = fingerprint(config, index, placement, batch)
     state = (_load_state(directory, fp, config.train.resume) if directory else None)
@@ -297,6 +332,9 @@ def train_workspace(
         directory = Path(tempfile.mkdtemp(prefix="medimg-worker-ckpt-"))
     if resumed_from:
         logger.info("resuming from the checkpoint after epoch %d", resumed_from)
+    if progress:  # where training starts: epoch 0, or the last one a checkpoint holds
+        progress(resumed_from, config.train.epochs,
+                 {k: v[-1] for k, v in state["history"].items() if v})
     logger.info("training on %s: %s strategy, %d replica(s), global batch %d, %s, XLA %s",
                 placement.device, placement.strategy, placement.replicas, batch,
                 placement.precision, "on" if placement.jit_compile else "off")
@@ -337,6 +375,7 @@ def train_workspace(
                                            # frozen_epochs >= epochs is a linear probe
                                            early_stop=not phase.frozen
                                            or number == len(phases) - 1, plateau=plateau))
+            callbacks.append(_Progress(config.train.epochs, progress))
             model.fit(
                 make_dataset(train.images, train.labels, config, training=True, batch_size=batch,
                              initial_epoch=state["epoch"], epochs=phase.end),
@@ -346,6 +385,7 @@ def train_workspace(
                 steps_per_epoch=steps,
                 class_weight=weighting,
                 callbacks=callbacks,
+                shuffle=False,  # the dataset shuffles itself, reproducibly, per epoch
                 verbose=0,
             )
         kept = state["epoch"]
@@ -386,15 +426,15 @@ def _save_bundle(ws: Workspace, config: Config, model: keras.Model, val, n_class
         image_size=config.base.image_size,
         channels=config.base.channels,
         preprocess=config.preprocess.model_dump(mode="json"),
-        threshold=config.evaluate.threshold,
-        params_digest=config.digest(),
+        threshold=config.train.threshold,
+        params_digest=digest_of(config, MODEL_PARAMS),
         max_pixels=config.data.max_pixels,
         dicom_frame=config.data.dicom_frame,
     )
     if n_classes == 2:
         # the operating point comes from validation, never from the locked test split
         scores = ModelBundle(model, meta).predict_packed(val.images)[:, 1]
-        point = select_threshold(np.asarray(val.labels) == 1, scores, config.evaluate)
+        point = select_threshold(np.asarray(val.labels) == 1, scores, config.train)
         meta = replace(meta, threshold=point.threshold, operating_point=point.as_dict())
         logger.info("threshold %.4f (%s): validation recall %.3f, precision %.3f",
                     point.threshold, point.method, point.recall, point.precision)

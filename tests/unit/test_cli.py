@@ -115,7 +115,7 @@ def test_server_that_is_down_fails_before_any_work(make_workspace, variable, fra
 
 
 @pytest.mark.parametrize("command", ["init", "synth", "ingest", "validate", "preprocess",
-                                     "train", "evaluate", "run", "demo"])
+                                     "train", "evaluate", "register", "run", "demo"])
 def test_every_command_has_help(command, tmp_path):
     result = medimg_cli(command, "--help", cwd=tmp_path)
     assert result.returncode == 0 and "Usage" in result.stdout
@@ -133,20 +133,45 @@ def test_the_printed_gate_table_shows_counts_and_each_difference_with_its_interv
 
     # as wide as a terminal that shows the whole table (a pipe gets 80 columns)
     monkeypatch.setattr(cli.console, "width", 160)
+    from flows.training import PipelineResult
+    from medimg.evaluation.stage import EvaluationResult
+    from medimg.registry.gates import GateCheck, GateReport
+    from medimg.registry.stage import RegisterResult
+
     metrics = {"n": 80, "threshold": None, "decision_rule": "argmax", "f1": 0.9,
                "confusion_matrix": [[1]]}
-    outcome = {
-        "metrics": metrics, "version": "2", "aliases": ["challenger"], "run_id": "r1",
-        "ui_command": "mlflow ui",
-        "gates": {"checks": [{"name": "min_test_positives", "metric": "test images of viral",
-                              "value": 23.0, "bound": 20.0, "passed": True}]},
-        "champion_checks": {"checks": [{"name": "noninferior_f1", "metric": "f1",
-                                        "value": -0.031, "bound": -0.02, "passed": False,
-                                        "interval": [-0.07, 0.01]}]},
-    }
+    gates = GateReport([GateCheck("min_test_positives", "test images of viral", 23.0, 20.0,
+                                  True, "23 >= 20")])
+    against = GateReport([GateCheck("noninferior_f1", "f1", -0.031, -0.02, False, "below",
+                                    interval=[-0.07, 0.01])])
+    outcome = PipelineResult(
+        ran=["evaluate", "register"],
+        evaluation=EvaluationResult(metrics, Path("reports/metrics.json"), []),
+        registration=RegisterResult("r1", metrics, gates, version="2", aliases=["challenger"],
+                                    champion_checks=against, ui_command="mlflow ui"),
+    )
     cli._print_summary(outcome, 1.0)
     out = capsys.readouterr().out
     assert "Test metrics (n=80, arg-max)" in out
     assert "-0.031 (-0.070 to +0.010)" in out and "> -0.020" in out
     row = next(line for line in out.splitlines() if "min_test_positives" in line)
     assert "23" in row and "20" in row and "23.000" not in row
+
+
+def test_help_names_the_verbose_option_and_the_log(tmp_path):
+    shown = medimg_cli("--help", cwd=tmp_path)
+    assert shown.returncode == 0
+    text = " ".join(shown.stdout.split())
+    assert "--verbose" in text and "reports/logs/<command>.log" in text
+    assert medimg_cli("--verbose", "train", "--help", cwd=tmp_path).returncode == 0
+
+
+def test_a_failure_keeps_its_one_error_line_and_names_the_log(make_workspace):
+    ws = make_workspace(with_data=False)
+    # evaluate imports TensorFlow, whose start-up lines go to the log
+    result = medimg_cli("evaluate", cwd=ws.root, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    _one_line_error(result, "medimg train")
+    assert len(result.stderr.strip().splitlines()) == 1  # nothing but the error on stderr
+    log = ws.root / "reports" / "logs" / "evaluate.log"
+    assert "absl::InitializeLog" in log.read_text()
+    assert f"library output of this command: {log}" in " ".join(result.stdout.split())
