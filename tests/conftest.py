@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -64,19 +63,73 @@ def phantom_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def new_workspace(root: Path, overrides: dict[str, Any] | None = None,
+                  phantoms: Path | None = None):
+    """A real workspace (git + DVC) at ``root`` with the tiny params and ``overrides`` over them,
+    and a copy of ``phantoms`` in data/raw when given."""
+    from medimg.workspace import init_workspace, open_workspace
+
+    ws = init_workspace(root)
+    write_params(ws.root, merge(TINY_PARAMS, overrides or {}))
+    if phantoms is not None:
+        shutil.copytree(phantoms, ws.raw_dir)
+    return open_workspace(ws.root)
+
+
 @pytest.fixture
 def make_workspace(tmp_path: Path, phantom_source: Path):
     """A real workspace (git + DVC) with the tiny params and, optionally, phantoms in data/raw."""
-    from medimg.workspace import init_workspace, open_workspace
 
     def make(overrides: dict[str, Any] | None = None, with_data: bool = True, name: str = "ws"):
-        ws = init_workspace(tmp_path / name)
-        write_params(ws.root, merge(TINY_PARAMS, overrides or {}))
-        if with_data:
-            shutil.copytree(phantom_source, ws.raw_dir)
-        return open_workspace(ws.root)
+        return new_workspace(tmp_path / name, overrides, phantom_source if with_data else None)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def workspace_templates(tmp_path_factory: pytest.TempPathFactory, phantom_source: Path):
+    """Workspaces with the tiny params and the session's phantoms, built through each stage once
+    per session (per xdist worker), for :func:`prepared_workspace` to copy."""
+    from support.workspaces import WorkspaceTemplates
+
+    folder = tmp_path_factory.mktemp("templates")
+    return WorkspaceTemplates(folder, lambda root: new_workspace(root, phantoms=phantom_source))
+
+
+@pytest.fixture
+def prepared_workspace(tmp_path: Path, make_workspace, workspace_templates):
+    """``make(overrides=None, through="evaluate", name="ws")``: a workspace of the test's own
+    (at tmp_path/name), with ``overrides`` over the tiny params and the phantoms, taken through
+    the stage ``through`` by the real stage functions (:func:`support.workspaces.prepare`).
+
+    It starts from a copy of the session's template built through the last stage that reads
+    none of ``overrides`` (by dvc.yaml's params), or from nothing when ingest reads one, so
+    every stage it runs or copies saw the params the workspace has.
+    """
+    from support.workspaces import copy_workspace, next_stage, prepare, start_after
+
+    from medimg.workspace import open_workspace
+
+    def make(overrides: dict[str, Any] | None = None, through: str = "evaluate",
+             name: str = "ws"):
+        overrides = overrides or {}
+        start = start_after(overrides, through)
+        if start is None:
+            return prepare(make_workspace(overrides, name=name), through)
+        copied = copy_workspace(workspace_templates.through(start), tmp_path / name)
+        if overrides:
+            write_params(copied.root, overrides)
+        ws = open_workspace(copied.root)
+        return ws if start == through else prepare(ws, through, start=next_stage(start))
+
+    return make
+
+
+@pytest.fixture
+def trained_workspace(prepared_workspace):
+    """A workspace of the test's own that has been ingested, validated, preprocessed, trained
+    and evaluated with the tiny params (a copy of one built once per session)."""
+    return prepared_workspace()
 
 
 @pytest.fixture(scope="session")

@@ -12,46 +12,37 @@ import pandas as pd
 import pytest
 from conftest import TINY_PHANTOMS
 from mlflow import MlflowClient
-from support.ingesting import ingest
+from support.workspaces import prepare
 
 from medimg.data.phantoms import generate_phantoms
 from medimg.evaluation.metrics import compute_metrics
-from medimg.evaluation.stage import evaluate_workspace
-from medimg.preprocessing.stage import preprocess_workspace
-from medimg.registry import publish
 from medimg.registry.champion import compare_with_champion, predict_test
-from medimg.training.train import train_workspace
-from medimg.workspace import Workspace
+from medimg.registry.stage import run_register
+from medimg.registry.stage import test_split_hash as split_hash  # not a test to collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_mlflow_env")]
 
 NAME = "medimg-classifier"
 
 
-def _pipeline(ws: Workspace, sources: list[Path]):
-    assert ingest(ws, sources).balanced
-    preprocess_workspace(ws)
-    train_workspace(ws)
-    evaluate_workspace(ws)
-    return publish.publish_run(ws)
-
-
-def test_a_changed_test_split_rescores_the_champion_on_the_new_split(make_workspace, tmp_path):
-    ws = make_workspace({"gates": {"min_f1": 0.0, "min_recall": 0.0,
-                                   "noninferiority_margin": 1.0},
-                         "train": {"epochs": 1}, "evaluate": {"bootstrap_resamples": 100,
-                                                              "gradcam_cases": 0}})
-    first = _pipeline(ws, [ws.raw_dir])
+def test_a_changed_test_split_rescores_the_champion_on_the_new_split(prepared_workspace,
+                                                                     tmp_path):
+    ws = prepared_workspace({"gates": {"min_f1": 0.0, "min_recall": 0.0,
+                                       "noninferiority_margin": 1.0},
+                             "train": {"epochs": 1}, "evaluate": {"bootstrap_resamples": 100,
+                                                                  "gradcam_cases": 0}})
+    first = run_register(ws, ws.config)
     assert first.version == "1" and "champion" in first.aliases
-    old_hash = publish.test_split_hash(pd.read_parquet(ws.manifest_path))
+    old_hash = split_hash(pd.read_parquet(ws.manifest_path))
 
     # new patients arrive; some of them join the (locked, growing) test split
     extra = tmp_path / "arrivals"
     generate_phantoms(extra, **{**TINY_PHANTOMS, "n_images": 80, "seed": 11})
-    second = _pipeline(ws, [ws.raw_dir, extra])
+    prepare(ws, sources=[ws.raw_dir, extra])
+    second = run_register(ws, ws.config)
     assert second.version == "2"
     manifest = pd.read_parquet(ws.manifest_path)
-    new_hash = publish.test_split_hash(manifest)
+    new_hash = split_hash(manifest)
     assert new_hash != old_hash
 
     client = MlflowClient(tracking_uri=f"sqlite:///{ws.mlflow_db}")

@@ -50,22 +50,17 @@ def test_a_column_the_manifest_lacks_is_named_with_what_it_has():
         slice_metrics(rows, ["scanner"], y, probs, NAMES, 0.5)
 
 
-def test_the_evaluate_stage_writes_slices_into_metrics_json(make_workspace):
-    from support.ingesting import ingest
+@pytest.mark.integration
+def test_the_evaluate_stage_writes_slices_into_metrics_json(prepared_workspace):
+    from medimg.evaluation.stage import run_evaluate
 
-    from medimg.evaluation.stage import evaluate_workspace
-    from medimg.preprocessing.stage import preprocess_workspace
-    from medimg.training.train import train_workspace
-
-    ws = make_workspace({"train": {"epochs": 1}, "evaluate": {"slices": ["format"],
-                                                              "bootstrap_resamples": 50}})
-    assert ingest(ws, [ws.raw_dir]).balanced
-    preprocess_workspace(ws)
-    train_workspace(ws)
+    ws = prepared_workspace({"train": {"epochs": 1}, "evaluate": {"slices": ["format"],
+                                                                  "bootstrap_resamples": 50}},
+                            through="train")
     ws.plots_dir.mkdir(parents=True)
     stale = ws.plots_dir / "gradcam_v0.png"  # an earlier model's plot, not made any more
     stale.write_bytes(b"old")
-    evaluate_workspace(ws)
+    run_evaluate(ws, ws.config)
     assert not stale.exists(), "an earlier model's plot would be logged with this one"
     metrics = json.loads(ws.metrics_path.read_text())
     assert metrics["slices"]["format"]["png"]["n"] == metrics["n"]

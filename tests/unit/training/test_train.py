@@ -14,26 +14,17 @@ import keras
 import numpy as np
 import pytest
 from conftest import medimg_cli, write_params
-from support.ingesting import ingest
 
 from medimg.config import parse_config
-from medimg.preprocessing.stage import preprocess_workspace
 from medimg.training.accelerate import BF16_FLAGS, cpu_flags
 from medimg.training.models import batchnorm_layers, build_model
+from medimg.training.stage import run_train
 from medimg.training.train import (
     STATE_FILE,
     class_weights,
     plan_phases,
-    train_workspace,
 )
 from medimg.workspace import open_workspace
-
-
-def _prepared(make_workspace, overrides: dict, name: str = "ws"):
-    ws = make_workspace(overrides, name=name)
-    assert ingest(ws, [ws.raw_dir]).balanced
-    preprocess_workspace(ws)
-    return ws
 
 
 def _history(ws) -> list[dict[str, str]]:
@@ -41,10 +32,11 @@ def _history(ws) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_a_killed_run_resumes_from_its_last_epoch_and_ends_at_the_same_count(make_workspace):
+@pytest.mark.integration
+def test_a_killed_run_resumes_from_its_last_epoch_and_ends_at_the_same_count(prepared_workspace):
     epochs = 6
-    ws = _prepared(make_workspace, {"train": {"epochs": epochs, "early_stopping_patience": 50,
-                                              "lr_schedule": "constant"}})
+    ws = prepared_workspace({"train": {"epochs": epochs, "early_stopping_patience": 50,
+                                       "lr_schedule": "constant"}}, through="preprocess")
     exe = Path(sys.executable).with_name("medimg")
     process = subprocess.Popen([str(exe), "train", "--workspace", str(ws.root)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -79,22 +71,24 @@ def test_a_killed_run_resumes_from_its_last_epoch_and_ends_at_the_same_count(mak
     assert not ws.checkpoint_dir.exists(), "a finished run leaves no checkpoint behind"
 
 
-def test_a_checkpoint_from_other_params_is_not_resumed(make_workspace):
-    ws = _prepared(make_workspace, {"train": {"epochs": 2}})
+@pytest.mark.integration
+def test_a_checkpoint_from_other_params_is_not_resumed(prepared_workspace):
+    ws = prepared_workspace({"train": {"epochs": 2}}, through="preprocess")
     ws.checkpoint_dir.mkdir(parents=True)
     (ws.checkpoint_dir / STATE_FILE).write_text(json.dumps(
         {"fingerprint": "other-params", "epoch": 1, "phase": 0, "weights": "x.weights.h5"}))
-    result = train_workspace(ws)
+    result = run_train(ws, ws.config)
     assert result.resumed_from == 0 and result.epochs_run == 2
 
 
-def test_fine_tuning_trains_the_head_first_then_everything_at_a_lower_rate(make_workspace):
-    ws = _prepared(make_workspace, {
+@pytest.mark.integration
+def test_fine_tuning_trains_the_head_first_then_everything_at_a_lower_rate(prepared_workspace):
+    ws = prepared_workspace({
         "base": {"image_size": 32},
         "model": {"architecture": "efficientnetb0", "weights": "weights/b0.weights.h5",
                   "fine_tune": {"frozen_epochs": 1, "learning_rate_factor": 0.1}},
         "train": {"epochs": 1, "learning_rate": 0.001, "lr_schedule": "constant"},
-    })
+    }, through="preprocess")
     b0 = parse_config({"model": {"architecture": "efficientnetb0"}}).model
     source = build_model(32, 3, 2, b0)
     weights_file = ws.root / "weights" / "b0.weights.h5"
@@ -105,7 +99,7 @@ def test_fine_tuning_trains_the_head_first_then_everything_at_a_lower_rate(make_
     expected_stats = _batchnorm_statistics(saved_backbone)
 
     # frozen phase only: the backbone leaves training exactly as it came from the file
-    train_workspace(ws)
+    run_train(ws, ws.config)
     from medimg.bundle import ModelBundle
 
     frozen = ModelBundle.load(ws.model_dir).model.get_layer("backbone").get_weights()
@@ -114,7 +108,7 @@ def test_fine_tuning_trains_the_head_first_then_everything_at_a_lower_rate(make_
     # then unfrozen at a tenth of the rate: the backbone itself learns (the last epoch's
     # weights are kept, the best-val_loss epoch may be the frozen one on so few images)
     write_params(ws.root, {"train": {"epochs": 2, "restore_best_weights": False}})
-    result = train_workspace(open_workspace(ws.root))
+    result = run_train(ws, open_workspace(ws.root).config)
     assert result.history["learning_rate"] == pytest.approx([0.001, 0.0001])
     tuned_backbone = ModelBundle.load(ws.model_dir).model.get_layer("backbone")
     tuned = tuned_backbone.get_weights()
@@ -132,33 +126,39 @@ def _batchnorm_statistics(backbone: keras.Model) -> dict[str, np.ndarray]:
             for v in (layer.moving_mean, layer.moving_variance)}
 
 
-def test_weights_that_are_not_there_fail_in_one_line(make_workspace):
-    ws = _prepared(make_workspace, {"model": {"architecture": "densenet121",
-                                              "weights": "weights/missing.weights.h5"}})
+@pytest.mark.integration
+def test_weights_that_are_not_there_fail_in_one_line(prepared_workspace):
+    ws = prepared_workspace({"model": {"architecture": "densenet121",
+                                       "weights": "weights/missing.weights.h5"}},
+                            through="preprocess")
     result = medimg_cli("train", "--workspace", str(ws.root), cwd=ws.root)
     assert result.returncode != 0
     assert "missing.weights.h5" in result.stderr and "downloads nothing" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_focal_loss_balanced_weights_and_cosine_schedule_train(make_workspace):
-    ws = _prepared(make_workspace, {"train": {
+@pytest.mark.integration
+def test_focal_loss_balanced_weights_and_cosine_schedule_train(prepared_workspace):
+    ws = prepared_workspace({"train": {
         "epochs": 3, "loss": "focal", "class_weight": "balanced", "lr_schedule": "cosine",
-        "learning_rate": 0.001, "min_learning_rate": 0.0, "early_stopping_patience": 10}})
-    result = train_workspace(ws)
+        "learning_rate": 0.001, "min_learning_rate": 0.0, "early_stopping_patience": 10}},
+        through="preprocess")
+    result = run_train(ws, ws.config)
     rates = result.history["learning_rate"]
     assert rates[0] > rates[1] > rates[2]  # cosine decay, per step, seen at each epoch end
     assert all(np.isfinite(result.history["loss"]))
     assert (ws.model_dir / "model.keras").is_file()
 
 
-def test_mixed_precision_on_this_cpu_is_recorded_as_what_actually_ran(make_workspace):
+@pytest.mark.integration
+def test_mixed_precision_on_this_cpu_is_recorded_as_what_actually_ran(prepared_workspace):
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("describes a CPU-only machine; this one has a GPU")
-    ws = _prepared(make_workspace, {"train": {"epochs": 1, "mixed_precision": True}})
-    train_workspace(ws)
+    ws = prepared_workspace({"train": {"epochs": 1, "mixed_precision": True}},
+                            through="preprocess")
+    run_train(ws, ws.config)
     run = json.loads((ws.reports_dir / "train_run.json").read_text())
     if cpu_flags() & BF16_FLAGS:
         assert run["precision"] == "mixed_bfloat16"
@@ -218,40 +218,42 @@ def test_a_cosine_schedule_that_cannot_decay_is_refused_at_load():
 
 
 @pytest.mark.parametrize("method", ["target_recall", "max_f1"])
-def test_the_threshold_is_chosen_on_validation_and_travels_with_the_model(make_workspace, method):
+@pytest.mark.integration
+def test_the_threshold_is_chosen_on_validation_and_travels_with_the_model(prepared_workspace,
+                                                                          method):
     from medimg.bundle import ModelBundle
-    from medimg.evaluation.stage import evaluate_workspace
-    from medimg.evaluation.threshold import select_threshold
-    from medimg.preprocessing.stage import load_split
+    from medimg.data.packed import load_split
+    from medimg.evaluation.stage import run_evaluate
+    from medimg.training.operating_point import select_threshold
 
-    ws = _prepared(make_workspace, {"train": {"epochs": 2},
-                                    "evaluate": {"threshold_method": method,
-                                                 "target_recall": 0.9}})
-    train_workspace(ws)
+    ws = prepared_workspace({"train": {"epochs": 2, "threshold_method": method,
+                                       "target_recall": 0.9}}, through="preprocess")
+    run_train(ws, ws.config)
     bundle = ModelBundle.load(ws.model_dir)
     point = bundle.meta.operating_point
     assert point["method"] == method and bundle.meta.threshold == point["threshold"]
     # the saved model's own validation scores give back the same operating point
     val = load_split(ws, "val")
     scores = bundle.predict_packed(val.images)[:, 1]
-    again = select_threshold(val.labels == 1, scores, ws.config.evaluate)
+    again = select_threshold(val.labels == 1, scores, ws.config.train)
     assert again.threshold == pytest.approx(point["threshold"], abs=1e-6)
     assert np.isclose(scores, point["threshold"], atol=1e-6).any()  # one of the scores
     if method == "target_recall":
         assert point["recall"] >= 0.9
     # evaluation decides at that threshold and says how it was chosen
-    metrics = evaluate_workspace(ws).metrics
+    metrics = run_evaluate(ws, ws.config).metrics
     assert metrics["threshold"] == bundle.meta.threshold
     assert metrics["operating_point"]["method"] == method
 
 
-def test_the_bundle_keeps_the_best_epoch_or_the_last_as_asked(make_workspace):
+@pytest.mark.integration
+def test_the_bundle_keeps_the_best_epoch_or_the_last_as_asked(prepared_workspace):
     from medimg.bundle import ModelBundle
-    from medimg.preprocessing.stage import load_split
+    from medimg.data.packed import load_split
 
-    ws = _prepared(make_workspace, {"train": {"epochs": 4, "learning_rate": 0.003,
-                                              "lr_schedule": "constant",
-                                              "early_stopping_patience": 50}})
+    ws = prepared_workspace({"train": {"epochs": 4, "learning_rate": 0.003,
+                                       "lr_schedule": "constant",
+                                       "early_stopping_patience": 50}}, through="preprocess")
     val = load_split(ws, "val")
 
     def bundle_val_loss() -> float:
@@ -259,14 +261,14 @@ def test_the_bundle_keeps_the_best_epoch_or_the_last_as_asked(make_workspace):
         return float(np.mean(-np.log(np.clip(probs[np.arange(len(val.labels)), val.labels],
                                              1e-7, 1.0))))
 
-    best = train_workspace(ws)
+    best = run_train(ws, ws.config)
     losses = best.history["val_loss"]
     assert best.best_epoch == int(np.argmin(losses)) + 1 < len(losses)  # the seeded run's
     assert best.kept_epoch == best.best_epoch
     assert bundle_val_loss() == pytest.approx(min(losses), rel=1e-3)
 
     write_params(ws.root, {"train": {"restore_best_weights": False}})
-    last = train_workspace(open_workspace(ws.root))
+    last = run_train(ws, open_workspace(ws.root).config)
     assert last.history["val_loss"] == pytest.approx(losses, rel=1e-4)  # seeded: the same run
     assert last.kept_epoch == 4
     assert bundle_val_loss() == pytest.approx(last.history["val_loss"][-1], rel=1e-3)

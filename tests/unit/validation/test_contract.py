@@ -6,8 +6,6 @@ the same report.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import sys
 from collections.abc import Iterator
@@ -15,17 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
+from support.manifest import CLASSES as MANIFEST_CLASSES
+from support.manifest import image_id, manifest_frame, manifest_rows, phash, thumbnail
 
 from medimg.config import CHECK_LEVELS, DataConfig, ValidationConfig
-from medimg.data.manifest import COLUMNS
 from medimg.validation.contract import validate_manifest
 from medimg.validation.report import CheckResult, ValidationReport
 
-CLASSES = ["normal", "pneumonia"]
-SPLITS = ("train", "val", "test")
+CLASSES = list(MANIFEST_CLASSES)  # the contract takes a list
 # The near-duplicate bounds have their defaults in medimg.config only.
 NEAR_DUPLICATES: dict[str, Any] = {
     "near_duplicate_distance": DataConfig().near_duplicate_distance,
@@ -61,72 +58,6 @@ def no_network() -> Iterator[None]:
 
 
 # --- Manifests ---
-
-
-def _id(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _phash(key: str, flip: int = 0) -> str:
-    """A 64-bit hash as 16 hex digits; ``flip`` XORs bits into it (bin(flip).count('1') apart)."""
-    return f"{int(_id(key)[:16], 16) ^ flip:016x}"
-
-
-def _thumb(key: str) -> str:
-    """A 16 x 16 thumbnail (base64) of made-up pixels fixed by ``key``."""
-    pixels = np.random.default_rng(int(_id(key)[:8], 16)).integers(0, 255, 256, dtype=np.uint8)
-    return base64.b64encode(pixels.tobytes()).decode()
-
-
-def _row(key: str, split: str, label: str, **changes: Any) -> dict[str, Any]:
-    """A valid manifest row for a made-up image named ``key``."""
-    row = {
-        "image_id": _id(key),
-        "source_ref": f"{label}/{key}.png",
-        "source_path": f"data/raw/{label}/{key}.png",
-        "format": "png",
-        "label": label,
-        "label_source": "folder",
-        "label_by": "source",
-        "label_at": "2024-05-01T12:00:00+00:00",
-        "patient_id": f"p-{key}",
-        "patient_source": "source",
-        "split": split,
-        "split_source": "assigned",
-        "width": 256,
-        "height": 224,
-        "channels": 1,
-        "bit_depth": 8,
-        "colour": False,
-        "intensity_min": 0,
-        "intensity_max": 255,
-        "intensity_mean": 120.0,
-        "intensity_std": 40.0,
-        "saturated_fraction": 0.01,
-        "blank_fraction": 0.02,
-        "phash": _phash(key),
-        "thumbnail": _thumb(key),
-    }
-    return {**row, **changes}
-
-
-def _rows(per_class: int = 3) -> dict[str, dict[str, Any]]:
-    """2 classes x 3 splits x ``per_class`` images, keyed ``split-label-i``, one patient each."""
-    return {
-        f"{split}-{label}-{i}": _row(f"{split}-{label}-{i}", split, label)
-        for split in SPLITS
-        for label in CLASSES
-        for i in range(per_class)
-    }
-
-
-def _frame(rows: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> pd.DataFrame:
-    """A manifest with the dtypes ``load_manifest`` gives; a ``meta_`` key in any row becomes a
-    column, empty in the rows without it."""
-    rows = list(rows)
-    meta = sorted({k for row in rows for k in row if k.startswith("meta_")})
-    types = {**COLUMNS, **dict.fromkeys(meta, "string")}
-    return pd.DataFrame(rows, columns=list(types)).astype(types)
 
 
 def _dicom(modality: str | None, burned_in: str | None) -> dict[str, Any]:
@@ -179,7 +110,8 @@ def _failed(report: ValidationReport) -> set[str]:
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    manifest = _frame(_rows().values()).assign(meta_site="a")  # extra columns are tolerated
+    # extra columns are tolerated
+    manifest = manifest_frame(manifest_rows().values()).assign(meta_site="a")
     return _run(tmp_path_factory.mktemp("clean"), manifest, docs=True, quarantined=0)
 
 
@@ -234,7 +166,7 @@ def test_clean_run_writes_data_docs_for_every_frame(clean: Run) -> None:
 
 
 def _broken_manifest() -> pd.DataFrame:
-    rows = _rows()
+    rows = manifest_rows()
     rows["train-normal-0"]["label"] = "cat"
     rows["train-normal-1"]["source_ref"] = None
     rows["val-normal-0"]["split"] = "holdout"
@@ -248,17 +180,17 @@ def _broken_manifest() -> pd.DataFrame:
     # The same content in train and test (ingest keeps both rows so the contract can list them).
     dup = {**rows["train-pneumonia-2"], "split": "test", "patient_id": "p-dup", "source_ref": "x"}
     # 3 bits from train-normal-2, in test; 1 bit from test-pneumonia-2, in the same split.
-    rows["test-pneumonia-0"]["phash"] = _phash("train-normal-2", flip=0b111)
-    rows["test-pneumonia-0"]["thumbnail"] = _thumb("train-normal-2")
-    rows["test-pneumonia-1"]["phash"] = _phash("test-pneumonia-2", flip=0b1)
-    rows["test-pneumonia-1"]["thumbnail"] = _thumb("test-pneumonia-2")
+    rows["test-pneumonia-0"]["phash"] = phash("train-normal-2", flip=0b111)
+    rows["test-pneumonia-0"]["thumbnail"] = thumbnail("train-normal-2")
+    rows["test-pneumonia-1"]["phash"] = phash("test-pneumonia-2", flip=0b1)
+    rows["test-pneumonia-1"]["thumbnail"] = thumbnail("test-pneumonia-2")
     # Hashes 1 bit apart across splits, but thumbnails that differ: distinct films, not flagged.
-    rows["val-normal-2"]["phash"] = _phash("train-pneumonia-1", flip=0b1)
+    rows["val-normal-2"]["phash"] = phash("train-pneumonia-1", flip=0b1)
     rows["val-pneumonia-0"]["patient_id"] = "p-train-pneumonia-0"
     rows["val-pneumonia-1"]["patient_source"] = "image"
-    rows["val-pneumonia-1"]["patient_id"] = "img-" + _id("val-pneumonia-1")[:16]
+    rows["val-pneumonia-1"]["patient_id"] = "img-" + image_id("val-pneumonia-1")[:16]
     rows["val-pneumonia-2"].update(channels=3, colour=True)  # made grey by base.channels 1
-    return _frame([*rows.values(), dup])
+    return manifest_frame([*rows.values(), dup])
 
 
 BROKEN_CONFIG = ValidationConfig(min_images_per_class_per_split=3, min_class_fraction=0.45)
@@ -328,9 +260,9 @@ def test_each_failed_check_names_its_offending_images(
     check = _check(broken.report, name)
 
     assert not check.success
-    assert check.offending_ids == [_id(k) for k in offenders]
+    assert check.offending_ids == [image_id(k) for k in offenders]
     assert named in check.details, check.details
-    assert _id(offenders[0])[:12] in check.details
+    assert image_id(offenders[0])[:12] in check.details
 
 
 def test_class_rules_name_the_short_classes(broken: Run) -> None:
@@ -349,7 +281,7 @@ def test_exact_duplicate_lists_the_image_and_its_splits(broken: Run) -> None:
     assert check.level == "critical"
     assert check.observed == {
         "offender_count": 1,
-        "offenders": {_id("train-pneumonia-2"): ["train", "test"]},
+        "offenders": {image_id("train-pneumonia-2"): ["train", "test"]},
     }
 
 
@@ -360,18 +292,18 @@ def test_near_duplicates_are_listed_as_pairs_with_their_distance(broken: Run) ->
     assert across.level == "critical" and not across.success
     assert across.observed["pairs"] == [
         {
-            "image_a": _id("train-normal-2"),
+            "image_a": image_id("train-normal-2"),
             "split_a": "train",
-            "image_b": _id("test-pneumonia-0"),
+            "image_b": image_id("test-pneumonia-0"),
             "split_b": "test",
             "distance": 3,
         }
     ]
-    assert across.offending_ids == [_id("train-normal-2"), _id("test-pneumonia-0")]
+    assert across.offending_ids == [image_id("train-normal-2"), image_id("test-pneumonia-0")]
     assert "distance 3" in across.details and "(train) ~" in across.details
     # The exact duplicate (same image id, distance 0) is the exact check's, not listed here.
     assert within.level == "warning" and not within.success
-    a, b = sorted([_id("test-pneumonia-1"), _id("test-pneumonia-2")])
+    a, b = sorted([image_id("test-pneumonia-1"), image_id("test-pneumonia-2")])
     assert within.observed["pairs"] == [
         {"image_a": a, "split_a": "test", "image_b": b, "split_b": "test", "distance": 1}
     ]
@@ -418,25 +350,25 @@ def test_broken_report_json_gives_each_failure_its_observed_value_and_ids(broken
     by_name = {c["name"]: c for c in written["checks"]}
     near = by_name["no_near_duplicate_across_splits"]
     assert near["success"] is False and near["observed"]["pair_count"] == 1
-    assert near["offending_ids"] == [_id("train-normal-2"), _id("test-pneumonia-0")]
+    assert near["offending_ids"] == [image_id("train-normal-2"), image_id("test-pneumonia-0")]
     assert by_name["patient_in_one_split"]["offending_ids"] == ["p-train-pneumonia-0"]
 
 
 def test_broken_data_docs_show_the_offending_pair(broken: Run) -> None:
     page = next((broken.docs / "validations" / "medimg_near_duplicates").rglob("*.html"))
 
-    assert _id("test-pneumonia-0") in page.read_text()
+    assert image_id("test-pneumonia-0") in page.read_text()
 
 
 # --- Levels: warnings leave the contract passing; params.yaml can change a level. ---
 
 
 def _warnings_only_manifest() -> pd.DataFrame:
-    rows = _rows()
-    rows["val-normal-1"]["phash"] = _phash("val-normal-0", flip=0b1011)  # 3 bits, same split
-    rows["val-normal-1"]["thumbnail"] = _thumb("val-normal-0")
+    rows = manifest_rows()
+    rows["val-normal-1"]["phash"] = phash("val-normal-0", flip=0b1011)  # 3 bits, same split
+    rows["val-normal-1"]["thumbnail"] = thumbnail("val-normal-0")
     rows["test-normal-0"]["patient_source"] = "image"
-    return _frame(rows.values())
+    return manifest_frame(rows.values())
 
 
 @pytest.fixture(scope="module")
@@ -483,12 +415,12 @@ def test_thresholds_come_from_the_config_and_arguments(tmp_path: Path) -> None:
 
 
 def _colour_manifest() -> pd.DataFrame:
-    rows = _rows()
+    rows = manifest_rows()
     for key in ("train-normal-0", "test-pneumonia-1"):
         rows[key].update(channels=3, colour=True)
     rows["val-normal-0"].update(channels=3)  # grey stored as RGB: colour False
     rows["val-normal-1"].update(colour=None)  # ingested before colour was recorded
-    return _frame(rows.values())
+    return manifest_frame(rows.values())
 
 
 @pytest.fixture(scope="module")
@@ -503,7 +435,9 @@ def test_colour_images_in_a_greyscale_run_warn_with_the_fix(coloured: Run) -> No
         "colour_matches_channels"
     ]
     assert check.level == "warning" and check.expectation == "expect_column_values_to_be_in_set"
-    assert sorted(check.offending_ids) == sorted([_id("train-normal-0"), _id("test-pneumonia-1")])
+    assert sorted(check.offending_ids) == sorted(
+        [image_id("train-normal-0"), image_id("test-pneumonia-1")]
+    )
     assert check.observed == {"colour_images": 2, "channels": 1, "not_recorded": 1}
     assert check.details.startswith(
         "2 images have real colour (RGB channels that differ) but base.channels is 1, so "
@@ -534,7 +468,7 @@ def test_a_greyscale_run_of_grey_images_passes_the_colour_check(clean: Run) -> N
 
 
 def _burned_in_manifest() -> pd.DataFrame:
-    rows = _rows()
+    rows = manifest_rows()
     rows["train-normal-0"].update(_dicom("CR", "unknown"))
     rows["train-normal-1"].update(_dicom("CR", "unknown"))
     rows["val-normal-0"].update(_dicom("CR", "no"))
@@ -543,7 +477,7 @@ def _burned_in_manifest() -> pd.DataFrame:
     rows["test-normal-1"].update(_dicom(None, None))  # a row from before ingest recorded them
     # Not a DICOM (a label list can bring any column): not counted.
     rows["train-pneumonia-0"]["meta_burned_in_annotation"] = "unknown"
-    return _frame(rows.values())
+    return manifest_frame(rows.values())
 
 
 @pytest.fixture(scope="module")
@@ -562,7 +496,7 @@ def test_unknown_burned_in_annotation_warns_with_counts_per_modality(burned_in: 
         "dicom_images": 6,
     }
     assert check.offending_ids == [
-        _id(k) for k in ("train-normal-0", "train-normal-1", "test-normal-0", "test-normal-1")
+        image_id(k) for k in ("train-normal-0", "train-normal-1", "test-normal-0", "test-normal-1")
     ]
     assert "4 DICOM images have no Burned In Annotation YES or NO" in check.details
     assert "{'CR': 2, 'unknown': 2}" in check.details
@@ -586,12 +520,12 @@ def test_burned_in_data_docs_show_the_unknown_count_per_modality(burned_in: Run)
 
 
 def test_dicom_images_all_stating_no_pass_the_burned_in_check(tmp_path: Path) -> None:
-    rows = _rows()
+    rows = manifest_rows()
     for key in ("train-normal-0", "val-normal-0", "test-normal-0"):
         rows[key].update(_dicom("CR", "no"))
     rows["test-pneumonia-0"].update(_dicom("unknown", "no"))
 
-    run = _run(tmp_path, _frame(rows.values()))
+    run = _run(tmp_path, manifest_frame(rows.values()))
 
     check = _check(run.report, "burned_in_annotation_known")
     assert check.success, check.details
@@ -603,7 +537,7 @@ def test_dicom_images_all_stating_no_pass_the_burned_in_check(tmp_path: Path) ->
 def test_a_manifest_without_dicom_columns_passes_the_burned_in_check(clean: Run) -> None:
     check = _check(clean.report, "burned_in_annotation_known")
 
-    assert "meta_burned_in_annotation" not in _frame(_rows().values()).columns
+    assert "meta_burned_in_annotation" not in manifest_frame(manifest_rows().values()).columns
     assert check.success
     assert check.observed == {"unknown_count": 0, "unknown_by_modality": {}, "dicom_images": 0}
     assert check.details.startswith("no DICOM images")
@@ -613,7 +547,7 @@ def test_a_manifest_without_dicom_columns_passes_the_burned_in_check(clean: Run)
 
 
 def test_empty_manifest_fails_without_crashing(tmp_path: Path) -> None:
-    run = _run(tmp_path, _frame([]))
+    run = _run(tmp_path, manifest_frame([]))
 
     assert not run.report.success
     assert run.report.n_rows == 0
@@ -627,7 +561,7 @@ def test_empty_manifest_fails_without_crashing(tmp_path: Path) -> None:
 
 
 def test_missing_columns_fail_the_checks_that_need_them(tmp_path: Path) -> None:
-    manifest = _frame(_rows().values()).drop(columns=["phash", "width"])
+    manifest = manifest_frame(manifest_rows().values()).drop(columns=["phash", "width"])
 
     run = _run(tmp_path, manifest, docs=True)
 
@@ -654,17 +588,17 @@ def test_a_frame_with_no_columns_is_reported_not_raised(tmp_path: Path) -> None:
 
 
 def test_malformed_phash_fails_the_near_duplicate_checks_with_the_reason(tmp_path: Path) -> None:
-    rows = _rows()
+    rows = manifest_rows()
     rows["train-normal-0"]["phash"] = "not-a-hash"
 
-    run = _run(tmp_path, _frame(rows.values()))
+    run = _run(tmp_path, manifest_frame(rows.values()))
 
     assert _failed(run.report) == {
         "no_near_duplicate_across_splits",
         "no_near_duplicate_within_split",
     }
     details = _check(run.report, "no_near_duplicate_across_splits").details
-    assert _id("train-normal-0")[:12] in details and "not-a-hash" in details
+    assert image_id("train-normal-0")[:12] in details and "not-a-hash" in details
 
 
 # --- Writing: staged, then swapped in. ---
@@ -680,7 +614,7 @@ def test_a_crash_part_way_leaves_the_previous_report_intact(tmp_path: Path) -> N
     # The Data Docs cannot be staged under a file: the run fails after GX ran, before the swap.
     with pytest.raises(OSError):
         validate_manifest(
-            _frame(_rows().values()),
+            manifest_frame(manifest_rows().values()),
             CLASSES,
             ValidationConfig(),
             report_path,
@@ -698,7 +632,7 @@ def test_a_new_run_replaces_the_previous_data_docs_entirely(clean: Run, tmp_path
     (docs / "index.html").write_text("old site")
     (docs / "stale.html").write_text("old page")
 
-    run = _run(tmp_path, _frame(_rows().values()), docs=True)
+    run = _run(tmp_path, manifest_frame(manifest_rows().values()), docs=True)
 
     assert run.report.success
     assert "medimg_manifest" in (docs / "index.html").read_text()
@@ -718,7 +652,7 @@ def test_rejects_bad_arguments_before_running(
     tmp_path: Path, kwargs: dict[str, Any], message: str
 ) -> None:
     args: dict[str, Any] = {
-        "manifest": _frame([]),
+        "manifest": manifest_frame([]),
         "class_names": CLASSES,
         "validation": ValidationConfig(),
         "report_path": tmp_path / "v.json",
@@ -737,7 +671,7 @@ def test_the_near_duplicate_bounds_must_be_passed(tmp_path: Path, missing: str) 
 
     with pytest.raises(TypeError, match=missing):
         validate_manifest(
-            _frame([]), CLASSES, ValidationConfig(), tmp_path / "v.json", **bounds
+            manifest_frame([]), CLASSES, ValidationConfig(), tmp_path / "v.json", **bounds
         )
     assert not (tmp_path / "v.json").exists()
 
@@ -748,5 +682,5 @@ def test_refuses_to_overwrite_a_folder_that_is_not_data_docs(tmp_path: Path) -> 
     (docs / "notes.txt").write_text("mine")
 
     with pytest.raises(ValueError, match="holds no Data Docs"):
-        _run(tmp_path, _frame(_rows().values()), docs=True)
+        _run(tmp_path, manifest_frame(manifest_rows().values()), docs=True)
     assert (docs / "notes.txt").read_text() == "mine"

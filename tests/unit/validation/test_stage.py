@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
+from support.manifest import manifest_frame, manifest_rows
 
 from medimg.config import Config, parse_config
 from medimg.data.manifest import write_manifest
@@ -18,50 +16,11 @@ from medimg.errors import ValidationFailed
 from medimg.validation.stage import count_quarantined, run_validate
 from medimg.workspace import Workspace
 
-SPLITS = ("train", "val", "test")
-CLASSES = ("normal", "pneumonia")
-
-
-def _row(key: str, split: str, label: str) -> dict[str, Any]:
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    return {
-        "image_id": digest,
-        "source_ref": f"{label}/{key}.png",
-        "source_path": f"data/raw/{label}/{key}.png",
-        "format": "png",
-        "label": label,
-        "label_source": "folder",
-        "label_by": "source",
-        "label_at": "2024-05-01T12:00:00+00:00",
-        "patient_id": f"p-{key}",
-        "patient_source": "source",
-        "split": split,
-        "split_source": "assigned",
-        "width": 256,
-        "height": 224,
-        "channels": 1,
-        "bit_depth": 8,
-        "intensity_min": 0,
-        "intensity_max": 255,
-        "intensity_mean": 120.0,
-        "intensity_std": 40.0,
-        "saturated_fraction": 0.01,
-        "blank_fraction": 0.02,
-        "phash": digest[:16],
-        "thumbnail": base64.b64encode(bytes.fromhex(digest) * 8).decode(),
-    }
-
 
 def _workspace(tmp_path: Path, quarantine_lines: list[str] | None = None) -> Workspace:
     """A workspace with a clean 18-image manifest and, if given, a quarantine log."""
     ws = Workspace(tmp_path)
-    rows = [
-        _row(f"{split}-{label}-{i}", split, label)
-        for split in SPLITS
-        for label in CLASSES
-        for i in range(3)
-    ]
-    write_manifest(pd.DataFrame(rows), ws.manifest_path)
+    write_manifest(manifest_frame(manifest_rows().values()), ws.manifest_path)
     if quarantine_lines is not None:
         ws.quarantine_dir.mkdir(parents=True)
         (ws.quarantine_dir / "quarantine.jsonl").write_text("".join(quarantine_lines))
