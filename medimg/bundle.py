@@ -32,7 +32,7 @@ class BundleMeta:
     # the threshold on the positive class's probability; None for several classes (arg-max)
     threshold: float | None = 0.5
     params_digest: str = ""
-    # how the threshold was chosen and what it gave on validation (evaluation.threshold)
+    # how the threshold was chosen and what it gave on validation (training.operating_point)
     operating_point: dict[str, Any] = field(default_factory=dict)
     # "threshold" or "argmax", from the class count (medimg.decision)
     decision_rule: str = ""
@@ -76,7 +76,7 @@ class ModelBundle:
     def load(cls, directory: Path) -> ModelBundle:
         import keras
 
-        import medimg.training.models  # noqa: F401  (registers the layers a saved model uses)
+        import medimg.layers  # noqa: F401  (registers the layers a saved model uses)
 
         directory = Path(directory)
         if not (directory / MODEL_FILE).is_file() or not (directory / META_FILE).is_file():

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medimg.errors import ConfigError
+from medimg.metric_table import BOUNDABLE_METRICS
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -51,7 +52,14 @@ class DataConfig(_Section):
     min_side: PositiveInt = 28
     max_pixels: PositiveInt = 178_956_970
     min_std: Annotated[float, Field(ge=0.0)] = 1.0
+    # perceptual-hash bits two near copies may differ in. By hash alone, 4 caught every resized
+    # (3/4, 1/2) JPEG-75 copy of 256-512 px phantoms and 99.6% of those of 128 px ones, but also
+    # a few distinct films; 6, confirmed with the thumbnail distance, caught them all and
+    # nothing else
     near_duplicate_distance: Annotated[int, Field(ge=0, le=32)] = 6
+    # largest thumbnail distance of a near copy: measured near copies (resized, JPEG 50-75,
+    # blurred, gamma 0.8) reached 0.068; different films of one patient started at 0.086, of
+    # different patients at 0.155
     near_duplicate_thumbnail_distance: Annotated[float, Field(ge=0.0, le=2.0)] = 0.08
     dedupe_across_splits: bool = False
     dicom_frame: Literal["first", "middle"] = "middle"
@@ -215,12 +223,13 @@ class TrainConfig(_Section):
     mixed_precision: bool = False
     jit_compile: Literal["auto"] | bool = "auto"
     deterministic: bool = True
-
-
-class EvaluateConfig(_Section):
+    # the operating point, chosen on the validation split after training (training.operating_point)
     threshold_method: Literal["target_recall", "youden", "max_f1", "fixed"] = "target_recall"
     target_recall: Annotated[float, Field(gt=0.0, le=1.0)] = 0.90
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+
+
+class EvaluateConfig(_Section):
     bootstrap_resamples: Annotated[int, Field(ge=0, le=100_000)] = 1000
     slices: list[str] = Field(default_factory=list)
     # the disease classes the headline metrics and the gates are about (multi-class); two
@@ -229,10 +238,6 @@ class EvaluateConfig(_Section):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     # test cases per outcome (true/false positives/negatives) in the Grad-CAM grid; 0: no grid
     gradcam_cases: Annotated[int, Field(ge=0, le=16)] = 4
-
-
-BOUNDABLE_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
-                     "pr_auc")
 
 
 class GatesConfig(_Section):
@@ -318,6 +323,19 @@ class Config(_Section):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def digest_of(config: Config, keys: tuple[str, ...]) -> str:
+    """A stable hash of some params only (``("base", "data.max_pixels")``): what an output
+    depends on, so a change elsewhere in params.yaml leaves it, and its stage, alone."""
+    values: dict[str, Any] = {}
+    for key in keys:
+        value: Any = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        values[key] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
@@ -329,10 +347,21 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# keys an earlier version read from another place: an old params.yaml is told where they went
+MOVED_KEYS = {
+    "evaluate.threshold_method": "train.threshold_method",
+    "evaluate.target_recall": "train.target_recall",
+    "evaluate.threshold": "train.threshold",
+}
+
+
 def _describe(error: dict[str, Any]) -> str:
     """One readable line for one pydantic error: key, value, what is allowed."""
     loc = [str(p) for p in error["loc"]]
     key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden" and key in MOVED_KEYS:
+        return (f"'{key}' has moved to '{MOVED_KEYS[key]}' (the train stage chooses the "
+                "operating point); move it there")
     if error["type"] == "extra_forbidden":
         model: type[BaseModel] = Config
         for part in loc[:-1]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 
 from medimg.errors import MedimgError
+from medimg.settings import Settings
 
 
 class ServiceUnavailable(MedimgError):
@@ -23,19 +23,20 @@ def _answers(url: str, timeout: float) -> bool:
         return False
 
 
-def check_services(tracking_uri: str | None, timeout: float = 5.0) -> None:
+def check_services(settings: Settings, timeout: float = 5.0) -> None:
     """Fail in seconds, not after a whole training run, when a server is down.
 
     Raises:
         ServiceUnavailable: naming the server, its address and the fix.
     """
+    tracking_uri = settings.mlflow_tracking_uri
     remote = tracking_uri and tracking_uri.startswith(("http://", "https://"))
     if remote and not _answers(tracking_uri.rstrip("/") + "/health", timeout):
         raise ServiceUnavailable(
                 f"cannot reach the MLflow tracking server at {tracking_uri}; start it, or unset "
                 "MLFLOW_TRACKING_URI to use the workspace's SQLite store"
             )
-    prefect_api = os.environ.get("PREFECT_API_URL")
+    prefect_api = settings.prefect_api_url
     if prefect_api and not _answers(prefect_api.rstrip("/") + "/health", timeout):
         raise ServiceUnavailable(
             f"cannot reach the Prefect API at {prefect_api}; start it (`prefect server start`), "

@@ -4,37 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import subprocess
 
 import yaml
 
+from medimg.settings import Settings, note_exported
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
 
-# mlflow.set_tracking_uri() and set_registry_uri() export MLFLOW_TRACKING_URI and
-# MLFLOW_REGISTRY_URI for child processes, so remember what we set to tell it apart from a URI
-# the user chose (otherwise a second workspace in one process would inherit the first one's store).
-_exported: dict[str, str] = {}
+def tracking_uri(ws: Workspace, settings: Settings | None = None) -> str:
+    """The user's MLflow server when one is set, else SQLite in the workspace."""
+    return (settings and settings.mlflow_tracking_uri) or f"sqlite:///{ws.mlflow_db}"
 
 
-def _from_user(name: str) -> str | None:
-    value = os.environ.get(name)
-    return value if value and value != _exported.get(name) else None
-
-
-def user_tracking_uri() -> str | None:
-    """MLFLOW_TRACKING_URI as the user set it, or None."""
-    return _from_user("MLFLOW_TRACKING_URI")
-
-
-def tracking_uri(ws: Workspace) -> str:
-    return user_tracking_uri() or f"sqlite:///{ws.mlflow_db}"
-
-
-def use_workspace_tracking(ws: Workspace, experiment_name: str) -> str:
+def use_workspace_tracking(ws: Workspace, experiment_name: str,
+                           settings: Settings | None = None) -> str:
     """Point MLflow at the workspace's store and experiment; returns the experiment id.
 
     The default store keeps artifacts in ``mlartifacts/`` beside ``mlflow.db``. With
@@ -42,18 +28,16 @@ def use_workspace_tracking(ws: Workspace, experiment_name: str) -> str:
     """
     import mlflow
 
-    user_uri = user_tracking_uri()
-    uri = tracking_uri(ws)
-    user_registry = _from_user("MLFLOW_REGISTRY_URI")
+    user_uri = settings.mlflow_tracking_uri if settings else None
+    uri = tracking_uri(ws, settings)
+    user_registry = settings.mlflow_registry_uri if settings else None
     registry = user_registry or uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
-    for name, value, chosen_by_user in (("MLFLOW_TRACKING_URI", uri, user_uri),
-                                        ("MLFLOW_REGISTRY_URI", registry, user_registry)):
-        if chosen_by_user:
-            _exported.pop(name, None)
-        else:
-            _exported[name] = value
+    # MLflow exports both for child processes; what the user did not choose is remembered, so
+    # the next read of the environment does not take it for the user's choice
+    note_exported("MLFLOW_TRACKING_URI", None if user_uri else uri)
+    note_exported("MLFLOW_REGISTRY_URI", None if user_registry else registry)
     experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is None:
         location = None if user_uri else ws.mlflow_artifacts.as_uri()
@@ -64,9 +48,9 @@ def use_workspace_tracking(ws: Workspace, experiment_name: str) -> str:
     return experiment_id
 
 
-def ui_command(ws: Workspace) -> str:
+def ui_command(ws: Workspace, settings: Settings | None = None) -> str:
     """How the user opens these results."""
-    uri = tracking_uri(ws)
+    uri = tracking_uri(ws, settings)
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
     return f"mlflow ui --backend-store-uri {uri} --port 5000"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from medimg.config import Config, load_config
 from medimg.errors import WorkspaceError
+from medimg.versioning import run_dvc
 
 TEMPLATE_FILES = ("params.yaml", "dvc.yaml")
 SPLITS = ("train", "val", "test")
@@ -85,6 +85,11 @@ class Workspace:
     @property
     def data_docs_dir(self) -> Path:
         return self.reports_dir / "data_docs"
+
+    @property
+    def registration_path(self) -> Path:
+        """What the register stage did: the MLflow run, the gate, the version and its aliases."""
+        return self.reports_dir / "registration.json"
 
     @property
     def mlflow_db(self) -> Path:
@@ -205,17 +210,3 @@ def _run(cmd: list[str], cwd: Path) -> None:
     if result.returncode != 0:
         detail = [x for x in (result.stderr + result.stdout).splitlines() if x.strip()]
         raise WorkspaceError(f"`{' '.join(cmd)}` failed in {cwd}: {detail[0] if detail else ''}")
-
-
-def run_dvc(root: Path, *args: str) -> str:
-    """Run the DVC command line (the one installed beside medimg) in ``root``.
-
-    Its own interface, not its internals. Raises WorkspaceError with DVC's first error line.
-    """
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [x.strip() for x in (result.stderr + result.stdout).splitlines() if x.strip()]
-        reason = lines[0].removeprefix("ERROR: ") if lines else f"exit code {result.returncode}"
-        raise WorkspaceError(f"`dvc {' '.join(args)}` failed in {root}: {reason}")
-    return result.stdout

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from medimg.data.images import to_channels
+from medimg.channels import to_channels
 
 logger = logging.getLogger(__name__)
 

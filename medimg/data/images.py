@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medimg.config import DataConfig
+from medimg.channels import to_channels
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -64,7 +65,6 @@ _PHOTOMETRICS = frozenset(
 )  # fmt: skip
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 # ITU-R 601 luma, as Pillow's convert("L")
-_LUMA = np.array([0.299, 0.587, 0.114])
 DICOM_SNIFF_BYTES = 1024
 """How much of a file's head :func:`is_dicom` needs to recognise DICOM."""
 _VRS = frozenset(
@@ -209,18 +209,6 @@ def read_image(
 ) -> np.ndarray:
     """Read and decode one image file. See :func:`decode`."""
     return decode_image(Path(path).read_bytes(), dicom_frame=dicom_frame, max_pixels=max_pixels)
-
-
-def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
-    """Convert a decoded image to (H, W, channels) uint8, the same way every time."""
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.shape[2] == channels:
-        return pixels
-    if channels == 1:
-        grey = pixels[:, :, :3].astype(np.float64) @ _LUMA
-        return np.clip(np.round(grey), 0, 255).astype(np.uint8)[:, :, None]
-    return np.repeat(pixels[:, :, :1], channels, axis=2)
 
 
 def image_stats(pixels: np.ndarray) -> dict[str, float | int]:

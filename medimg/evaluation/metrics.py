@@ -13,12 +13,9 @@ from sklearn.metrics import (
 
 from medimg.decision import ARGMAX, THRESHOLD, decision_rule
 
-__all__ = ["ARGMAX", "HEADLINE_METRICS", "THRESHOLD", "compute_metrics", "decision_rule",
+__all__ = ["ARGMAX", "THRESHOLD", "compute_metrics", "decision_rule",
            "disease_classes"]
 
-# every scalar test metric compute_metrics reports, in the order people read them
-HEADLINE_METRICS = ("accuracy", "precision", "recall", "specificity", "npv", "f1", "roc_auc",
-                    "pr_auc", "brier", "ece")
 
 
 def disease_classes(class_names: list[str], positive_classes: list[str] | None = None

@@ -9,8 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from medimg.channels import to_channels
 from medimg.config import PreprocessConfig
-from medimg.data.images import to_channels
 
 
 def enhance_contrast(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:

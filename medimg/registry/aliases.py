@@ -323,8 +323,3 @@ def rollback(client, name: str, why: str, by: str) -> list[AuditEntry]:
 
 def _v(version: str | None) -> str:
     return f"v{version}" if version else "none"
-
-
-def env_actor() -> str:
-    """The actor for a process that names one in ``MEDIMG_ACTOR`` (a scheduler, a CI job)."""
-    return os.environ.get("MEDIMG_ACTOR") or actor()

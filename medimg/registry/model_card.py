@@ -12,14 +12,9 @@ from collections.abc import Mapping
 import pandas as pd
 
 from medimg.config import Config
+from medimg.metric_table import METRICS
 from medimg.registry.champion import Comparison
 from medimg.registry.gates import GateReport
-
-CARD_METRICS = (("accuracy", "Accuracy"), ("precision", "Precision (PPV)"),
-                ("recall", "Recall (sensitivity)"), ("specificity", "Specificity"),
-                ("npv", "NPV"), ("f1", "F1"), ("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"),
-                ("brier", "Brier score (lower is better)"),
-                ("ece", "Expected calibration error (lower is better)"))
 
 
 def _number(value: object) -> str:
@@ -172,7 +167,7 @@ def render_model_card(
         f"| metric | value | {level:.0%} CI |",
         "| --- | --- | --- |",
     ]
-    for key, label in CARD_METRICS:
+    for key, label in ((m.name, m.label) for m in METRICS):
         if key in metrics:
             bounds = ci.get(key)
             interval = f"{bounds['low']:.3f} to {bounds['high']:.3f}" if bounds else "n/a"

@@ -17,7 +17,7 @@ import cv2
 import keras
 import numpy as np
 
-from medimg.training.models import backbone_of
+from medimg.layers import backbone_of
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -150,7 +149,8 @@ def make_strategy(kind: str, devices: list[str] | None = None):
     return tf.distribute.get_strategy()
 
 
-def place(mixed_precision: bool, jit_compile: bool | str, devices: list[str] | None = None):
+def place(mixed_precision: bool, jit_compile: bool | str, devices: list[str] | None = None,
+          tf_config_text: str | None = None):
     """Pick strategy, precision and XLA for this process; returns ``(strategy, Placement)``.
 
     ``devices`` (for example two logical CPUs in a test) forces a Mirrored strategy over them.
@@ -158,7 +158,7 @@ def place(mixed_precision: bool, jit_compile: bool | str, devices: list[str] | N
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    tf_config = parse_tf_config(os.environ.get("TF_CONFIG"))
+    tf_config = parse_tf_config(tf_config_text)
     kind = MIRRORED if devices else choose_strategy(len(gpus), tf_config)
     strategy = make_strategy(kind, devices)
     precision, note = choose_precision(mixed_precision, bool(gpus), cpu_flags())

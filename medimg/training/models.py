@@ -15,8 +15,7 @@ import numpy as np
 
 from medimg.config import ModelConfig
 from medimg.errors import ConfigError
-
-BACKBONE = "backbone"
+from medimg.layers import BACKBONE, InputAdapter, backbone_of
 
 # ImageNet input conventions of each family, as (mean, std) on a 0-255 scale per RGB channel.
 # ResNet50's "caffe" weights also expect BGR order; see InputAdapter.
@@ -28,48 +27,6 @@ _BACKBONES = {
     # EfficientNet rescales and normalises inside the network: it takes 0-255 as it is
     "efficientnetb0": (keras.applications.EfficientNetB0, None, False),
 }
-
-
-@keras.saving.register_keras_serializable(package="medimg")
-class InputAdapter(keras.layers.Layer):
-    """Greyscale to RGB by repetition, then the backbone's own input normalisation.
-
-    A layer (not a Lambda) so a saved model reloads in safe mode.
-    """
-
-    def __init__(self, repeat: int = 1, mean: list[float] | None = None,
-                 std: list[float] | None = None, reverse_channels: bool = False,
-                 **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.repeat = repeat
-        self.mean = mean
-        self.std = std
-        self.reverse_channels = reverse_channels
-
-    def call(self, inputs):
-        x = inputs
-        if self.repeat > 1:
-            x = keras.ops.repeat(x, self.repeat, axis=-1)
-        if self.reverse_channels:
-            x = keras.ops.flip(x, axis=-1)
-        if self.mean is not None:
-            mean, std = self.mean, self.std
-            if self.reverse_channels:
-                mean, std = mean[::-1], std[::-1]
-            channels = x.shape[-1]
-            mean = keras.ops.convert_to_tensor(mean[:channels] if channels > 1 else [
-                sum(mean) / len(mean)], dtype=x.dtype)
-            std = keras.ops.convert_to_tensor(std[:channels] if channels > 1 else [
-                sum(std) / len(std)], dtype=x.dtype)
-            x = (x - mean) / std
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], input_shape[-1] * self.repeat)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "repeat": self.repeat, "mean": self.mean,
-                "std": self.std, "reverse_channels": self.reverse_channels}
 
 
 def _head(x, n_classes: int):
@@ -188,14 +145,6 @@ def build_model(
     if config.architecture == "seed_cnn":
         return build_seed_cnn(image_size, channels, n_classes, config)
     return build_backbone_model(image_size, channels, n_classes, config, weights)
-
-
-def backbone_of(model: keras.Model) -> keras.Model | None:
-    """The nested backbone, or None for the seed CNN."""
-    try:
-        return model.get_layer(BACKBONE)
-    except ValueError:
-        return None
 
 
 def batchnorm_layers(layer: keras.layers.Layer) -> list[keras.layers.BatchNormalization]:

@@ -17,10 +17,10 @@ from mlflow import MlflowClient
 from support import ingesting
 
 from medimg.data.phantoms import generate_phantoms, render_phantom
-from medimg.evaluation.stage import evaluate_workspace
-from medimg.preprocessing.stage import preprocess_workspace
-from medimg.registry import publish
-from medimg.training.train import train_workspace
+from medimg.evaluation.stage import run_evaluate
+from medimg.preprocessing.stage import run_preprocess
+from medimg.registry.stage import run_register
+from medimg.training.stage import run_train
 from medimg.workspace import Workspace, open_workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_mlflow_env")]
@@ -30,10 +30,10 @@ NAME = "medimg-classifier"
 
 def _pipeline(ws: Workspace, sources: list[Path] | None = None, **ingest):
     ingesting.ingest(ws, sources or [ws.raw_dir], **ingest)
-    preprocess_workspace(ws)
-    train_workspace(ws)
-    evaluate_workspace(ws)
-    return publish.publish_run(ws)
+    run_preprocess(ws, ws.config)
+    run_train(ws, ws.config)
+    run_evaluate(ws, ws.config)
+    return run_register(ws, ws.config)
 
 
 def _artifact(ws: Workspace, run_id: str, path: str) -> str:
@@ -140,7 +140,7 @@ def test_three_classes_rescore_the_champion_by_the_evaluate_definition(make_work
                                            + per_class["viral"]["f1"]) / 2)
 
     # the same model again: re-scored through the registry, the champion gets its own F1
-    second = publish.publish_run(ws)
+    second = run_register(ws, ws.config)
     comparison = json.loads(_artifact(ws, second.run_id, "reports/champion_comparison.json"))
     for key in ("f1", "recall"):
         assert comparison["champion_metrics"][key] == pytest.approx(metrics[key], abs=1e-9)

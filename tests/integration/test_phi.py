@@ -238,7 +238,7 @@ def test_no_planted_identifier_appears_in_anything_medimg_writes(
     console += [first.stdout, first.stderr]
     with caplog.at_level(logging.DEBUG):
         outcome = training_pipeline(str(ws.root))
-    assert outcome["version"] == "1"
+    assert outcome.registration.version == "1"
     for command in (("registry", "list"), ("registry", "audit")):
         shown = medimg_cli(*command, cwd=ws.root)
         assert shown.returncode == 0 and "champion" in shown.stdout, shown.stderr[-2000:]

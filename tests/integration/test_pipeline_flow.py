@@ -32,16 +32,18 @@ def _client(ws) -> MlflowClient:
 def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     ws = make_workspace(REACHABLE)
     outcome = training_pipeline(str(ws.root))
+    assert outcome.ran == ["ingest", "validate", "preprocess", "train", "evaluate", "register"]
+    metrics, registered = outcome.evaluation.metrics, outcome.registration
 
     client = _client(ws)
-    run = client.get_run(outcome["run_id"])
+    run = client.get_run(registered.run_id)
     assert run.info.status == "FINISHED"
     for key in ("test_f1", "test_recall", "test_precision", "test_accuracy", "test_specificity",
                 "test_roc_auc"):
         assert key in run.data.metrics
-    assert run.data.metrics["test_f1"] == pytest.approx(outcome["metrics"]["f1"])
+    assert run.data.metrics["test_f1"] == pytest.approx(metrics["f1"])
     assert run.data.params["train.epochs"] == "2"
-    epochs = outcome["train"]["epochs_run"]
+    epochs = outcome.train.epochs_run
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == epochs
     # what the model trained on, and how fast, is on the run
     speed = client.get_metric_history(run.info.run_id, "images_per_second")
@@ -62,9 +64,9 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     card = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                     artifact_path="model_card.md")).read_text()
     assert "registered as version 1" in card
-    assert f"**{outcome['metrics']['threshold']:.3f}**" in card and "target_recall" in card
-    f1_ci = outcome["metrics"]["ci"]["f1"]
-    assert f"| F1 | {outcome['metrics']['f1']:.3f} | {f1_ci['low']:.3f} to " in card
+    assert f"**{metrics['threshold']:.3f}**" in card and "target_recall" in card
+    f1_ci = metrics["ci"]["f1"]
+    assert f"| F1 | {metrics['f1']:.3f} | {f1_ci['low']:.3f} to " in card
     assert "| min_f1 | f1 |" in card and "| min_recall | recall |" in card
     assert "`plots/gradcam.png`" in card  # where the reviewer sees what the model looks at
     assert "test_f1_ci_low" in run.data.metrics and "test_pr_auc" in run.data.metrics
@@ -77,7 +79,7 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     assert run.data.tags["gate.passed"] == "true"
 
     version = client.get_model_version_by_alias("medimg-classifier", "champion")
-    assert str(version.version) == outcome["version"] == "1"
+    assert str(version.version) == registered.version == "1"
     assert set(version.aliases) == {"champion", "challenger"}
     assert version.run_id == run.info.run_id
     assert "Test F1" in version.description
@@ -86,8 +88,7 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
                 "decision_rule", "threshold", "threshold_method", "gate_report"):
         assert version.tags.get(key), key
     assert version.tags["decision_rule"] == "threshold"
-    assert float(version.tags["threshold"]) == pytest.approx(outcome["metrics"]["threshold"],
-                                                             rel=1e-5)
+    assert float(version.tags["threshold"]) == pytest.approx(metrics["threshold"], rel=1e-5)
     assert "min_f1 pass" in version.tags["gate_report"]
 
     # the registered model predicts from image files, when its loader opts in to reading them
@@ -113,9 +114,8 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     labels = manifest.loc[predictions["image_id"], "label"].to_numpy()
     assert (predictions["actual"] == labels).all()
     truth, guess = predictions["actual"] == "pneumonia", predictions["predicted"] == "pneumonia"
-    assert outcome["metrics"]["f1"] == pytest.approx(f1_score(truth, guess, zero_division=0))
-    assert outcome["metrics"]["recall"] == pytest.approx(recall_score(truth, guess,
-                                                                      zero_division=0))
+    assert metrics["f1"] == pytest.approx(f1_score(truth, guess, zero_division=0))
+    assert metrics["recall"] == pytest.approx(recall_score(truth, guess, zero_division=0))
 
     # DVC agrees with what the flow produced: nothing to reproduce but the ingest check
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws.root,
@@ -123,18 +123,30 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     # only ingest is listed: it always runs (DVC does not hash data/raw), finding nothing new
     assert [x.strip() for x in status.stdout.strip().splitlines()] == ["ingest:", "always changed"]
 
-    # a second passing run becomes the challenger; the champion is re-scored and one remains
-    second = training_pipeline(str(ws.root))
-    assert second["version"] == "2"
-    assert "challenger" in second["aliases"]
-    checks = {c["name"]: c for c in second["champion_checks"]["checks"]}
+    # with nothing changed, a second run only re-checks ingest: nothing trains or registers
+    lock_before = (ws.root / "dvc.lock").read_text()
+    again = training_pipeline(str(ws.root))
+    assert again.ran == ["ingest"] and again.changed_nothing
+    assert again.skipped == ["validate", "preprocess", "train", "evaluate", "register"]
+    assert again.train is None and again.registration is None
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    assert len(client.search_model_versions("name='medimg-classifier'")) == 1
+    assert (ws.root / "dvc.lock").read_text() == lock_before
+
+    # a forced run re-runs every stage and becomes the challenger; the champion is re-scored
+    second = training_pipeline(str(ws.root), force=True)
+    assert second.ran == outcome.ran
+    assert second.registration.version == "2"
+    assert "challenger" in second.registration.aliases
+    checks = {c.name: c for c in second.registration.champion_checks.checks}
     assert set(checks) == {"noninferior_f1", "noninferior_recall"}
     # the same test split as the champion's: the tag says so, and the champion was re-scored
-    assert client.get_run(second["run_id"]).data.tags["champion.test_split"] == "same"
+    run_tags = client.get_run(second.registration.run_id).data.tags
+    assert run_tags["champion.test_split"] == "same"
     # the champion was re-scored on the test split: each bound is its score minus the margin
     for check in checks.values():
-        assert check["bound"] is not None, check["reason"]
-    promoted = second["champion_checks"]["passed"]
+        assert check.bound is not None, check.reason
+    promoted = second.registration.champion_checks.passed
     champion = client.get_model_version_by_alias("medimg-classifier", "champion")
     assert str(champion.version) == ("2" if promoted else "1")
     assert "challenger" in client.get_model_version("medimg-classifier", "2").aliases
@@ -146,7 +158,7 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     # and its rollback, each audited
     audit = medimg_cli("registry", "audit", "--workspace", str(ws.root), cwd=ws.root)
     assert audit.returncode == 0, audit.stderr
-    assert f"champion: none -> v1  by run {outcome['run_id']}" in audit.stdout
+    assert f"champion: none -> v1  by run {registered.run_id}" in audit.stdout
     assert "challenger: v1 -> v2" in audit.stdout
     current, other = ("2", "1") if promoted else ("1", "2")
     moved = medimg_cli("registry", "promote", other, "--reason", "reader study",
@@ -176,12 +188,12 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
 def test_failing_gates_register_nothing_and_tag_the_run(make_workspace):
     ws = make_workspace(OUT_OF_REACH)
     outcome = training_pipeline(str(ws.root))
-    assert outcome["version"] is None
+    assert outcome.registration.version is None
     client = _client(ws)
-    run = client.get_run(outcome["run_id"])
+    run = client.get_run(outcome.registration.run_id)
     assert run.data.tags["gate.passed"] == "false"
     assert run.data.tags["gate.min_f1"].startswith("failed: f1 ")
-    recall_passed = outcome["metrics"]["recall"] >= 1.0
+    recall_passed = outcome.evaluation.metrics["recall"] >= 1.0
     assert run.data.tags["gate.min_recall"].startswith("passed" if recall_passed else "failed")
     assert client.search_model_versions("name='medimg-classifier'") == []
     card = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from medimg.evaluation.bootstrap import bootstrap_intervals
-from medimg.evaluation.metrics import HEADLINE_METRICS, compute_metrics
+from medimg.evaluation.metrics import compute_metrics
+from medimg.metric_table import HEADLINE_METRICS
 
 NAMES = ["normal", "pneumonia"]
 

@@ -8,7 +8,6 @@ import inspect
 import struct
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from medimg.config import parse_config
 from medimg.data.images import decode_image
 from medimg.data.phantoms import phantom_png
 from medimg.evaluation import plots
-from medimg.registry.publish import _input_example
+from medimg.registry.stage import _input_example
 
 # Critical chunks, and ancillary ones that describe how to show the pixels and nothing else.
 PIXEL_CHUNKS = {"IHDR", "PLTE", "IDAT", "IEND", "tRNS", "pHYs", "sBIT", "gAMA", "sRGB", "cHRM",
@@ -85,7 +84,7 @@ def test_every_plot_png_holds_pixels_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_the_logged_input_example_is_a_pixels_only_phantom(channels: int) -> None:
     config = parse_config({"base": {"image_size": 48, "channels": channels, "seed": 5}})
-    example = _input_example(SimpleNamespace(config=config))
+    example = _input_example(config.base)
 
     assert list(example.columns) == ["image"] and len(example) == 1
     png = base64.b64decode(example["image"].iloc[0], validate=True)

@@ -18,8 +18,9 @@ from medimg.bundle import BundleMeta, ModelBundle
 from medimg.config import parse_config
 from medimg.data.images import DEFAULT_MAX_PIXELS, TooManyPixels, decode_image
 from medimg.data.manifest import load_manifest
+from medimg.data.packed import load_split
 from medimg.errors import DataError
-from medimg.preprocessing.stage import load_split, preprocess_workspace
+from medimg.preprocessing.stage import run_preprocess
 from medimg.serving import pyfunc
 from medimg.training.models import build_model
 from medimg.workspace import open_workspace
@@ -76,7 +77,7 @@ def test_an_image_between_pillows_default_and_data_max_pixels_goes_through_every
     row = manifest[manifest["width"] == width].iloc[0]
     assert row["height"] == height
 
-    counts = preprocess_workspace(ws)  # once: a DecompressionBombError traceback here
+    counts = run_preprocess(ws, ws.config)  # once: a DecompressionBombError traceback here
     assert sum(counts.values()) == 9
     split = load_split(ws, row["split"], mmap=False)
     packed = split.images[split.image_ids.index(row["image_id"])]
@@ -106,14 +107,14 @@ def test_a_lowered_bound_is_applied_the_same_at_ingest_preprocess_and_decode(
     [refused] = summary.quarantined
     reason = (f"too many pixels: 49x48 = 2352 exceeds the limit of {bound}; "
               "data.max_pixels in params.yaml sets it")  # fmt: skip
-    assert (refused["code"], refused["message"]) == ("too_many_pixels", reason)
-    assert preprocess_workspace(ws) == {"train": 4, "val": 2, "test": 2}
+    assert (refused.code, refused.message) == ("too_many_pixels", reason)
+    assert run_preprocess(ws, ws.config) == {"train": 4, "val": 2, "test": 2}
 
     # the same bound lowered below what was ingested: preprocess refuses, naming file and bound
     write_params(ws.root, {"data": {"max_pixels": bound - 1}})
     ws = open_workspace(ws.root)
     with pytest.raises(DataError) as caught:
-        preprocess_workspace(ws)
+        run_preprocess(ws, ws.config)
     message = str(caught.value)
     assert "\n" not in message
     assert f"48x48 = 2304 exceeds the limit of {bound - 1}; data.max_pixels" in message

@@ -19,7 +19,7 @@ from medimg.bundle import BundleMeta, ModelBundle
 from medimg.config import parse_config
 from medimg.data.phantoms import render_phantom
 from medimg.registry.champion import predict_test, score
-from medimg.registry.publish import _input_example
+from medimg.registry.stage import _input_example
 from medimg.serving import pyfunc
 from medimg.training.models import build_model
 
@@ -61,7 +61,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory):
         Image.fromarray(render_phantom(rng, SIZE, positive)).save(path)
         files.append(path)
         labels.append(NAMES[int(positive)])
-    example = _input_example(SimpleNamespace(config=parse_config({"base": {"image_size": SIZE}})))
+    example = _input_example(parse_config({"base": {"image_size": SIZE}}).base)
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as env:

@@ -180,7 +180,6 @@ def test_place_reports_why_mixed_precision_is_off_on_a_cpu_without_bfloat16(
         pytest.skip("this test describes a CPU-only machine; this one has a GPU")
     if cpu_flags() & {"amx_bf16"}:
         pytest.skip("this CPU has AMX bfloat16 units, so mixed precision is applied here")
-    monkeypatch.delenv("TF_CONFIG", raising=False)
     with caplog.at_level("WARNING", logger="medimg.training.accelerate"):
         _, placement = place(True, True)
     assert placement.precision == "float32" and placement.jit_compile is True
@@ -188,10 +187,9 @@ def test_place_reports_why_mixed_precision_is_off_on_a_cpu_without_bfloat16(
     assert placement.note in caplog.text
 
 
-def test_place_refuses_a_malformed_tf_config(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:1"]}}')
+def test_place_refuses_a_malformed_tf_config():
     with pytest.raises(ConfigError, match=r"task\.type"):
-        place(False, "auto")
+        place(False, "auto", tf_config_text='{"cluster": {"worker": ["a:1", "b:1"]}}')
 
 
 MIRRORED_RUN = """

@@ -4,13 +4,13 @@ A threshold ``t`` calls an image positive when the positive class's probability 
 The candidates are the validation scores themselves, so every achievable confusion matrix is
 considered once, and the threshold returned is always one of the scores.
 
-Methods (``evaluate.threshold_method``):
+Methods (``train.threshold_method``):
 
-- ``target_recall`` (the default): of the thresholds that reach ``evaluate.target_recall``, the
+- ``target_recall`` (the default): of the thresholds that reach ``train.target_recall``, the
   one with the best precision; of equal precisions, the one with the higher recall;
 - ``youden``: the largest Youden's J (sensitivity + specificity - 1);
 - ``max_f1``: the largest F1;
-- ``fixed``: ``evaluate.threshold`` as given.
+- ``fixed``: ``train.threshold`` as given.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from medimg.config import EvaluateConfig
+from medimg.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _ratio(num: np.ndarray, den: np.ndarray | float) -> np.ndarray:
 
 
 def select_threshold(
-    positive: np.ndarray, scores: np.ndarray, config: EvaluateConfig
+    positive: np.ndarray, scores: np.ndarray, config: TrainConfig
 ) -> OperatingPoint:
     """The operating point for ``config`` from validation labels and positive-class scores.
 
@@ -67,7 +67,7 @@ def select_threshold(
         scores: the positive class's probability per image (N,).
 
     A validation split without a positive or without a negative image cannot place a
-    threshold; ``evaluate.threshold`` is used then, and the reason says so.
+    threshold; ``train.threshold`` is used then, and the reason says so.
     """
     positive = np.asarray(positive, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
@@ -75,7 +75,7 @@ def select_threshold(
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     fallback = ""
     if method != "fixed" and (n_pos == 0 or n_neg == 0):
-        fallback = (f"evaluate.threshold, because the validation split has {n_pos} positive and "
+        fallback = (f"train.threshold, because the validation split has {n_pos} positive and "
                     f"{n_neg} negative images, too few for {method}")
         logger.warning("threshold: %s", fallback)
         method = "fixed"
@@ -93,7 +93,7 @@ def select_threshold(
     f1 = _ratio(2 * precision * recall, precision + recall)
 
     if method == "fixed":
-        best, reason = 0, fallback or "evaluate.threshold as set in params.yaml"
+        best, reason = 0, fallback or "train.threshold as set in params.yaml"
     elif method == "target_recall":
         target = config.target_recall
         reaching = np.flatnonzero(recall >= target - 1e-12)  # the lowest score always reaches it
@@ -101,7 +101,7 @@ def select_threshold(
         top = reaching[precision[reaching] == precision[reaching].max()]
         best = int(top[-1])  # thresholds descend
         reason = (f"the highest-precision threshold with validation recall >= {target:g} "
-                  f"(evaluate.target_recall)")
+                  f"(train.target_recall)")
     elif method == "youden":
         best = int(np.argmax(recall + specificity - 1.0))
         reason = "the largest Youden's J (sensitivity + specificity - 1) on validation"

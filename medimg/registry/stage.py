@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from medimg.config import Config
+from medimg.config import BaseConfig, Config
 from medimg.data.manifest import load_manifest
 from medimg.decision import THRESHOLD
-from medimg.evaluation.metrics import HEADLINE_METRICS
+from medimg.metric_table import HEADLINE_METRICS
 from medimg.registry.aliases import (
     CHALLENGER,
     CHAMPION,
@@ -27,6 +28,7 @@ from medimg.registry.champion import Comparison, compare_with_champion
 from medimg.registry.gates import GateReport, evaluate_gates
 from medimg.registry.model_card import render_model_card
 from medimg.registry.requirements import pip_requirements
+from medimg.settings import Settings
 from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
 from medimg.training.history import HISTORY_FILE, read_history
 from medimg.workspace import Workspace
@@ -38,7 +40,7 @@ SCALAR_METRICS = (*HEADLINE_METRICS, "threshold")
 
 
 @dataclass
-class PublishResult:
+class RegisterResult:
     run_id: str
     metrics: dict[str, object]
     gates: GateReport
@@ -58,8 +60,9 @@ def test_split_hash(manifest: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
-def publish_run(ws: Workspace, config: Config | None = None, run_name: str | None = None,
-                extra_tags: dict[str, str] | None = None) -> PublishResult:
+def run_register(ws: Workspace, config: Config, settings: Settings | None = None,
+                 run_name: str | None = None,
+                 extra_tags: dict[str, str] | None = None) -> RegisterResult:
     """One MLflow run for the pipeline run in ``ws``, then the gate and the registry.
 
     Logs params (params.yaml flattened), per-epoch training metrics, test metrics, plots, the
@@ -71,9 +74,8 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
 
     from medimg.serving import pyfunc
 
-    config = config or ws.config
     metrics = json.loads(ws.require(ws.metrics_path, "evaluate").read_text())
-    use_workspace_tracking(ws, config.registry.experiment_name)
+    use_workspace_tracking(ws, config.registry.experiment_name, settings)
     client = MlflowClient()
     name = config.registry.model_name
     manifest = load_manifest(ws.manifest_path)
@@ -113,14 +115,15 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             python_model=Path(pyfunc.__file__).with_name("mlflow_model.py"),
             artifacts={pyfunc.BUNDLE_ARTIFACT: str(ws.model_dir)},
             signature=pyfunc.signature_for(list(config.base.class_names)),
-            input_example=_input_example(ws),
+            input_example=_input_example(config.base),
             model_config=pyfunc.MODEL_CONFIG,
             # the model carries its own code, so it loads where medimg is not installed
             code_paths=[str(Path(pyfunc.__file__).resolve().parents[1])],
             pip_requirements=pip_requirements(),
         )
         report = evaluate_gates(metrics, config.gates)
-        result = PublishResult(run.info.run_id, metrics, report, ui_command=ui_command(ws))
+        result = RegisterResult(run.info.run_id, metrics, report,
+                                ui_command=ui_command(ws, settings))
         mlflow.set_tag("gate.passed", str(report.passed).lower())
         _tag_checks(report)
         validation = (json.loads(ws.validation_report_path.read_text())
@@ -131,6 +134,7 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
             mlflow.log_dict(report.to_dict(), "reports/gate_report.json")
             mlflow.log_text(render_model_card(gates=report, **card), MODEL_CARD)
             logger.warning("gates failed: %s", "; ".join(c.reason for c in report.failed))
+            _write_registration(ws, result, promoted=False)
             return result
 
         version = mlflow.register_model(model_info.model_uri, name, tags={
@@ -193,7 +197,18 @@ def publish_run(ws: Workspace, config: Config | None = None, run_name: str | Non
         mlflow.log_text(render_model_card(gates=report, champion_checks=comparison,
                                           comparison=result.comparison,
                                           version=result.version, **card), MODEL_CARD)
+    _write_registration(ws, result, promoted)
     return result
+
+
+def _write_registration(ws: Workspace, result: RegisterResult, promoted: bool) -> None:
+    """``reports/registration.json``, the register stage's output in dvc.lock."""
+    record = {"run_id": result.run_id, "gate_passed": result.gates.passed,
+              "version": result.version, "aliases": result.aliases, "promoted": promoted}
+    ws.registration_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = ws.registration_path.with_suffix(".tmp")
+    staging.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(staging, ws.registration_path)
 
 
 def _tag_checks(report: GateReport) -> None:
@@ -232,7 +247,7 @@ def _log_comparison(compared: Comparison) -> None:
         mlflow.log_metrics(values)
 
 
-def _input_example(ws: Workspace) -> pd.DataFrame:
+def _input_example(base: BaseConfig) -> pd.DataFrame:
     """A request as a client sends it (base64 file bytes) holding a synthetic phantom at the
     workspace's image size and channels: MLflow stores the example with the model, so it must
     carry no patient's image, and a prediction on it still checks the logged model end to end."""
@@ -240,7 +255,6 @@ def _input_example(ws: Workspace) -> pd.DataFrame:
 
     from medimg.data.phantoms import phantom_png
 
-    base = ws.config.base
     png = phantom_png(base.image_size, base.channels, seed=base.seed)
     return pd.DataFrame({"image": [base64.b64encode(png).decode("ascii")]})
 

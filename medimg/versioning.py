@@ -1,0 +1,132 @@
+"""DVC, through its own command line: the stage graph of ``dvc.yaml``, stage status, commits.
+
+``dvc.yaml`` is the one definition of the pipeline's stages, their order and their
+dependencies. The Prefect flow reads the order from it with :func:`stage_order`, asks
+:func:`stage_changes` whether a stage is up to date, and records what a stage produced with
+:func:`commit_stage`, so ``dvc repro``, ``dvc status`` and ``medimg run`` always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from medimg.errors import WorkspaceError
+
+
+def run_dvc(root: Path, *args: str) -> str:
+    """Run the DVC command line (the one installed beside medimg) in ``root``.
+
+    Its own interface, not its internals. Raises WorkspaceError with DVC's first error line.
+    """
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [x.strip() for x in (result.stderr + result.stdout).splitlines() if x.strip()]
+        reason = lines[0].removeprefix("ERROR: ") if lines else f"exit code {result.returncode}"
+        raise WorkspaceError(f"`dvc {' '.join(args)}` failed in {root}: {reason}")
+    return result.stdout
+
+
+def is_dvc_repo(root: Path) -> bool:
+    return (root / ".dvc").is_dir() and (root / "dvc.yaml").is_file()
+
+
+@dataclass(frozen=True)
+class DvcStage:
+    """One stage of ``dvc.yaml``: its command, what it reads and what it writes."""
+
+    name: str
+    cmd: str
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    params: tuple[str, ...]
+    always_changed: bool = False
+
+
+def _paths(entries: list | None) -> tuple[str, ...]:
+    """Paths of a deps/outs/metrics/plots list, whose items are strings or ``{path: opts}``."""
+    found: list[str] = []
+    for entry in entries or []:
+        found.extend(entry if isinstance(entry, dict) else [entry])
+    return tuple(str(p) for p in found)
+
+
+def _params(entries: list | None) -> tuple[str, ...]:
+    """Param keys of a stage; ``{file: None}`` (every param of the file) becomes ``file:*``."""
+    keys: list[str] = []
+    for entry in entries or []:
+        if isinstance(entry, dict):
+            for file, names in entry.items():
+                keys.extend(names or [f"{file}:*"])
+        else:
+            keys.append(str(entry))
+    return tuple(keys)
+
+
+def read_stages(dvc_yaml: Path) -> list[DvcStage]:
+    """The stages of a ``dvc.yaml``, in the file's order."""
+    try:
+        spec = yaml.safe_load(dvc_yaml.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise WorkspaceError(f"cannot read {dvc_yaml}: {exc}") from None
+    stages = []
+    for name, body in (spec.get("stages") or {}).items():
+        if not isinstance(body, dict) or "cmd" not in body:
+            raise WorkspaceError(f"{dvc_yaml}: stage {name!r} has no cmd")
+        cmd = body["cmd"]
+        outs = _paths(body.get("outs")) + _paths(body.get("metrics")) + _paths(body.get("plots"))
+        stages.append(DvcStage(name, " && ".join(cmd) if isinstance(cmd, list) else str(cmd),
+                               _paths(body.get("deps")), outs, _params(body.get("params")),
+                               bool(body.get("always_changed", False))))
+    return stages
+
+
+def _under(path: str, out: str) -> bool:
+    p, o = PurePosixPath(path), PurePosixPath(out)
+    return p == o or o in p.parents
+
+
+def stage_order(dvc_yaml: Path) -> list[DvcStage]:
+    """The stages in an order where each comes after every stage whose outputs it reads.
+
+    Ties keep the file's order. Raises WorkspaceError on a cycle.
+    """
+    stages = read_stages(dvc_yaml)
+    upstream = {s.name: {o.name for o in stages if o is not s
+                         and any(_under(d, out) for d in s.deps for out in o.outs)}
+                for s in stages}
+    ordered: list[DvcStage] = []
+    done: set[str] = set()
+    while len(ordered) < len(stages):
+        ready = [s for s in stages if s.name not in done and upstream[s.name] <= done]
+        if not ready:
+            stuck = sorted(set(upstream) - done)
+            raise WorkspaceError(f"{dvc_yaml}: the stages {stuck} depend on each other in a cycle")
+        ordered.append(ready[0])
+        done.add(ready[0].name)
+    return ordered
+
+
+def stage_changes(root: Path, stage: str) -> list[str]:
+    """What DVC finds changed for one stage (its deps, params or outs); empty: up to date."""
+    found = json.loads(run_dvc(root, "status", stage, "--json") or "{}")
+    changes: list[str] = []
+    for item in found.get(stage, []):
+        if isinstance(item, str):
+            changes.append(item)
+        else:
+            for kind, paths in item.items():
+                changes.extend(f"{kind}: {p} {state}" for p, state in (
+                    paths.items() if isinstance(paths, dict) else [(paths, "")]))
+    return changes
+
+
+def commit_stage(root: Path, stage: str) -> None:
+    """Record a stage's deps, params and outputs in ``dvc.lock``, as ``dvc repro`` would."""
+    run_dvc(root, "commit", "--force", "--quiet", stage)
