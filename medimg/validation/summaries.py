@@ -104,32 +104,29 @@ def summarise_nulls(manifest: pd.DataFrame, null_counts: pd.DataFrame) -> Summar
     return summarise
 
 
-def summarise_in_set(noun: str, allowed: Sequence[object]) -> Summarise:
-    shown = ", ".join(str(a) for a in allowed)
+def _summarise_unexpected(outside: str, all_inside: str) -> Summarise:
+    """A summary of a per-image expectation: how many images fall ``outside``, and which."""
 
     def summarise(result: dict[str, Any]) -> Summary:
         count, values = _unexpected(result)
         observed = {"unexpected_count": count, "unexpected_values": values}
         if count:
             ids = _offending_images(result)
-            details = f"{_images(count)} with {noun} outside [{shown}]: {values}"
+            details = f"{_images(count)} with {outside}: {values}"
             return observed, details + _naming(ids, count), ids
-        return observed, f"all {noun} are in [{shown}]", []
+        return observed, all_inside, []
 
     return summarise
+
+
+def summarise_in_set(noun: str, allowed: Sequence[object]) -> Summarise:
+    shown = ", ".join(str(a) for a in allowed)
+    return _summarise_unexpected(f"{noun} outside [{shown}]", f"all {noun} are in [{shown}]")
 
 
 def summarise_in_range(column: str, lo: float, hi: float) -> Summarise:
-    def summarise(result: dict[str, Any]) -> Summary:
-        count, values = _unexpected(result)
-        observed = {"unexpected_count": count, "unexpected_values": values}
-        if count:
-            ids = _offending_images(result)
-            details = f"{_images(count)} with {column} outside [{lo}, {hi}]: {values}"
-            return observed, details + _naming(ids, count), ids
-        return observed, f"every {column} is within [{lo}, {hi}]", []
-
-    return summarise
+    return _summarise_unexpected(f"{column} outside [{lo}, {hi}]",
+                                 f"every {column} is within [{lo}, {hi}]")
 
 
 def summarise_intensity(min_std: float, max_blank: float) -> Summarise:
