@@ -44,7 +44,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 VERBOSE_HELP = ("Show everything the libraries print, as they print it, instead of writing it "
                 "to reports/logs/<command>.log; give it before the command: "
                 "`medimg --verbose run`.")
-_state: dict[str, Any] = {"verbose": False, "quiet": None}  # this command's, in this process
+# this command's, in this process; settings are read at the command's first need, once
+_state: dict[str, Any] = {"verbose": False, "quiet": None, "settings": None}
 
 
 @app.callback()
@@ -111,7 +112,9 @@ def _settings():
     """The environment, read once per command (medimg.settings)."""
     from medimg.settings import read_settings
 
-    return read_settings()
+    if _state["settings"] is None:
+        _state["settings"] = read_settings()
+    return _state["settings"]
 
 
 def _connection_problem(exc: BaseException) -> str | None:
@@ -131,6 +134,7 @@ def _friendly(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _state["settings"] = None  # each command reads the environment afresh, once
         with _terminal(_command_name(command), kwargs) as quiet:
             _setup_logging(quiet)
             try:

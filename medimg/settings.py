@@ -10,8 +10,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PSEUDONYM_KEY_ENV = "MEDIMG_PSEUDONYM_KEY"
-ACTOR_ENV = "MEDIMG_ACTOR"
+from medimg.env_names import ACTOR_ENV, PSEUDONYM_KEY_ENV
 
 # MLflow's set_tracking_uri()/set_registry_uri() export MLFLOW_TRACKING_URI and
 # MLFLOW_REGISTRY_URI for child processes. What medimg itself pointed MLflow at is remembered here,

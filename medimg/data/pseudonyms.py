@@ -12,7 +12,7 @@ import hashlib
 import hmac
 
 from medimg.errors import DataError
-from medimg.settings import PSEUDONYM_KEY_ENV
+from medimg.env_names import PSEUDONYM_KEY_ENV
 
 MIN_KEY_LENGTH = 16
 KEY_HOWTO = (

@@ -21,7 +21,8 @@ from support.imports import cycles, import_graph, package_graph
 
 ENTRY, STAGE, LIBRARY, BUNDLE, BASE = 4, 3, 2, 1, 0
 BASE_MODULES = {
-    "medimg", "medimg.errors", "medimg.config", "medimg.settings", "medimg.workspace",
+    "medimg", "medimg.errors", "medimg.config", "medimg.settings", "medimg.env_names",
+    "medimg.workspace",
     "medimg.versioning", "medimg.metric_table", "medimg.decision", "medimg.phi",
     "medimg.layers", "medimg.channels", "medimg.preprocessing.transforms",
 }

@@ -127,12 +127,16 @@ def test_demo_with_too_few_images_is_one_line(make_workspace):
     _one_line_error(result, "n_images")
 
 
-def test_the_printed_gate_table_shows_counts_and_each_difference_with_its_interval(capsys,
-                                                                                  monkeypatch):
+def test_the_printed_gate_table_shows_counts_and_each_difference_with_its_interval(monkeypatch):
+    import io
+
     from medimg import cli
 
-    # as wide as a terminal that shows the whole table (a pipe gets 80 columns)
+    # as wide as a terminal that shows the whole table (a pipe gets 80 columns); into a buffer
+    # of its own rather than capsys's stream, which Prefect's handlers may still hold after this
     monkeypatch.setattr(cli.console, "width", 160)
+    shown = io.StringIO()
+    monkeypatch.setattr(cli.console, "file", shown)
     from flows.training import PipelineResult
     from medimg.evaluation.stage import EvaluationResult
     from medimg.registry.gates import GateCheck, GateReport
@@ -151,7 +155,7 @@ def test_the_printed_gate_table_shows_counts_and_each_difference_with_its_interv
                                     champion_checks=against, ui_command="mlflow ui"),
     )
     cli._print_summary(outcome, 1.0)
-    out = capsys.readouterr().out
+    out = shown.getvalue()
     assert "Test metrics (n=80, arg-max)" in out
     assert "-0.031 (-0.070 to +0.010)" in out and "> -0.020" in out
     row = next(line for line in out.splitlines() if "min_test_positives" in line)
