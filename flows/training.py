@@ -38,7 +38,13 @@ from medimg.registry.stage import RegisterResult, run_register
 from medimg.settings import Settings, read_settings
 from medimg.training.stage import TrainResult, run_train
 from medimg.validation.stage import ValidationReport, run_validate
-from medimg.versioning import commit_stage, is_dvc_repo, stage_changes, stage_order
+from medimg.versioning import (
+    commit_stage,
+    compile_outside_deps,
+    is_dvc_repo,
+    stage_changes,
+    stage_order,
+)
 from medimg.workspace import Workspace, open_workspace
 
 # the stages medimg runs itself; any other stage in dvc.yaml runs its own cmd
@@ -228,6 +234,8 @@ def training_pipeline(workspace: str, sources: list[str] | None = None,
     steps = [(s.name, s.cmd) for s in order] if order else [(name, "") for name in STAGES]
     run_name = flow_run.get_name() or "medimg-run"
     result = PipelineResult(dvc_locked=follow_dvc)
+    if follow_dvc:
+        compile_outside_deps(ws.root)  # no byte-code cache written later reads as a code change
     for name, cmd in steps:
         if follow_dvc and not force:
             changes = stage_changes(ws.root, name)

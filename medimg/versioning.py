@@ -8,7 +8,9 @@ dependencies. The Prefect flow reads the order from it with :func:`stage_order`,
 
 from __future__ import annotations
 
+import compileall
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -85,6 +87,43 @@ def read_stages(dvc_yaml: Path) -> list[DvcStage]:
                                _paths(body.get("deps")), outs, _params(body.get("params")),
                                bool(body.get("always_changed", False))))
     return stages
+
+
+def _variables(spec: dict) -> dict[str, str]:
+    """The inline ``vars`` of a ``dvc.yaml`` (entries that name a params file are skipped)."""
+    found: dict[str, str] = {}
+    for entry in spec.get("vars") or []:
+        if isinstance(entry, dict):
+            found.update({str(k): str(v) for k, v in entry.items()})
+    return found
+
+
+def compile_outside_deps(root: Path) -> list[Path]:
+    """Write the byte-code caches of the dependency folders that lie outside the workspace.
+
+    ``.dvcignore`` keeps ``__pycache__`` out of the hashes only inside the workspace. A stage's
+    code deps elsewhere (``medimg init`` points them at the installed package) are hashed with
+    their caches, so Python writing a cache there on a later import would read as a code change
+    and re-run the stage. Compiled before DVC hashes them, the caches change only when the
+    source does. Returns the folders compiled.
+    """
+    dvc_yaml = root / "dvc.yaml"
+    try:
+        spec = yaml.safe_load(dvc_yaml.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise WorkspaceError(f"cannot read {dvc_yaml}: {exc}") from None
+    names = _variables(spec)
+
+    def resolve(dep: str) -> str:
+        return re.sub(r"\$\{\s*(\w+)\s*\}", lambda m: names.get(m.group(1), m.group(0)), dep)
+
+    inside = root.resolve()
+    folders = sorted({folder for stage in read_stages(dvc_yaml) for dep in stage.deps
+                      if (folder := (root / resolve(dep)).resolve()).is_dir()
+                      and inside not in (folder, *folder.parents)})
+    for folder in folders:
+        compileall.compile_dir(folder, quiet=2, workers=1)
+    return folders
 
 
 def _under(path: str, out: str) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medimg.config import Config, load_config
 from medimg.errors import WorkspaceError
-from medimg.versioning import run_dvc
+from medimg.versioning import compile_outside_deps, run_dvc
 
 TEMPLATE_FILES = ("params.yaml", "dvc.yaml")
 SPLITS = ("train", "val", "test")
@@ -179,6 +179,7 @@ def init_workspace(directory: Path, force: bool = False) -> Workspace:
         _run(["dvc", "init", "-q"], root)
         _run(["dvc", "config", "core.autostage", "true"], root)
         _run(["dvc", "config", "core.analytics", "false"], root)
+    compile_outside_deps(root)
     gitignore = root / ".gitignore"
     ignored = ["/mlflow.db", "/mlartifacts/", "/models/", "/reports/data_docs/", "/data/processed/",
                "/data/.ingest_cache.json"]
