@@ -11,6 +11,8 @@ import pytest
 
 from medimg.versioning import compile_outside_deps, run_dvc, stage_changes
 
+pytestmark = pytest.mark.integration  # runs `dvc repro` and `dvc status`
+
 DVC_YAML = """\
 vars:
   - code: {code}
