@@ -227,6 +227,13 @@ def test_medimg_run_shows_results_not_library_noise_and_verbose_shows_it(make_wo
         names = {name for (name,) in db.execute("SELECT name FROM log")}
     assert {"prefect.flow_runs", "medimg.training.train", "medimg.evaluation.stage"} <= names
 
+    # a second run with nothing changed trains and registers nothing, and says so (byte-code
+    # Python cached in the package since does not read as a code change)
+    again = medimg_cli("run", cwd=ws.root, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "up to date, skipped: validate, preprocess, train, evaluate, register" in again.stdout
+    assert "nothing changed since the last run" in again.stdout and "Gates" not in again.stdout
+
     loud = medimg_cli("--verbose", "train", cwd=ws.root, env=env)
     assert loud.returncode == 0 and "trained 2 epochs" in loud.stdout
     assert "absl::InitializeLog" in loud.stderr and "INFO medimg.training.train" in loud.stderr
