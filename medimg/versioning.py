@@ -152,11 +152,9 @@ def stage_order(dvc_yaml: Path) -> list[DvcStage]:
     return ordered
 
 
-def stage_changes(root: Path, stage: str) -> list[str]:
-    """What DVC finds changed for one stage (its deps, params or outs); empty: up to date."""
-    found = json.loads(run_dvc(root, "status", stage, "--json") or "{}")
+def _changes(items: list) -> list[str]:
     changes: list[str] = []
-    for item in found.get(stage, []):
+    for item in items:
         if isinstance(item, str):
             changes.append(item)
         else:
@@ -164,6 +162,19 @@ def stage_changes(root: Path, stage: str) -> list[str]:
                 changes.extend(f"{kind}: {p} {state}" for p, state in (
                     paths.items() if isinstance(paths, dict) else [(paths, "")]))
     return changes
+
+
+def pipeline_status(root: Path, *stages: str) -> dict[str, list[str]]:
+    """What DVC finds changed (deps, params or outs), by stage, for ``stages`` or every stage;
+    a stage that is up to date is absent. One ``dvc status`` call."""
+    found = json.loads(run_dvc(root, "status", *stages, "--json") or "{}")
+    return {name: _changes(items) for name, items in found.items()
+            if isinstance(items, list) and items}
+
+
+def stage_changes(root: Path, stage: str) -> list[str]:
+    """What DVC finds changed for one stage (its deps, params or outs); empty: up to date."""
+    return pipeline_status(root, stage).get(stage, [])
 
 
 def commit_stage(root: Path, stage: str) -> None:
