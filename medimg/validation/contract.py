@@ -41,6 +41,7 @@ def validate_manifest(
     near_duplicate_thumbnail_distance: float | None,
     quarantined: int = 0,
     channels: int | None = None,
+    data_version: str | None = None,
 ) -> ValidationReport:
     """Check a manifest against the data contract with Great Expectations.
 
@@ -66,6 +67,8 @@ def validate_manifest(
         quarantined: How many files ingest quarantined, for ``quarantine_rate``.
         channels: ``base.channels``, the channels training sees: with 1, images with real colour
             fail ``colour_matches_channels``, as they are made grey; ``None`` compares nothing.
+        data_version: The manifest file's md5, as DVC records it; the Data Docs name the run
+            after it (:func:`run_name`).
 
     Returns:
         Every check, passed or failed, in the order of ``CHECK_LEVELS``. Failing checks do not
@@ -112,7 +115,9 @@ def validate_manifest(
         gx, manifest, class_names, validation, frames, near_duplicate_distance, channels
     )
     context = ephemeral_context(gx)
-    results = run_checks(gx, context, checks, frames, unavailable, validation.levels)
+    results = run_checks(
+        gx, context, checks, frames, unavailable, validation.levels, run_name(data_version)
+    )
 
     report = ValidationReport(
         success=not any(not r.success and r.level == "critical" for r in results),
@@ -130,3 +135,12 @@ def validate_manifest(
     for check in report.warnings:
         logger.warning("data-contract warning %s: %s", check.name, check.details)
     return report
+
+
+def run_name(data_version: str | None) -> str:
+    """The name of the GX run in the Data Docs: ``manifest-<md5>``, or ``manifest-unversioned``.
+
+    The prefix keeps GX from reading the name as a date, which it tries first: an md5 of digits
+    only would overflow and stop the Data Docs build.
+    """
+    return f"manifest-{data_version or 'unversioned'}"

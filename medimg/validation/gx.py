@@ -8,6 +8,7 @@ the ``GX_ANALYTICS_ENABLED`` environment variable; this module leaves the enviro
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,8 +60,11 @@ def run_checks(
     frames: dict[str, pd.DataFrame],
     unavailable: dict[str, str],
     levels: dict[str, str],
+    run_name: str | None = None,
 ) -> list[CheckResult]:
     """Run one GX validation definition per frame and map results back to checks by name.
+
+    The validations make one GX run: they share its name and time, which the Data Docs show.
 
     Args:
         gx: The imported ``great_expectations`` module.
@@ -69,11 +73,15 @@ def run_checks(
         frames: Every frame of ``FRAMES`` by name; ``frames["manifest"]`` is the manifest.
         unavailable: Why a frame could not be derived, by frame name.
         levels: Each check's level, from ``validation.levels``; ``CHECK_LEVELS`` for the rest.
+        run_name: The run's name in the Data Docs; ``None`` leaves GX's ``__none__``.
 
     Returns:
         One result per check, in the order of ``checks``. A check whose columns or frame are
         missing, or whose expectation raised, fails with the reason in its details.
     """
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(UTC))
     source = context.data_sources.add_pandas(name="medimg")
     by_name: dict[str, Any] = {}
     for frame_name, spec in FRAMES.items():
@@ -93,7 +101,7 @@ def run_checks(
         if named_by:
             result_format["unexpected_index_column_names"] = named_by
         suite_result = definition.run(
-            batch_parameters={"dataframe": frame}, result_format=result_format
+            batch_parameters={"dataframe": frame}, result_format=result_format, run_id=run_id
         )
         for result in suite_result.results:
             by_name[result.expectation_config.meta[CHECK_KEY]] = result
@@ -140,17 +148,13 @@ def exception_message(info: Any) -> str | None:
 
 
 def build_data_docs(context: AbstractDataContext, site_dir: Path) -> None:
-    """Render this run's suites and results as a static site in ``site_dir``."""
-    context.add_data_docs_site(
-        site_name=_SITE_NAME,
-        site_config={
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(site_dir.resolve()),
-            },
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        },
-    )
+    """Render this run's suites and results as a static site in ``site_dir``.
+
+    The site loads nothing from the network (:mod:`medimg.validation.docs_site`), so it reads
+    the same on a hospital network without internet.
+    """
+    from medimg.validation.docs_site import drop_static_assets, site_config
+
+    context.add_data_docs_site(site_name=_SITE_NAME, site_config=site_config(site_dir))
     context.build_data_docs(site_names=[_SITE_NAME])
+    drop_static_assets(site_dir)

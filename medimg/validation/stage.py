@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from medimg.config import Config
 from medimg.data.manifest import load_manifest
 from medimg.data.quarantine import read_quarantine
@@ -16,8 +18,15 @@ def count_quarantined(ws: Workspace) -> int:
     return len(read_quarantine(ws.quarantine_log))
 
 
+def manifest_md5(ws: Workspace) -> str:
+    """The md5 of the workspace's manifest file: the data version DVC records for it."""
+    return hashlib.md5(ws.manifest_path.read_bytes()).hexdigest()
+
+
 def run_validate(ws: Workspace, config: Config, raise_on_failure: bool = True) -> ValidationReport:
     """Run the contract, write ``reports/validation.json`` and the Data Docs.
+
+    The Data Docs name the run after the manifest's md5, its data version as DVC records it.
 
     Both are staged and swapped in only once complete, so a crash part-way leaves the previous
     ones intact. A failing contract still writes its report. Failed warning-level checks are
@@ -43,6 +52,7 @@ def run_validate(ws: Workspace, config: Config, raise_on_failure: bool = True) -
         near_duplicate_thumbnail_distance=config.data.near_duplicate_thumbnail_distance,
         quarantined=count_quarantined(ws),
         channels=config.base.channels,
+        data_version=manifest_md5(ws),
     )
     if raise_on_failure and not report.success:
         failed = report.failed_critical
