@@ -5,6 +5,13 @@ order from it, skips every stage DVC reports as up to date, runs the rest throug
 ``run_<stage>`` functions the CLI and ``dvc repro`` call, and records each one in ``dvc.lock``.
 A second run with nothing changed trains and registers nothing; ``force`` re-runs every stage.
 
+Each tool shows the run in its own view. Prefect: the flow run is named after the workspace and
+the data version, each task run after its stage (an up-to-date stage is a "Skipped" task run),
+and a markdown artifact with a stable key per workspace holds the data, metrics with intervals,
+gate table, decision and the MLflow link. MLflow: one run spans the pipeline run, opened before
+the first stage with work to do and ended FAILED (with the stage and reason) or FINISHED.
+DVC: a run that did work is saved as an experiment of the same name (``dvc exp show``).
+
 Runs against Prefect's ephemeral local API by default (nothing to start first) and against a
 Prefect server when PREFECT_API_URL is set. Orchestration only: the work is in ``medimg``.
 
@@ -17,7 +24,9 @@ shows none. The reporter is not a flow parameter: Prefect would try to store it 
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -26,16 +35,20 @@ from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 
 from medimg.config import Config
 from medimg.console import Counter, EpochReport, ProgressReporter
 from medimg.errors import MedimgError, WorkspaceError
+from medimg.mlflow_run import PipelineRun, one_line
 from medimg.settings import Settings, read_settings
+from medimg.tracking import data_version, pipeline_run_name, run_link
 from medimg.versioning import (
     commit_stage,
     compile_outside_deps,
     is_dvc_repo,
     pipeline_status,
+    save_experiment,
     stage_order,
 )
 from medimg.workspace import Workspace, open_workspace
@@ -118,6 +131,9 @@ class PipelineResult:
     evaluation: EvaluationResult | None = None
     registration: RegisterResult | None = None
     dvc_locked: bool = False
+    name: str = ""  # the run's name in Prefect, MLflow and DVC
+    mlflow_run_id: str | None = None  # None: nothing to do, so no MLflow run was opened
+    experiment: str | None = None  # the DVC experiment the run was saved as
 
     @property
     def changed_nothing(self) -> bool:
@@ -136,8 +152,8 @@ def _transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="ingest", retries=1, retry_delay_seconds=2, retry_condition_fn=_transient,
-      cache_policy=NO_CACHE)
+@task(name="ingest", task_run_name="ingest", retries=1, retry_delay_seconds=2,
+      retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def ingest(ws: Workspace, config: Config, settings: Settings,
            sources: list[Path]) -> IngestSummary:
     from medimg.data.quarantine import count_codes
@@ -158,7 +174,7 @@ def ingest(ws: Workspace, config: Config, settings: Settings,
     return summary
 
 
-@task(name="validate", cache_policy=NO_CACHE)
+@task(name="validate", task_run_name="validate", cache_policy=NO_CACHE)
 def validate(ws: Workspace, config: Config) -> ValidationReport:
     from medimg.validation.stage import run_validate
 
@@ -168,23 +184,37 @@ def validate(ws: Workspace, config: Config) -> ValidationReport:
     return report
 
 
-@task(name="preprocess", cache_policy=NO_CACHE)
+@task(name="preprocess", task_run_name="preprocess", cache_policy=NO_CACHE)
 def preprocess(ws: Workspace, config: Config) -> dict[str, int]:
     from medimg.preprocessing.stage import run_preprocess
 
     return run_preprocess(ws, config, progress=_counter("preprocessing images"))
 
 
-@task(name="train", cache_policy=NO_CACHE)
-def train(ws: Workspace, config: Config, settings: Settings) -> TrainResult:
+def _to_all(*reports: EpochReport | None) -> EpochReport | None:
+    live = [r for r in reports if r is not None]
+
+    def report(epoch: int, total: int, logs) -> None:
+        for each in live:
+            each(epoch, total, logs)
+
+    return report if live else None
+
+
+@task(name="train", task_run_name="train", cache_policy=NO_CACHE)
+def train(ws: Workspace, config: Config, settings: Settings,
+          tracked: PipelineRun | None = None) -> TrainResult:
     from medimg.training.stage import run_train
 
-    result = run_train(ws, config, settings, progress=_epochs("training"))
+    # each epoch reaches MLflow as it ends, with system metrics sampled meanwhile
+    with tracked.system_metrics() if tracked else nullcontext():
+        result = run_train(ws, config, settings, progress=_to_all(
+            _epochs("training"), tracked.log_epoch if tracked else None))
     get_run_logger().info("trained %d epochs in %.1fs", result.epochs_run, result.seconds)
     return result
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", task_run_name="evaluate", cache_policy=NO_CACHE)
 def evaluate(ws: Workspace, config: Config) -> EvaluationResult:
     from medimg.evaluation.stage import run_evaluate
 
@@ -193,18 +223,25 @@ def evaluate(ws: Workspace, config: Config) -> EvaluationResult:
 
 # No task-level retries: registering is not idempotent (a retry would log a second run and
 # version); MLflow's client already retries its own HTTP requests.
-@task(name="register", cache_policy=NO_CACHE)
-def register(ws: Workspace, config: Config, settings: Settings, run_name: str) -> RegisterResult:
+@task(name="register", task_run_name="register", cache_policy=NO_CACHE)
+def register(ws: Workspace, config: Config, settings: Settings, run_name: str,
+             run_id: str | None = None) -> RegisterResult:
     from medimg.registry.stage import run_register
 
     result = run_register(ws, config, settings, run_name=run_name,
-                          extra_tags={"prefect_flow_run": run_name})
+                          extra_tags={"prefect_flow_run": run_name}, run_id=run_id)
     logger = get_run_logger()
     if result.registered:
         logger.info("registered version %s with aliases %s", result.version, result.aliases)
     else:
         logger.warning("not registered: %s", "; ".join(c.reason for c in result.gates.failed))
     return result
+
+
+@task(name="skipped", cache_policy=NO_CACHE)
+def skipped(stage: str, changes: str) -> Completed:
+    """An up-to-date stage, as a task run in the state "Skipped"."""
+    return Completed(name="Skipped", message=f"{stage} is up to date{changes}")
 
 
 @task(name="dvc-stage", cache_policy=NO_CACHE)
@@ -217,7 +254,51 @@ def other_stage(ws: Workspace, name: str, cmd: str) -> None:
                              f"{lines[-1] if lines else f'exit code {done.returncode}'}")
 
 
-@flow(name="medimg-training-pipeline", log_prints=False)
+def _flow_run_name() -> str:
+    """The workspace and its data version before ingest (renamed once ingest has run)."""
+    from prefect.runtime import flow_run
+
+    try:
+        ws = open_workspace(flow_run.parameters["workspace"])
+        return pipeline_run_name(ws.root.name, data_version(ws), time.time())
+    except Exception:  # an unreadable workspace fails in the flow, with its own message
+        return pipeline_run_name("medimg", "unknown", time.time())
+
+
+def _rename_flow_run(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.get_id():
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.get_id(), name=name)
+
+
+def artifact_key(ws: Workspace) -> str:
+    """The Prefect artifact key of a workspace's pipeline runs: the same for each run."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", ws.root.name.lower()).strip("-")[:40]
+    return f"medimg-pipeline-{slug}" if slug else "medimg-pipeline"
+
+
+def _publish(ws: Workspace, config: Config, result: PipelineResult, link: str,
+             failure: str = "") -> None:
+    """The run's summary as a Prefect markdown artifact under the workspace's stable key."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from medimg.run_summary import RunFacts, render_summary
+
+    facts = RunFacts(result.name, result.ran, result.skipped,
+                     result.ingest.equation() if result.ingest else "", link, failure,
+                     result.experiment or "")
+    try:
+        create_markdown_artifact(markdown=render_summary(ws, config, facts, result.registration),
+                                 key=artifact_key(ws),
+                                 description=f"medimg pipeline run {result.name}")
+    except Exception as exc:  # the summary never turns a finished run into a failed one
+        get_run_logger().warning("could not publish the run summary: %s", one_line(exc))
+
+
+@flow(name="medimg-training-pipeline", log_prints=False, flow_run_name=_flow_run_name)
 def training_pipeline(workspace: str, sources: list[str] | None = None,
                       force: bool = False, demo: bool = False) -> PipelineResult:
     """The stages of dvc.yaml in order, each skipped when DVC finds it up to date.
@@ -232,6 +313,7 @@ def training_pipeline(workspace: str, sources: list[str] | None = None,
     """
     from prefect.runtime import flow_run
 
+    started = time.time()
     _medimg_logs_to_prefect()
     settings = read_settings()  # the flow is an entry point: the environment is read here, once
     if demo and settings.key_bytes() is None:
@@ -250,40 +332,80 @@ def training_pipeline(workspace: str, sources: list[str] | None = None,
         logger.warning("%s is not a DVC repository: every stage runs, no dvc.lock", ws.root)
     order = stage_order(ws.root / "dvc.yaml") if (ws.root / "dvc.yaml").is_file() else None
     steps = [(s.name, s.cmd) for s in order] if order else [(name, "") for name in STAGES]
-    run_name = flow_run.get_name() or "medimg-run"
-    result = PipelineResult(dvc_locked=follow_dvc)
+    result = PipelineResult(dvc_locked=follow_dvc, name=flow_run.get_name() or "medimg-run")
+    tracked = PipelineRun(ws, config, settings, result.name, started,
+                          tags={"prefect.flow_run_id": str(flow_run.get_id() or "")})
     if follow_dvc:
         compile_outside_deps(ws.root)  # no byte-code cache written later reads as a code change
     status: dict[str, list[str]] | None = None  # DVC's answer for every stage, until one runs
-    for name, cmd in steps:
-        if follow_dvc and not force:
-            if status is None:  # one `dvc status` for all the stages that follow a run
-                status = pipeline_status(ws.root)
-            changes = status.get(name, [])
-            if not changes:
-                logger.info("%s is up to date; skipped", name)
-                result.skipped.append(name)
-                continue
-            logger.info("%s runs: %s", name, "; ".join(changes[:3]))
-        with _step(name):
-            if name == "ingest":
-                result.ingest = ingest(ws, config, settings, paths)
-            elif name == "validate":
-                result.validation = validate(ws, config)
-            elif name == "preprocess":
-                result.counts = preprocess(ws, config)
-            elif name == "train":
-                result.train = train(ws, config, settings)
-            elif name == "evaluate":
-                result.evaluation = evaluate(ws, config)
-            elif name == "register":
-                result.registration = register(ws, config, settings, run_name)
-            else:
-                other_stage.with_options(name=name)(ws, name, cmd)
+    stage = "start"
+    try:
+        for stage, cmd in steps:
+            if follow_dvc and not force:
+                if status is None:  # one `dvc status` for all the stages that follow a run
+                    status = pipeline_status(ws.root)
+                changes = status.get(stage, [])
+                if not changes:
+                    logger.info("%s is up to date; skipped", stage)
+                    skipped.with_options(name=stage, task_run_name=f"{stage} (up to date)")(
+                        stage, "")
+                    result.skipped.append(stage)
+                    continue
+                logger.info("%s runs: %s", stage, "; ".join(changes[:3]))
+            if stage != "ingest":  # work to do: the MLflow run opens, dated from the start
+                result.mlflow_run_id = tracked.open()
+            _run_stage(stage, cmd, ws, config, settings, paths, result, tracked)
             if follow_dvc:
-                commit_stage(ws.root, name)
-        result.ran.append(name)
-        status = None  # what this stage wrote may change what DVC says of the next
+                commit_stage(ws.root, stage)
+            result.ran.append(stage)
+            status = None  # what this stage wrote may change what DVC says of the next
+            if stage == "ingest":
+                result.name = tracked.name = pipeline_run_name(ws.root.name, data_version(ws),
+                                                               started)
+                _rename_flow_run(result.name)
+        stage = "finish"
+        if follow_dvc and result.mlflow_run_id:
+            try:
+                result.experiment = save_experiment(ws.root, result.name)
+                logger.info("saved as DVC experiment %s", result.experiment)
+            except MedimgError as exc:  # the run's results stand; only the experiment is lost
+                logger.warning("not saved as a DVC experiment: %s", exc)
+    except BaseException as exc:
+        tracked.fail(stage, exc)
+        link = (run_link(ws, settings, tracked.experiment_id, tracked.run_id)
+                if tracked.run_id and tracked.experiment_id else "")
+        result.mlflow_run_id = tracked.run_id
+        _publish(ws, config, result, link, failure=f"{stage}: {one_line(exc)}")
+        raise
+    link = ""
+    if result.mlflow_run_id:
+        from mlflow import MlflowClient
+
+        if result.experiment:
+            MlflowClient().set_tag(result.mlflow_run_id, "dvc_experiment", result.experiment)
+        tracked.finish()
+        link = run_link(ws, settings, tracked.experiment_id, result.mlflow_run_id)
+    _publish(ws, config, result, link)
     if result.changed_nothing:
         logger.info("nothing changed since the last run: nothing trained or registered")
     return result
+
+
+def _run_stage(stage: str, cmd: str, ws: Workspace, config: Config, settings: Settings,
+               paths: list[Path], result: PipelineResult, tracked: PipelineRun) -> None:
+    """One stage as its Prefect task (named after it), its outcome kept in ``result``."""
+    with _step(stage):
+        if stage == "ingest":
+            result.ingest = ingest(ws, config, settings, paths)
+        elif stage == "validate":
+            result.validation = validate(ws, config)
+        elif stage == "preprocess":
+            result.counts = preprocess(ws, config)
+        elif stage == "train":
+            result.train = train(ws, config, settings, tracked)
+        elif stage == "evaluate":
+            result.evaluation = evaluate(ws, config)
+        elif stage == "register":
+            result.registration = register(ws, config, settings, result.name, tracked.run_id)
+        else:
+            other_stage.with_options(name=stage, task_run_name=stage)(ws, stage, cmd)

@@ -79,3 +79,25 @@ def data_version(ws: Workspace) -> str:
     if ws.manifest_path.is_file():
         return "file-md5:" + hashlib.md5(ws.manifest_path.read_bytes()).hexdigest()
     return "unknown"
+
+
+def run_link(ws: Workspace, settings: Settings | None, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI: on the user's server, or where ``mlflow ui`` serves the
+    workspace's store (with the command that starts it)."""
+    uri = tracking_uri(ws, settings)
+    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"http://127.0.0.1:5000/{path} (after `{ui_command(ws, settings)}`)"
+
+
+def pipeline_run_name(workspace_name: str, version: str, when: float) -> str:
+    """``<workspace>-<data version, 8 hex>-<UTC time>``: a pipeline run's name in Prefect, MLflow
+    and DVC alike, safe as a git ref and a Prefect name."""
+    import re
+    import time
+
+    short = re.sub(r"[^0-9a-f]", "", version.split(":")[-1].lower())[:8] or "nodata"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", workspace_name).strip("-") or "workspace"
+    return f"{base}-{short}-{stamp}"

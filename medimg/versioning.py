@@ -180,3 +180,39 @@ def stage_changes(root: Path, stage: str) -> list[str]:
 def commit_stage(root: Path, stage: str) -> None:
     """Record a stage's deps, params and outputs in ``dvc.lock``, as ``dvc repro`` would."""
     run_dvc(root, "commit", "--force", "--quiet", stage)
+
+
+# What a saved experiment carries besides git's tracked files: the pipeline's definition and
+# lock, and the small reports DVC shows as params, metrics and plots. Never data/raw (it may
+# name patients) nor anything else untracked.
+EXPERIMENT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", "reports/metrics.json",
+                    "reports/train_history.csv", "reports/train_run.json",
+                    "reports/validation.json", "reports/registration.json")
+
+
+def experiment_name(text: str) -> str:
+    """``text`` as a DVC experiment name (a git ref name): letters, digits, ``-``, ``_``, ``.``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return re.sub(r"\.{2,}", ".", name).removesuffix(".lock") or "medimg-run"
+
+
+def has_commit(root: Path) -> bool:
+    """Whether the git repository at ``root`` has a commit (``dvc exp save`` needs one)."""
+    return subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=root,
+                          capture_output=True).returncode == 0
+
+
+def save_experiment(root: Path, name: str) -> str:
+    """Save the workspace as the DVC experiment ``name`` (``dvc exp save``); returns the name.
+
+    ``dvc exp show`` then lists its params and metrics and ``dvc exp apply NAME`` restores it.
+    Raises WorkspaceError when the repository has no commit yet, or DVC refuses.
+    """
+    name = experiment_name(name)
+    if not has_commit(root):
+        raise WorkspaceError(f"{root} has no git commit yet, so DVC cannot save experiments; "
+                             "commit once (git add -A; git commit) and rerun")
+    include = [arg for path in EXPERIMENT_FILES if (root / path).is_file()
+               for arg in ("--include-untracked", path)]
+    run_dvc(root, "exp", "save", "--force", "--quiet", "--name", name, *include)
+    return name

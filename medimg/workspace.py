@@ -185,7 +185,29 @@ def init_workspace(directory: Path, force: bool = False) -> Workspace:
                "/data/.ingest_cache.json"]
     existing = gitignore.read_text().splitlines() if gitignore.exists() else []
     gitignore.write_text("\n".join(existing + [e for e in ignored if e not in existing]) + "\n")
+    _first_commit(root)
     return Workspace(root)
+
+
+# what the first commit of a new workspace holds: medimg's files, never the user's data
+FIRST_COMMIT = (".gitignore", "params.yaml", "dvc.yaml", ".dvc/config", ".dvc/.gitignore",
+                ".dvcignore")
+
+
+def _first_commit(root: Path) -> None:
+    """Commit the workspace's own files once, in a repository with no commit yet: DVC saves
+    each pipeline run as an experiment on top of a commit. A git without a configured identity
+    commits as ``medimg``."""
+    git = shutil.which("git")
+    if git is None or subprocess.run([git, "rev-parse", "--verify", "--quiet", "HEAD"], cwd=root,
+                                     capture_output=True).returncode == 0:
+        return
+    files = [name for name in FIRST_COMMIT if (root / name).is_file()]
+    _run(["git", "add", "--", *files], root)
+    named = subprocess.run([git, "config", "user.email"], cwd=root, capture_output=True,
+                           text=True).stdout.strip()
+    identity = [] if named else ["-c", "user.name=medimg", "-c", "user.email=medimg@localhost"]
+    _run(["git", *identity, "commit", "-q", "-m", "medimg init: params.yaml and dvc.yaml"], root)
 
 
 CODE_VAR_LINE = "  - code: medimg\n"

@@ -14,7 +14,6 @@ import pandas as pd
 from medimg.config import BaseConfig, Config
 from medimg.data.manifest import load_manifest
 from medimg.decision import THRESHOLD
-from medimg.metric_table import HEADLINE_METRICS
 from medimg.registry.aliases import (
     CHALLENGER,
     CHAMPION,
@@ -28,6 +27,16 @@ from medimg.registry.champion import Comparison, compare_with_champion
 from medimg.registry.gates import GateReport, evaluate_gates
 from medimg.registry.model_card import render_model_card
 from medimg.registry.requirements import pip_requirements
+from medimg.registry.run_record import (
+    check_lines,
+    kept_epoch_metrics,
+    log_datasets,
+    log_missing_history,
+    log_model_metrics,
+    metrics_on_test,
+    model_params,
+    the_run,
+)
 from medimg.settings import Settings
 from medimg.tracking import data_version, git_commit, ui_command, use_workspace_tracking
 from medimg.training.history import HISTORY_FILE, read_history
@@ -36,7 +45,6 @@ from medimg.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 MODEL_CARD = "model_card.md"
-SCALAR_METRICS = (*HEADLINE_METRICS, "threshold")
 
 
 @dataclass
@@ -62,12 +70,16 @@ def test_split_hash(manifest: pd.DataFrame) -> str:
 
 def run_register(ws: Workspace, config: Config, settings: Settings | None = None,
                  run_name: str | None = None,
-                 extra_tags: dict[str, str] | None = None) -> RegisterResult:
-    """One MLflow run for the pipeline run in ``ws``, then the gate and the registry.
+                 extra_tags: dict[str, str] | None = None,
+                 run_id: str | None = None) -> RegisterResult:
+    """Record the pipeline run in MLflow, then the gate and the registry.
 
-    Logs params (params.yaml flattened), per-epoch training metrics, test metrics, plots, the
-    validation report and the model (a pyfunc with signature). Registers a new version only when
-    every absolute gate passes; otherwise tags the run with each failed gate and registers nothing.
+    Logs into the run ``run_id`` (the flow's, which spans every stage) or, without one, into a
+    new run named ``run_name``: params (params.yaml flattened), the splits as dataset inputs,
+    the per-epoch training metrics the run lacks, plots, the validation report and the model (a
+    pyfunc with signature), with its test metrics and intervals on the logged model itself.
+    Registers a new version only when every absolute gate passes; otherwise tags the run and
+    the model with each failed gate and registers nothing.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -88,21 +100,16 @@ def run_register(ws: Workspace, config: Config, settings: Settings | None = None
         "test_split_hash": split_hash,
         **(extra_tags or {}),
     }
-    with mlflow.start_run(run_name=run_name) as run:
+    with the_run(run_id, run_name) as run:
         mlflow.log_params(config.flat())
         mlflow.set_tags(lineage)
         runtime = ws.reports_dir / "train_run.json"
-        if runtime.is_file():  # device, replicas, precision, XLA: what the model trained on
-            facts = json.loads(runtime.read_text())
-            mlflow.set_tags({f"runtime.{k}": str(v) for k, v in facts.items() if v != ""})
-        for key, values in read_history(ws.reports_dir / HISTORY_FILE).items():
-            for epoch, value in enumerate(values, start=1):
-                mlflow.log_metric(key, value, step=epoch)
-        mlflow.log_metrics({f"test_{k}": float(metrics[k]) for k in SCALAR_METRICS
-                            if isinstance(metrics.get(k), int | float)})
-        mlflow.log_metrics({f"test_{k}_ci_{end}": float(bounds[end])
-                            for k, bounds in (metrics.get("ci") or {}).items()
-                            for end in ("low", "high")})
+        facts = json.loads(runtime.read_text()) if runtime.is_file() else {}
+        # device, replicas, precision, XLA: what the model trained on
+        mlflow.set_tags({f"runtime.{k}": str(v) for k, v in facts.items() if v != ""})
+        history = read_history(ws.reports_dir / HISTORY_FILE)
+        log_missing_history(client, run.info.run_id, history)
+        datasets = log_datasets(client, run.info.run_id, ws, config, manifest, lineage)
         for path in [ws.metrics_path, ws.validation_report_path,
                      ws.reports_dir / HISTORY_FILE, ws.reports_dir / "train_run.json",
                      ws.reports_dir / "predictions.csv"]:
@@ -120,12 +127,20 @@ def run_register(ws: Workspace, config: Config, settings: Settings | None = None
             # the model carries its own code, so it loads where medimg is not installed
             code_paths=[str(Path(pyfunc.__file__).resolve().parents[1])],
             pip_requirements=pip_requirements(),
+            params=model_params(config),
         )
+        model_id = model_info.model_id
+        log_model_metrics(run.info.run_id, model_id, metrics_on_test(metrics),
+                          datasets.get("test"))
+        for values, dataset in kept_epoch_metrics(history, facts, datasets):
+            log_model_metrics(run.info.run_id, model_id, values, dataset)
         report = evaluate_gates(metrics, config.gates)
         result = RegisterResult(run.info.run_id, metrics, report,
                                 ui_command=ui_command(ws, settings))
         mlflow.set_tag("gate.passed", str(report.passed).lower())
         _tag_checks(report)
+        client.set_logged_model_tags(model_id, {"gate.passed": str(report.passed).lower(),
+                                                "gate_report": check_lines(report)})
         validation = (json.loads(ws.validation_report_path.read_text())
                       if ws.validation_report_path.is_file() else None)
         card = {"config": config, "metrics": metrics, "lineage": lineage,
@@ -139,9 +154,9 @@ def run_register(ws: Workspace, config: Config, settings: Settings | None = None
 
         version = mlflow.register_model(model_info.model_uri, name, tags={
             **lineage, **_decision_tags(metrics),
-            "gate_report": "; ".join(f"{c.name} {'pass' if c.passed else 'fail'} ({c.reason})"
-                                     for c in report.checks)})
+            "gate_report": check_lines(report)})
         result.version = str(version.version)
+        mlflow.set_tag("registered_version", result.version)
         client.update_model_version(name, version.version, description=_description(
             metrics, lineage, report))
         by = actor(run.info.run_id)
@@ -176,9 +191,10 @@ def run_register(ws: Workspace, config: Config, settings: Settings | None = None
                              "unit": "patient"}, "reports/champion_comparison.json")
             _log_comparison(compared)
             _tag_checks(comparison)
-            client.set_model_version_tag(name, result.version, "champion_comparison", "; ".join(
-                f"{c.name} {'pass' if c.passed else 'fail'} ({c.reason})"
-                for c in comparison.checks))
+            client.set_model_version_tag(name, result.version, "champion_comparison",
+                                         check_lines(comparison))
+            client.set_logged_model_tags(model_id, {"champion_comparison":
+                                                    check_lines(comparison)})
         result.champion_checks = comparison
         promote_failed = ""
         if promoted:

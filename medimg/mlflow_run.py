@@ -1,0 +1,156 @@
+"""The one MLflow run that spans a pipeline run, from its first stage to its last.
+
+The flow opens it before the first stage that has work to do, dated from the flow's start, so
+the run's duration is the pipeline's. Every stage logs into it: the data splits as dataset
+inputs when it opens, each epoch's loss, metrics, learning rate and images/s as the epoch ends
+(the MLflow UI draws the curves while training runs), system metrics while training, and the
+register stage's model, test metrics and gate. A run that fails is ended FAILED with the stage
+and the one-line reason as tags; one that completes is ended FINISHED.
+
+Everything goes through ``MlflowClient`` with the run's id, never MLflow's active run: Prefect
+may run a task in another thread, and the active run is per thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from medimg.config import Config
+from medimg.settings import Settings
+from medimg.tracking import data_version, git_commit, use_workspace_tracking
+from medimg.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+FAILED_STAGE_TAG = "medimg.failed_stage"
+FAILURE_TAG = "medimg.failure"
+SYSTEM_METRICS_SECONDS = 10.0  # MLflow's own default sampling interval
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's first line, prefixed with its type unless it is one of medimg's own
+    (whose messages already read as a reason and its fix)."""
+    from medimg.errors import MedimgError
+
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    text = lines[0] if lines else ""
+    if not isinstance(exc, MedimgError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:500]
+
+
+@dataclass
+class PipelineRun:
+    """The MLflow run of one pipeline run, opened on first use.
+
+    Args:
+        ws, config, settings: the workspace, its params and where MLflow is.
+        name: the run's name (the flow run's: workspace, data version, time).
+        started: when the pipeline run started (``time.time()``): the run's start time.
+        tags: more tags for the run (the Prefect flow run's id, ...).
+    """
+
+    ws: Workspace
+    config: Config
+    settings: Settings | None
+    name: str
+    started: float = field(default_factory=time.time)
+    tags: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    experiment_id: str | None = None
+    _epoch_calls: int = 0
+
+    def _client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient()
+
+    def open(self) -> str:
+        """Create the run (once), with params, lineage tags and the splits as dataset inputs."""
+        if self.run_id is not None:
+            return self.run_id
+        from medimg.data.manifest import load_manifest
+        from medimg.mlflow_datasets import log_split_inputs, split_datasets
+
+        self.experiment_id = use_workspace_tracking(self.ws, self.config.registry.experiment_name,
+                                                    self.settings)
+        client = self._client()
+        version, commit = data_version(self.ws), git_commit(self.ws)
+        run = client.create_run(self.experiment_id, start_time=int(self.started * 1000),
+                                run_name=self.name, tags={
+                                    "data_version": version, "git_commit": commit,
+                                    "params_digest": self.config.digest(), **self.tags})
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        params = [Param(k, str(v)) for k, v in self.config.flat().items()]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params a call
+            client.log_batch(self.run_id, params=params[start:start + 100])
+        if self.ws.manifest_path.is_file():
+            manifest = load_manifest(self.ws.manifest_path)
+            log_split_inputs(client, self.run_id, split_datasets(
+                manifest, list(self.config.base.class_names),
+                self.ws.relative(self.ws.manifest_path), version, commit))
+        logger.info("MLflow run %s (%s) opened", self.name, self.run_id)
+        return self.run_id
+
+    def log_epoch(self, epoch: int, total: int, logs: Mapping[str, float]) -> None:
+        """Each finished epoch's numbers at step ``epoch``, as it ends (an epoch report: the
+        first call, before any epoch, says where training starts and logs nothing)."""
+        self._epoch_calls += 1
+        if self._epoch_calls == 1 or self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._client().log_batch(self.run_id, metrics=[
+            Metric(key, float(value), now, epoch) for key, value in logs.items()])
+
+    @contextmanager
+    def system_metrics(self) -> Iterator[None]:
+        """MLflow's system metrics (CPU, memory, disk, network; GPU with ``nvidia-ml-py``)
+        while inside, sampled every 10 s, and once when it ends."""
+        if self.run_id is None:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=SYSTEM_METRICS_SECONDS)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+            try:  # MLflow drops the last, partial interval: a short training would log none
+                monitor.collect_metrics()
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
+            except Exception as exc:
+                logger.warning("could not log the last system metrics: %s", one_line(exc))
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        """End the run FAILED (KILLED on an interrupt), tagged with the stage and the reason.
+
+        Opens the run first if the failure came before it was: a failed pipeline run always
+        leaves its trace. A tracking store that cannot be reached only logs a warning: the
+        stage's own error is the one the user needs.
+        """
+        try:
+            self.open()
+            client = self._client()
+            client.set_tag(self.run_id, FAILED_STAGE_TAG, stage)
+            client.set_tag(self.run_id, FAILURE_TAG, one_line(exc))
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            client.set_terminated(self.run_id, status)
+        except Exception as problem:  # the store is down: the stage's error still surfaces
+            logger.warning("could not mark the MLflow run failed: %s", one_line(problem))
+
+    def finish(self) -> None:
+        """End the run FINISHED now, if it was opened."""
+        if self.run_id is not None:
+            self._client().set_terminated(self.run_id, "FINISHED")
