@@ -533,6 +533,47 @@ def registry_audit(workspace: WorkspaceOpt = None) -> None:
     _print_moves(trail)
 
 
+def _tracked(workspace: Path | None):
+    from mlflow import MlflowClient
+
+    from medimg.tracking import use_workspace_tracking
+
+    ws = _workspace(workspace)
+    return ws, MlflowClient(), use_workspace_tracking(ws, ws.config.registry.experiment_name,
+                                                      _settings())
+
+
+@app.command("runs")
+@_friendly
+def runs(workspace: WorkspaceOpt = None, n: Annotated[int, typer.Option(
+        "-n", help="How many runs, newest first.")] = 10) -> None:
+    """The last runs: status, data version, the params that differ, metrics, gate, version."""
+    from medimg.registry.runs import recent_runs
+    from medimg.runs_view import runs_table
+
+    ws, client, experiment = _tracked(workspace)
+    for shown in runs_table(recent_runs(client, experiment, ws.config.registry.model_name, n)):
+        console.print(shown, highlight=False)
+
+
+@app.command("compare")
+@_friendly
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Run A: a run id, id prefix or run name.")],
+    run_b: Annotated[str, typer.Argument(help="Run B, compared with A (B - A).")],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Two runs side by side; B - A paired on the same test images when they share them."""
+    from medimg.registry.runs import compare_runs
+    from medimg.runs_view import comparison_tables
+
+    ws, client, experiment = _tracked(workspace)
+    with _progress() as shown, shown.step("comparing the runs"):
+        compared = compare_runs(client, experiment, ws, ws.config, run_a, run_b)
+    for item in comparison_tables(compared):
+        console.print(item, highlight=False)
+
+
 @contextmanager
 def _prefect_settings() -> Iterator[None]:
     """Prefect settings for an in-process flow run, never through the environment.
