@@ -350,11 +350,15 @@ def training_pipeline(workspace: str, sources: list[str] | None = None,
                     skipped.with_options(name=stage, task_run_name=f"{stage} (up to date)")(
                         stage, "")
                     result.skipped.append(stage)
+                    tracked.record_stage(stage, "up to date")
                     continue
                 logger.info("%s runs: %s", stage, "; ".join(changes[:3]))
             if stage != "ingest":  # work to do: the MLflow run opens, dated from the start
                 result.mlflow_run_id = tracked.open()
+            began = time.perf_counter()
             _run_stage(stage, cmd, ws, config, settings, paths, result, tracked)
+            tracked.record_stage(stage, f"ran in {time.perf_counter() - began:.1f} s",
+                                 _stage_figures(stage, result))
             if follow_dvc:
                 commit_stage(ws.root, stage)
             result.ran.append(stage)
@@ -389,6 +393,25 @@ def training_pipeline(workspace: str, sources: list[str] | None = None,
     if result.changed_nothing:
         logger.info("nothing changed since the last run: nothing trained or registered")
     return result
+
+
+def _stage_figures(stage: str, result: PipelineResult) -> dict[str, float]:
+    """What a stage counted, as run metrics: files in and their fates, contract checks,
+    images per split."""
+    if stage == "ingest" and result.ingest:
+        found = result.ingest
+        return {"ingest_files_in": found.files_in, "ingest_ingested": found.ingested,
+                "ingest_already_present": found.already_present,
+                "ingest_duplicates": found.duplicates,
+                "ingest_quarantined": len(found.quarantined)}
+    if stage == "validate" and result.validation:
+        report = result.validation
+        return {"contract_checks": len(report.checks),
+                "contract_checks_failed": len(report.failed_critical),
+                "contract_warnings": len(report.warnings)}
+    if stage == "preprocess" and result.counts:
+        return {f"images_{split}": n for split, n in result.counts.items()}
+    return {}
 
 
 def _run_stage(stage: str, cmd: str, ws: Workspace, config: Config, settings: Settings,

@@ -686,6 +686,9 @@ def _print_summary(outcome, seconds: float) -> None:
     else:
         console.print(f"ran {', '.join(outcome.ran) or 'nothing'}; finished in {seconds:.0f}s",
                       highlight=False)
+    if outcome.experiment:
+        console.print(f"run {outcome.name}: saved as a DVC experiment (`dvc exp show`); "
+                      "`medimg runs` lists recent runs", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - `python -m medimg`

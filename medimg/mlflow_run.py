@@ -64,6 +64,7 @@ class PipelineRun:
     run_id: str | None = None
     experiment_id: str | None = None
     _epoch_calls: int = 0
+    _pending: list[tuple[str, dict[str, str], dict[str, float]]] = field(default_factory=list)
 
     def _client(self) -> Any:
         from mlflow import MlflowClient
@@ -97,7 +98,27 @@ class PipelineRun:
                 manifest, list(self.config.base.class_names),
                 self.ws.relative(self.ws.manifest_path), version, commit))
         logger.info("MLflow run %s (%s) opened", self.name, self.run_id)
+        for _, tags, metrics in self._pending:  # what stages before the opening recorded
+            self._log(tags, metrics)
+        self._pending.clear()
         return self.run_id
+
+    def _log(self, tags: Mapping[str, str], metrics: Mapping[str, float]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self._client().log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()],
+                                 metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def record_stage(self, stage: str, outcome: str,
+                     metrics: Mapping[str, float] | None = None) -> None:
+        """The stage's outcome as the tag ``medimg.stage.<stage>`` ("ran in 12.3 s", "up to
+        date") and its figures as metrics; kept until the run opens, if it has not yet."""
+        tags = {f"medimg.stage.{stage}": outcome}
+        if self.run_id is None:
+            self._pending.append((stage, tags, dict(metrics or {})))
+        else:
+            self._log(tags, metrics or {})
 
     def log_epoch(self, epoch: int, total: int, logs: Mapping[str, float]) -> None:
         """Each finished epoch's numbers at step ``epoch``, as it ends (an epoch report: the

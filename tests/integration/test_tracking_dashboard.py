@@ -109,6 +109,13 @@ def test_one_run_spans_the_flow_and_every_tool_shows_it(make_workspace):
     for key in ("loss", "val_loss", "val_auc", "learning_rate", "images_per_second"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == \
             list(range(1, outcome.train.epochs_run + 1)), key
+    # every stage logged into it: its outcome as a tag, what it counted as metrics
+    for stage in ("ingest", "validate", "preprocess", "train", "evaluate", "register"):
+        assert run.data.tags[f"medimg.stage.{stage}"].startswith("ran in "), stage
+    assert run.data.metrics["ingest_files_in"] == 160
+    assert run.data.metrics["contract_checks_failed"] == 0
+    assert run.data.metrics["images_train"] + run.data.metrics["images_val"] + \
+        run.data.metrics["images_test"] == len(load_manifest(ws.manifest_path))
     assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics)
     assert any(k.startswith("system/system_memory_usage") for k in run.data.metrics)
 
@@ -176,6 +183,9 @@ def test_one_run_spans_the_flow_and_every_tool_shows_it(make_workspace):
     write_params(ws.root, {"train": {"learning_rate": first_rate * 10}})
     third = training_pipeline(str(ws.root))
     assert third.ran == ["ingest", "train", "evaluate", "register"]
+    third_tags = client.get_run(third.mlflow_run_id).data.tags
+    assert third_tags["medimg.stage.preprocess"] == "up to date"
+    assert third_tags["medimg.stage.train"].startswith("ran in ")
     ranked = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id], output_format="list",
         order_by=[{"field_name": "metrics.test_roc_auc", "ascending": False}])

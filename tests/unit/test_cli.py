@@ -114,10 +114,27 @@ def test_server_that_is_down_fails_before_any_work(make_workspace, variable, fra
     assert not ws.manifest_path.exists()
 
 
-@pytest.mark.parametrize("command", ["init", "synth", "ingest", "validate", "preprocess",
-                                     "train", "evaluate", "register", "run", "demo"])
+def _commands() -> list[str]:
+    """Every command the app registers, sub-commands included (``registry list``)."""
+    from medimg.cli import app
+
+    def name(command) -> str:
+        return command.name or command.callback.__name__.replace("_", "-")
+
+    found = [name(c) for c in app.registered_commands]
+    for group in app.registered_groups:
+        found += [f"{group.name} {name(c)}" for c in group.typer_instance.registered_commands]
+    return found
+
+
+def test_the_command_list_holds_every_stage_and_view():
+    assert {"init", "ingest", "validate", "preprocess", "train", "evaluate", "register", "run",
+            "demo", "runs", "compare", "registry list"} <= set(_commands())
+
+
+@pytest.mark.parametrize("command", _commands())
 def test_every_command_has_help(command, tmp_path):
-    result = medimg_cli(command, "--help", cwd=tmp_path)
+    result = medimg_cli(*command.split(), "--help", cwd=tmp_path)
     assert result.returncode == 0 and "Usage" in result.stdout
 
 
