@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from medimg.errors import WorkspaceError
     from medimg.workspace import open_workspace
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument(
         "--workspace",
         type=Path,
