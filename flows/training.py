@@ -266,18 +266,27 @@ def _flow_run_name() -> str:
 
 
 def _rename_flow_run(name: str) -> None:
+    """The flow run's new name in Prefect's API; a failure to rename only logs a warning."""
     from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
 
-    if flow_run.get_id():
+    if not flow_run.get_id():
+        return
+    try:
         with get_client(sync_client=True) as client:
             client.update_flow_run(flow_run.get_id(), name=name)
+    except Exception as exc:
+        get_run_logger().warning("the flow run keeps its first name: %s", one_line(exc))
 
 
 def artifact_key(ws: Workspace) -> str:
-    """The Prefect artifact key of a workspace's pipeline runs: the same for each run."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", ws.root.name.lower()).strip("-")[:40]
-    return f"medimg-pipeline-{slug}" if slug else "medimg-pipeline"
+    """The Prefect artifact key of a workspace's pipeline runs, the same for each of its runs:
+    its folder's name and a short hash of its path (two folders of one name differ)."""
+    import hashlib
+
+    slug = re.sub(r"[^a-z0-9-]+", "-", ws.root.name.lower()).strip("-")[:40] or "workspace"
+    where = hashlib.sha256(str(ws.root.resolve()).encode()).hexdigest()[:6]
+    return f"medimg-pipeline-{slug}-{where}"
 
 
 def _publish(ws: Workspace, config: Config, result: PipelineResult, link: str,
@@ -357,11 +366,11 @@ def training_pipeline(workspace: str, sources: list[str] | None = None,
                 result.mlflow_run_id = tracked.open()
             began = time.perf_counter()
             _run_stage(stage, cmd, ws, config, settings, paths, result, tracked)
-            tracked.record_stage(stage, f"ran in {time.perf_counter() - began:.1f} s",
-                                 _stage_figures(stage, result))
             if follow_dvc:
                 commit_stage(ws.root, stage)
             result.ran.append(stage)
+            tracked.record_stage(stage, f"ran in {time.perf_counter() - began:.1f} s",
+                                 _stage_figures(stage, result))
             status = None  # what this stage wrote may change what DVC says of the next
             if stage == "ingest":
                 result.name = tracked.name = pipeline_run_name(ws.root.name, data_version(ws),
@@ -383,10 +392,8 @@ def training_pipeline(workspace: str, sources: list[str] | None = None,
         raise
     link = ""
     if result.mlflow_run_id:
-        from mlflow import MlflowClient
-
         if result.experiment:
-            MlflowClient().set_tag(result.mlflow_run_id, "dvc_experiment", result.experiment)
+            tracked.note({"dvc_experiment": result.experiment})
         tracked.finish()
         link = run_link(ws, settings, tracked.experiment_id, result.mlflow_run_id)
     _publish(ws, config, result, link)

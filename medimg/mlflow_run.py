@@ -33,15 +33,18 @@ SYSTEM_METRICS_SECONDS = 10.0  # MLflow's own default sampling interval
 
 
 def one_line(exc: BaseException) -> str:
-    """The exception's first line, prefixed with its type unless it is one of medimg's own
-    (whose messages already read as a reason and its fix)."""
+    """The reason a run failed, in one line, fit for a shared tracking server.
+
+    medimg's own errors give their first line: it reads as a reason and its fix, and names no
+    patient (their messages are written that way). Any other exception gives only its type: a
+    library's message may quote a raw path or a header value, which must not leave ingest.
+    """
     from medimg.errors import MedimgError
 
-    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
-    text = lines[0] if lines else ""
     if not isinstance(exc, MedimgError):
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text[:500]
+        return f"{type(exc).__name__} (the message is in the run's log)"
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:500]
 
 
 @dataclass
@@ -64,6 +67,7 @@ class PipelineRun:
     run_id: str | None = None
     experiment_id: str | None = None
     _epoch_calls: int = 0
+    _unreachable: bool = False  # opening failed once: the store is not asked again
     _pending: list[tuple[str, dict[str, str], dict[str, float]]] = field(default_factory=list)
 
     def _client(self) -> Any:
@@ -78,14 +82,18 @@ class PipelineRun:
         from medimg.data.manifest import load_manifest
         from medimg.mlflow_datasets import log_split_inputs, split_datasets
 
-        self.experiment_id = use_workspace_tracking(self.ws, self.config.registry.experiment_name,
-                                                    self.settings)
-        client = self._client()
-        version, commit = data_version(self.ws), git_commit(self.ws)
-        run = client.create_run(self.experiment_id, start_time=int(self.started * 1000),
-                                run_name=self.name, tags={
-                                    "data_version": version, "git_commit": commit,
-                                    "params_digest": self.config.digest(), **self.tags})
+        try:
+            self.experiment_id = use_workspace_tracking(
+                self.ws, self.config.registry.experiment_name, self.settings)
+            client = self._client()
+            version, commit = data_version(self.ws), git_commit(self.ws)
+            run = client.create_run(self.experiment_id, start_time=int(self.started * 1000),
+                                    run_name=self.name, tags={
+                                        "data_version": version, "git_commit": commit,
+                                        "params_digest": self.config.digest(), **self.tags})
+        except Exception:
+            self._unreachable = True
+            raise
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -110,6 +118,14 @@ class PipelineRun:
         self._client().log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()],
                                  metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
+    def note(self, tags: Mapping[str, str]) -> None:
+        """More tags on the opened run, best effort (a warning when the store refuses)."""
+        try:
+            if self.run_id is not None:
+                self._log(tags, {})
+        except Exception as exc:
+            logger.warning("tags not logged to MLflow: %s", one_line(exc))
+
     def record_stage(self, stage: str, outcome: str,
                      metrics: Mapping[str, float] | None = None) -> None:
         """The stage's outcome as the tag ``medimg.stage.<stage>`` ("ran in 12.3 s", "up to
@@ -117,8 +133,12 @@ class PipelineRun:
         tags = {f"medimg.stage.{stage}": outcome}
         if self.run_id is None:
             self._pending.append((stage, tags, dict(metrics or {})))
-        else:
+            return
+        try:  # a record of the stage, never a reason to fail it
             self._log(tags, metrics or {})
+        except Exception as exc:
+            logger.warning("the %s stage's record not logged to MLflow: %s", stage,
+                           one_line(exc))
 
     def log_epoch(self, epoch: int, total: int, logs: Mapping[str, float]) -> None:
         """Each finished epoch's numbers at step ``epoch``, as it ends (an epoch report: the
@@ -129,8 +149,11 @@ class PipelineRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._client().log_batch(self.run_id, metrics=[
-            Metric(key, float(value), now, epoch) for key, value in logs.items()])
+        try:  # a tracking hiccup never stops training; register fills in what is missing
+            self._client().log_batch(self.run_id, metrics=[
+                Metric(key, float(value), now, epoch) for key, value in logs.items()])
+        except Exception as exc:
+            logger.warning("epoch %d not logged to MLflow yet: %s", epoch, one_line(exc))
 
     @contextmanager
     def system_metrics(self) -> Iterator[None]:
@@ -157,21 +180,34 @@ class PipelineRun:
     def fail(self, stage: str, exc: BaseException) -> None:
         """End the run FAILED (KILLED on an interrupt), tagged with the stage and the reason.
 
-        Opens the run first if the failure came before it was: a failed pipeline run always
-        leaves its trace. A tracking store that cannot be reached only logs a warning: the
-        stage's own error is the one the user needs.
+        A failure before the run opened opens it first, so a failed pipeline run leaves its
+        trace; an interrupt, or a store that already failed to answer, does not. A store that
+        cannot be reached only logs a warning: the stage's own error is the one the user needs.
         """
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if self.run_id is None and not interrupted and not self._unreachable:
+            try:
+                self.open()
+            except Exception as problem:
+                logger.warning("could not record the failure in MLflow: %s", one_line(problem))
+        if self.run_id is None:
+            return
+        from mlflow.entities import RunTag
+
         try:
-            self.open()
-            client = self._client()
-            client.set_tag(self.run_id, FAILED_STAGE_TAG, stage)
-            client.set_tag(self.run_id, FAILURE_TAG, one_line(exc))
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            client.set_terminated(self.run_id, status)
-        except Exception as problem:  # the store is down: the stage's error still surfaces
+            self._client().log_batch(self.run_id, tags=[
+                RunTag(FAILED_STAGE_TAG, stage), RunTag(FAILURE_TAG, one_line(exc))])
+        except Exception as problem:
+            logger.warning("could not tag the MLflow run's failure: %s", one_line(problem))
+        try:  # ended whatever the tags did: a run is never left RUNNING
+            self._client().set_terminated(self.run_id, "KILLED" if interrupted else "FAILED")
+        except Exception as problem:
             logger.warning("could not mark the MLflow run failed: %s", one_line(problem))
 
     def finish(self) -> None:
         """End the run FINISHED now, if it was opened."""
         if self.run_id is not None:
-            self._client().set_terminated(self.run_id, "FINISHED")
+            try:
+                self._client().set_terminated(self.run_id, "FINISHED")
+            except Exception as exc:  # the work is done and recorded; only the end time is not
+                logger.warning("could not mark the MLflow run finished: %s", one_line(exc))

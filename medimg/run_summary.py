@@ -83,7 +83,10 @@ def _gate_section(metrics: dict, config: Config) -> list[str]:
 
 def _decision(ws: Workspace, registration: Any, facts: RunFacts) -> str:
     if facts.failure:
-        return f"**Failed** at {_cell(facts.failure)}. Nothing was registered."
+        done = (f" Version {registration.version} was registered before it."
+                if registration is not None and registration.registered else
+                " Nothing was registered.")
+        return f"**Failed** at {_cell(facts.failure)}.{done}"
     if registration is not None:
         if not registration.registered:
             return ("**Not registered**: "

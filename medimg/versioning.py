@@ -183,8 +183,10 @@ def commit_stage(root: Path, stage: str) -> None:
 
 
 # What a saved experiment carries besides git's tracked files: the pipeline's definition and
-# lock, and the small reports DVC shows as params, metrics and plots. Never data/raw (it may
-# name patients) nor anything else untracked.
+# lock, and the small reports DVC shows as params and metrics. DVC adds every top-level metrics,
+# params and plots file of dvc.yaml too, so none of those may show a patient's image (the
+# Grad-CAM grid is an MLflow artifact, not a DVC plot). Never data/raw, nor anything else
+# untracked.
 EXPERIMENT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", "reports/metrics.json",
                     "reports/train_history.csv", "reports/train_run.json",
                     "reports/validation.json", "reports/registration.json")
@@ -202,17 +204,43 @@ def has_commit(root: Path) -> bool:
                           capture_output=True).returncode == 0
 
 
+# what the first commit of a workspace holds: medimg's own files, never the user's data
+FIRST_COMMIT = (".gitignore", "params.yaml", "dvc.yaml", ".dvc/config", ".dvc/.gitignore",
+                ".dvcignore")
+
+
+def first_commit(root: Path) -> bool:
+    """Commit the workspace's own files (:data:`FIRST_COMMIT`) in a repository with no commit
+    yet, as DVC's experiments need one; True when it made the commit. Only those paths are
+    committed, whatever else is staged. A git without an identity commits as ``medimg``."""
+    if has_commit(root):
+        return False
+    files = [name for name in FIRST_COMMIT if (root / name).is_file()]
+    named = subprocess.run(["git", "config", "user.email"], cwd=root, capture_output=True,
+                           text=True).stdout.strip()
+    identity = [] if named else ["-c", "user.name=medimg", "-c", "user.email=medimg@localhost"]
+    steps = {"add": ["add", "--", *files],
+             "commit": [*identity, "commit", "-q", "-m", "medimg: params.yaml and dvc.yaml",
+                        "--", *files]}
+    for step, command in steps.items():
+        done = subprocess.run(["git", *command], cwd=root, capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = [x for x in (done.stderr + done.stdout).splitlines() if x.strip()]
+            raise WorkspaceError(f"`git {step}` of medimg's own files failed in {root}: "
+                                 f"{lines[0] if lines else done.returncode}")
+    return True
+
+
 def save_experiment(root: Path, name: str) -> str:
     """Save the workspace as the DVC experiment ``name`` (``dvc exp save``); returns the name.
 
     ``dvc exp show`` then lists its params and metrics and ``dvc exp apply NAME`` restores it.
-    Raises WorkspaceError when the repository has no commit yet, or DVC refuses.
+    A repository with no commit gets medimg's first commit (:func:`first_commit`). An existing
+    experiment of that name is never overwritten. Raises WorkspaceError when DVC refuses.
     """
     name = experiment_name(name)
-    if not has_commit(root):
-        raise WorkspaceError(f"{root} has no git commit yet, so DVC cannot save experiments; "
-                             "commit once (git add -A; git commit) and rerun")
+    first_commit(root)
     include = [arg for path in EXPERIMENT_FILES if (root / path).is_file()
                for arg in ("--include-untracked", path)]
-    run_dvc(root, "exp", "save", "--force", "--quiet", "--name", name, *include)
+    run_dvc(root, "exp", "save", "--name", name, *include)
     return name

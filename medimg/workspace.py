@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medimg.config import Config, load_config
 from medimg.errors import WorkspaceError
-from medimg.versioning import compile_outside_deps, run_dvc
+from medimg.versioning import compile_outside_deps, first_commit, run_dvc
 
 TEMPLATE_FILES = ("params.yaml", "dvc.yaml")
 SPLITS = ("train", "val", "test")
@@ -181,33 +181,13 @@ def init_workspace(directory: Path, force: bool = False) -> Workspace:
         _run(["dvc", "config", "core.analytics", "false"], root)
     compile_outside_deps(root)
     gitignore = root / ".gitignore"
-    ignored = ["/mlflow.db", "/mlartifacts/", "/models/", "/reports/data_docs/", "/data/processed/",
-               "/data/.ingest_cache.json"]
+    # data/raw may name patients in its paths and show them in its pixels: git never holds it
+    ignored = ["/data/raw/", "/mlflow.db", "/mlartifacts/", "/models/", "/reports/data_docs/",
+               "/reports/plots/gradcam.png", "/data/processed/", "/data/.ingest_cache.json"]
     existing = gitignore.read_text().splitlines() if gitignore.exists() else []
     gitignore.write_text("\n".join(existing + [e for e in ignored if e not in existing]) + "\n")
-    _first_commit(root)
+    first_commit(root)  # DVC saves each pipeline run as an experiment on top of it
     return Workspace(root)
-
-
-# what the first commit of a new workspace holds: medimg's files, never the user's data
-FIRST_COMMIT = (".gitignore", "params.yaml", "dvc.yaml", ".dvc/config", ".dvc/.gitignore",
-                ".dvcignore")
-
-
-def _first_commit(root: Path) -> None:
-    """Commit the workspace's own files once, in a repository with no commit yet: DVC saves
-    each pipeline run as an experiment on top of a commit. A git without a configured identity
-    commits as ``medimg``."""
-    git = shutil.which("git")
-    if git is None or subprocess.run([git, "rev-parse", "--verify", "--quiet", "HEAD"], cwd=root,
-                                     capture_output=True).returncode == 0:
-        return
-    files = [name for name in FIRST_COMMIT if (root / name).is_file()]
-    _run(["git", "add", "--", *files], root)
-    named = subprocess.run([git, "config", "user.email"], cwd=root, capture_output=True,
-                           text=True).stdout.strip()
-    identity = [] if named else ["-c", "user.name=medimg", "-c", "user.email=medimg@localhost"]
-    _run(["git", *identity, "commit", "-q", "-m", "medimg init: params.yaml and dvc.yaml"], root)
 
 
 CODE_VAR_LINE = "  - code: medimg\n"

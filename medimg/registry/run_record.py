@@ -49,12 +49,14 @@ def the_run(run_id: str | None, run_name: str | None) -> Iterator[Any]:
 def log_missing_history(client: Any, run_id: str, history: Mapping[str, list[float]]) -> None:
     """The per-epoch history's values the run lacks: all of it when training did not log live
     into this run, the epochs before a resume when it did."""
+    import time
+
     from mlflow.entities import Metric
 
-    missing = []
+    missing, now = [], int(time.time() * 1000)
     for key, values in history.items():
         have = {m.step for m in client.get_metric_history(run_id, key)}
-        missing += [Metric(key, float(v), 0, epoch) for epoch, v in enumerate(values, start=1)
+        missing += [Metric(key, float(v), now, epoch) for epoch, v in enumerate(values, start=1)
                     if epoch not in have]
     for start in range(0, len(missing), 1000):
         client.log_batch(run_id, metrics=missing[start:start + 1000])

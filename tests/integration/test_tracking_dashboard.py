@@ -75,11 +75,27 @@ def _task_runs(flow_run_id: str) -> dict[str, tuple[str, float | None, float | N
 
 
 def _artifact(key: str) -> str:
+    """The newest version of the artifact ``key``."""
+    from prefect.client.schemas.filters import (
+        ArtifactCollectionFilter,
+        ArtifactCollectionFilterKey,
+    )
+
     with get_client(sync_client=True) as client:
-        artifact = client.read_latest_artifacts()
-    found = [a for a in artifact if a.key == key]
-    assert found, f"no artifact {key}"
+        found = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
+            key=ArtifactCollectionFilterKey(any_=[key])))
+    assert len(found) == 1, f"no artifact {key}"
     return str(found[0].data)
+
+
+def _experiment_files(ws, name: str) -> set[str]:
+    """The files git holds in the DVC experiment ``name`` (a commit on a hidden ref)."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+                          cwd=ws.root, capture_output=True, text=True, check=True).stdout.split()
+    (ref,) = [r for r in refs if r.endswith(f"/{name}")]
+    listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", ref], cwd=ws.root,
+                            capture_output=True, text=True, check=True)
+    return set(listed.stdout.split())
 
 
 def test_one_run_spans_the_flow_and_every_tool_shows_it(make_workspace):
@@ -102,7 +118,8 @@ def test_one_run_spans_the_flow_and_every_tool_shows_it(make_workspace):
     assert flow_run.name == outcome.name  # renamed after ingest, to the data version
     tasks = _task_runs(str(flow_run.id))
     assert {"ingest", "validate", "preprocess", "train", "evaluate", "register"} <= set(tasks)
-    assert run.info.start_time / 1000 <= tasks["train"][1]
+    # opened after ingest found work to do, yet dated from the flow's start
+    assert flow_run.start_time.timestamp() - 1 <= run.info.start_time / 1000 <= tasks["ingest"][1]
     assert run.info.end_time / 1000 >= tasks["register"][2]
     # per-epoch metrics reached the store while training ran, not at the end
     assert watcher.seen_at is not None and watcher.seen_at <= tasks["train"][2]
@@ -163,6 +180,12 @@ def test_one_run_spans_the_flow_and_every_tool_shows_it(make_workspace):
     shown = _experiments(ws)
     assert shown[outcome.name]["metrics"]["f1"] == pytest.approx(outcome.evaluation.metrics["f1"])
     assert shown[outcome.name]["params"]["train"]["epochs"] == 3
+    # the experiment is a git commit: medimg's files and small reports, never an image
+    committed = _experiment_files(ws, outcome.name)
+    assert {"params.yaml", "dvc.yaml", "dvc.lock", "reports/metrics.json"} <= committed
+    assert not [f for f in committed if f.startswith(("data/", "models/", "mlartifacts/"))]
+    assert not [f for f in committed if "gradcam" in f and f.endswith(".png")]
+    assert not [f for f in committed if f.endswith((".dcm", ".jpg", ".jpeg", ".npz", ".npy"))]
 
     # nothing changed: no MLflow run, each stage a Skipped task run, the summary says so
     again = training_pipeline(str(ws.root))
@@ -228,3 +251,19 @@ def test_a_failed_run_is_failed_in_mlflow_with_its_stage_and_reason(make_workspa
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train", "val", "test"}
     summary = _artifact(artifact_key(ws))
     assert "**Failed** at train: model.weights" in summary
+
+
+def test_a_failed_ingest_leaves_a_failed_run_without_the_raw_message(make_workspace, tmp_path):
+    ws = make_workspace(with_data=False)
+    # a folder named after a patient, and an image in it that cannot be decoded
+    source = tmp_path / "Doe^Jane" / "pneumonia"
+    source.mkdir(parents=True)
+    (source / "Doe^Jane_1970.png").write_bytes(b"not a png")
+    with pytest.raises(Exception):  # noqa: B017 - whichever error ingest gives, it is recorded
+        training_pipeline(str(ws.root), sources=[str(tmp_path / "Doe^Jane")])
+    client = _client(ws)
+    experiment = client.get_experiment_by_name(ws.config.registry.experiment_name)
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags[FAILED_STAGE_TAG] == "ingest"
+    recorded = json.dumps(run.data.tags) + _artifact(artifact_key(ws))
+    assert "Doe" not in recorded and "Jane" not in recorded

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medimg.versioning import compile_outside_deps, run_dvc, stage_changes
+from medimg.versioning import compile_outside_deps, first_commit, run_dvc, stage_changes
 
 pytestmark = pytest.mark.integration  # runs `dvc repro` and `dvc status`
 
@@ -76,3 +76,20 @@ def test_a_source_change_still_re_runs_the_stage(repo_with_outside_code):
     (code / "pkg" / "a.py").write_text("A = 10\n")
     compile_outside_deps(root)
     assert any("pkg" in change for change in stage_changes(root, "build"))
+
+
+def test_the_first_commit_holds_medimg_s_files_only_whatever_else_is_staged(tmp_path):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text("base: {}\n")
+    raw = tmp_path / "data" / "raw" / "Doe^Jane.png"
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes(b"pixels")
+    subprocess.run(["git", "add", "data/raw/Doe^Jane.png"], cwd=tmp_path, check=True)
+    assert first_commit(tmp_path)
+    listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", "HEAD"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert listed == ["params.yaml"]
+    staged = subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert staged == ["data/raw/Doe^Jane.png"]  # the user's own staging is left as it was
+    assert not first_commit(tmp_path)  # once only
