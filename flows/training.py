@@ -40,7 +40,7 @@ from prefect.states import Completed
 from medimg.config import Config
 from medimg.console import Counter, EpochReport, ProgressReporter
 from medimg.errors import MedimgError, WorkspaceError
-from medimg.mlflow_run import PipelineRun, one_line
+from medimg.mlflow_run import PipelineRun, failure_reason, one_line
 from medimg.settings import Settings, read_settings
 from medimg.tracking import data_version, pipeline_run_name, run_link
 from medimg.versioning import (
@@ -388,7 +388,7 @@ def training_pipeline(workspace: str, sources: list[str] | None = None,
         link = (run_link(ws, settings, tracked.experiment_id, tracked.run_id)
                 if tracked.run_id and tracked.experiment_id else "")
         result.mlflow_run_id = tracked.run_id
-        _publish(ws, config, result, link, failure=f"{stage}: {one_line(exc)}")
+        _publish(ws, config, result, link, failure=f"{stage}: {failure_reason(stage, exc)}")
         raise
     link = ""
     if result.mlflow_run_id:

@@ -47,6 +47,15 @@ def one_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:500]
 
 
+def failure_reason(stage: str, exc: BaseException) -> str:
+    """Why ``stage`` failed, as the run's tag and summary record it. Ingest's messages name the
+    source paths the user gave, which may name patients, so an ingest failure records only the
+    error's type (the terminal, on the user's own machine, shows the message)."""
+    if stage == "ingest":
+        return f"{type(exc).__name__} in ingest (the message names the sources: see the terminal)"
+    return one_line(exc)
+
+
 @dataclass
 class PipelineRun:
     """The MLflow run of one pipeline run, opened on first use.
@@ -196,7 +205,7 @@ class PipelineRun:
 
         try:
             self._client().log_batch(self.run_id, tags=[
-                RunTag(FAILED_STAGE_TAG, stage), RunTag(FAILURE_TAG, one_line(exc))])
+                RunTag(FAILED_STAGE_TAG, stage), RunTag(FAILURE_TAG, failure_reason(stage, exc))])
         except Exception as problem:
             logger.warning("could not tag the MLflow run's failure: %s", one_line(problem))
         try:  # ended whatever the tags did: a run is never left RUNNING

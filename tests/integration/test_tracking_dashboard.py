@@ -24,7 +24,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.training import artifact_key, training_pipeline
 from medimg.data.manifest import load_manifest
-from medimg.errors import ConfigError
+from medimg.errors import ConfigError, DataError
 from medimg.mlflow_datasets import split_digest
 from medimg.mlflow_run import FAILED_STAGE_TAG, FAILURE_TAG
 
@@ -255,15 +255,16 @@ def test_a_failed_run_is_failed_in_mlflow_with_its_stage_and_reason(make_workspa
 
 def test_a_failed_ingest_leaves_a_failed_run_without_the_raw_message(make_workspace, tmp_path):
     ws = make_workspace(with_data=False)
-    # a folder named after a patient, and an image in it that cannot be decoded
-    source = tmp_path / "Doe^Jane" / "pneumonia"
-    source.mkdir(parents=True)
-    (source / "Doe^Jane_1970.png").write_bytes(b"not a png")
-    with pytest.raises(Exception):  # noqa: B017 - whichever error ingest gives, it is recorded
+    # a source folder named after a patient, holding no class folders: ingest's error names it
+    (tmp_path / "Doe^Jane").mkdir()
+    with pytest.raises(DataError, match="Doe"):  # the user's own terminal sees the path
         training_pipeline(str(ws.root), sources=[str(tmp_path / "Doe^Jane")])
     client = _client(ws)
     experiment = client.get_experiment_by_name(ws.config.registry.experiment_name)
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FAILED" and run.data.tags[FAILED_STAGE_TAG] == "ingest"
-    recorded = json.dumps(run.data.tags) + _artifact(artifact_key(ws))
+    assert run.data.tags[FAILURE_TAG].startswith("DataError in ingest")
+    summary = _artifact(artifact_key(ws))
+    assert "**Failed** at ingest: DataError" in summary
+    recorded = json.dumps(run.data.tags) + json.dumps(run.data.params) + summary
     assert "Doe" not in recorded and "Jane" not in recorded
