@@ -539,8 +539,8 @@ def _tracked(workspace: Path | None):
     from medimg.tracking import use_workspace_tracking
 
     ws = _workspace(workspace)
-    return ws, MlflowClient(), use_workspace_tracking(ws, ws.config.registry.experiment_name,
-                                                      _settings())
+    experiment = use_workspace_tracking(ws, ws.config.registry.experiment_name, _settings())
+    return ws, MlflowClient(), experiment  # the client made after: it takes the store just set
 
 
 @app.command("runs")
@@ -552,7 +552,8 @@ def runs(workspace: WorkspaceOpt = None, n: Annotated[int, typer.Option(
     from medimg.runs_view import runs_table
 
     ws, client, experiment = _tracked(workspace)
-    for shown in runs_table(recent_runs(client, experiment, ws.config.registry.model_name, n)):
+    recent = recent_runs(client, experiment, ws.config.registry.model_name, n)
+    for shown in runs_table(recent, console.width):
         console.print(shown, highlight=False)
 
 

@@ -32,11 +32,47 @@ def _estimate(value: Estimate | None) -> str:
     return f"{value.value:.3f}\n[dim]{value.low:.3f}-{value.high:.3f}[/]"
 
 
-def runs_table(recent: RecentRuns) -> list[Table | str]:
-    """The runs, newest first, then a line for each failed run's reason."""
+# below this many columns the table would wrap every cell: each run is a short block instead
+TABLE_WIDTH = 120
+
+
+def _plain(value: Estimate | None) -> str:
+    if value is None or value.value is None:
+        return "—"
+    if value.low is None or value.high is None:
+        return f"{value.value:.3f}"
+    return f"{value.value:.3f} ({value.low:.3f}-{value.high:.3f})"
+
+
+def runs_blocks(recent: RecentRuns) -> list[str]:
+    """The runs, newest first, as a few lines each: for a narrow terminal or a pipe."""
+    shown = [f"The last {len(recent.runs)} run(s) of experiment {escape(recent.experiment)!r}, "
+             "newest first; test metrics with their bootstrap interval"]
+    for run in recent.runs:
+        status = _status(run).replace("\n", " ")
+        lines = [f"[bold]{escape(run.name)}[/] ({run.short_id})  {status}  {run.started} UTC, "
+                 f"took {run.duration}",
+                 f"  data {escape(run.data)} · gate {_gate(run)} · registered "
+                 f"{escape(run.registered)}",
+                 "  " + " · ".join(f"{m} {_plain(run.metrics.get(m))}" for m in RUN_METRICS)]
+        if recent.varying:
+            lines.append("  " + " · ".join(f"{escape(k)} {escape(run.params.get(k, '—'))}"
+                                           for k in recent.varying))
+        if run.failure:
+            lines.append(f"  [red]failed at {escape(run.failed_stage or '?')}:[/] "
+                         f"{escape(run.failure)}")
+        shown.append("\n".join(lines))
+    return shown
+
+
+def runs_table(recent: RecentRuns, width: int = TABLE_WIDTH) -> list[Table | str]:
+    """The runs, newest first, then a line for each failed run's reason; a block per run
+    instead of the table when the terminal is narrower than :data:`TABLE_WIDTH`."""
     if not recent.runs:
         return [f"no runs in experiment {escape(recent.experiment)!r} yet; `medimg run` makes "
                 "one"]
+    if width < TABLE_WIDTH:
+        return list(runs_blocks(recent))
     table = Table("run", "started (UTC)", "status", "took", "data",
                   *(escape(k) for k in recent.varying), *RUN_METRICS, "gate", "registered",
                   title=f"The last {len(recent.runs)} run(s) of experiment "

@@ -121,8 +121,15 @@ def test_runs_lists_each_run_with_data_differing_params_metrics_gate_and_version
     assert "FAILED" in broken_row and "—" in broken_row
     assert "broken failed at train: DataError: the test split is empty" in out
 
-    last = medimg_cli("runs", "-n", "1", "--workspace", str(ws.root), cwd=ws.root, env=WIDE)
-    assert "broken" in last.stdout and "second" not in last.stdout
+    # from another folder, in a pipe (80 columns): a block of lines per run, nothing cut
+    last = medimg_cli("runs", "-n", "2", "--workspace", str(ws.root), cwd=ws.root.parent)
+    assert last.returncode == 0, last.stderr
+    assert "\nbroken (" in last.stdout and "\nsecond (" in last.stdout
+    assert "\nfirst (" not in last.stdout
+    assert f"f1 {_metric(ws, first, 'test_f1'):.3f}" not in last.stdout  # first is not listed
+    assert "failed at train: DataError: the test split is empty; add images" in last.stdout
+    assert all(len(line) <= 80 or "│" not in line for line in last.stdout.splitlines())
+    assert "train.epochs" not in last.stdout  # both listed runs trained 5 epochs
 
 
 def test_compare_on_the_same_test_split_shows_the_paired_difference(ws):
