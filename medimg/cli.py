@@ -450,9 +450,11 @@ ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why, for the aud
 def _registry(workspace: Path | None):
     from mlflow import MlflowClient
 
+    from medimg.preflight import check_services
     from medimg.tracking import use_workspace_tracking
 
     ws = _workspace(workspace)
+    check_services(_settings(), prefect=False)  # seconds, not MLflow's minutes of retries
     use_workspace_tracking(ws, ws.config.registry.experiment_name, _settings())
     name = ws.config.registry.model_name
     client = MlflowClient()
@@ -536,9 +538,11 @@ def registry_audit(workspace: WorkspaceOpt = None) -> None:
 def _tracked(workspace: Path | None):
     from mlflow import MlflowClient
 
+    from medimg.preflight import check_services
     from medimg.tracking import use_workspace_tracking
 
     ws = _workspace(workspace)
+    check_services(_settings(), prefect=False)  # seconds, not MLflow's minutes of retries
     experiment = use_workspace_tracking(ws, ws.config.registry.experiment_name, _settings())
     return ws, MlflowClient(), experiment  # the client made after: it takes the store just set
 

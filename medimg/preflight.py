@@ -23,8 +23,10 @@ def _answers(url: str, timeout: float) -> bool:
         return False
 
 
-def check_services(settings: Settings, timeout: float = 5.0) -> None:
+def check_services(settings: Settings, timeout: float = 5.0, prefect: bool = True) -> None:
     """Fail in seconds, not after a whole training run, when a server is down.
+
+    ``prefect=False`` checks MLflow's server alone, for commands that only read the record.
 
     Raises:
         ServiceUnavailable: naming the server, its address and the fix.
@@ -37,7 +39,7 @@ def check_services(settings: Settings, timeout: float = 5.0) -> None:
                 "MLFLOW_TRACKING_URI to use the workspace's SQLite store"
             )
     prefect_api = settings.prefect_api_url
-    if prefect_api and not _answers(prefect_api.rstrip("/") + "/health", timeout):
+    if prefect and prefect_api and not _answers(prefect_api.rstrip("/") + "/health", timeout):
         raise ServiceUnavailable(
             f"cannot reach the Prefect API at {prefect_api}; start it (`prefect server start`), "
             "or unset PREFECT_API_URL to use Prefect's ephemeral local API"

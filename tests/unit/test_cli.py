@@ -114,6 +114,16 @@ def test_server_that_is_down_fails_before_any_work(make_workspace, variable, fra
     assert not ws.manifest_path.exists()
 
 
+@pytest.mark.parametrize("command", [("runs",), ("compare", "a", "b"), ("registry", "list")])
+def test_commands_that_read_the_record_say_in_one_line_that_mlflow_is_down(make_workspace,
+                                                                           command):
+    ws = make_workspace(with_data=False)
+    result = medimg_cli(*command, cwd=ws.root,
+                        env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+                             "PREFECT_API_URL": "http://127.0.0.1:9/api"})  # not needed here
+    _one_line_error(result, "MLflow tracking server", "http://127.0.0.1:9")
+
+
 def _commands() -> list[str]:
     """Every command the app registers, sub-commands included (``registry list``)."""
     from medimg.cli import app
