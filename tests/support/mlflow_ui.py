@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ def served_mlflow_ui(db: Path, artifacts: Path, log: Path) -> Iterator[str]:
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "true",
+            # no background jobs (online scoring, trace archival): a viewer needs none, and
+            # their start-up raced the page's first requests on a busy machine
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
     )
     port = free_port()
@@ -77,7 +81,21 @@ def served_mlflow_ui(db: Path, artifacts: Path, log: Path) -> Iterator[str]:
     ]
     base = f"http://127.0.0.1:{port}"
     with running_server(argv, f"{base}/health", env, log, timeout=180):
+        _warm_up(base)
         yield base
+
+
+def _warm_up(base: str) -> None:
+    """One request of each kind the run page makes, one at a time, before the browser makes
+    them all at once: MLflow 3.17's server sets up its database mappers on first use, and two
+    first uses at once can fail with a 500 ("SqlUserRoleAssignment is not defined")."""
+    for path, query in (("experiments/search", {"max_results": "1"}),
+                        ("registered-models/search", {"max_results": "1"}),
+                        ("model-versions/search", {"max_results": "1"})):
+        try:
+            _rest(base, path, **query)
+        except urllib.error.HTTPError:
+            continue  # answered: whatever it set up is set up
 
 
 def _rest(base: str, path: str, body: dict[str, Any] | None = None, **query: str) -> Any:
@@ -238,9 +256,15 @@ def look_at_run(browser: Any, base: str, run: RunRecord, out: Path) -> PageView:
     page.on("pageerror", lambda error: view.page_errors.append(str(error)))
     run_page = f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
     try:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         page.goto(run_page)
         title = page.get_by_role("heading", name=run.name, exact=True)
-        title.wait_for()
+        try:
+            title.wait_for()
+        except PlaywrightTimeout:  # a first load that lost a request: once more, as a user would
+            page.reload()
+            title.wait_for()
         view.name_shown = title.is_visible()
         page.get_by_text("Metrics (", exact=False).first.wait_for()
         view.metric_names = {
