@@ -271,6 +271,19 @@ class RegistryConfig(_Section):
     experiment_name: Annotated[str, Field(min_length=1)] = "medimg"
 
 
+class DriftConfig(_Section):
+    # population stability index above which a feature has drifted; 0.1-0.25 is the usual band
+    # between "watch" and "act"
+    psi_threshold: Annotated[float, Field(gt=0.0)] = 0.2
+    # a two-sample test (KS or chi-square) below this p-value is drift too
+    p_value: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01
+    # fewer images than this on either side gives no verdict at all
+    min_samples: Annotated[int, Field(ge=2)] = 30
+    # PSI bins of a numeric feature at most, cut at the reference's quantiles; a small batch
+    # gets fewer (medimg.drift.stats.usable_bins)
+    bins: Annotated[int, Field(ge=2, le=100)] = 10
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -284,6 +297,7 @@ class Config(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     gates: GatesConfig = GatesConfig()
     registry: RegistryConfig = RegistryConfig()
+    drift: DriftConfig = DriftConfig()
 
     @model_validator(mode="after")
     def _sides_consistent(self) -> Config:

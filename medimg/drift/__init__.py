@@ -1,0 +1,1 @@
+"""Drift: incoming images compared with the training reference, feature by feature."""
