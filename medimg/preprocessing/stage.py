@@ -1,4 +1,9 @@
-"""The preprocess stage: every manifest image decoded once and packed, one uint8 array per split."""
+"""The preprocess stage: the manifest's images packed into one uint8 array per split.
+
+Images come from the preprocess cache (:mod:`medimg.preprocessing.cache`); only those missing
+from it are decoded, so a label or split change, or a run with new images, decodes only what is
+new.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from medimg.config import Config
 from medimg.data.images import UndecodableImage, read_image
 from medimg.data.manifest import load_manifest
 from medimg.errors import DataError, WorkspaceError
+from medimg.preprocessing.cache import PreprocessCache
 from medimg.preprocessing.transforms import preprocess_image
 from medimg.workspace import SPLITS, Workspace
 
@@ -21,12 +27,15 @@ logger = logging.getLogger(__name__)
 
 
 def run_preprocess(ws: Workspace, config: Config,
-                   progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+                   progress: Callable[[int, int], None] | None = None,
+                   decoded: Callable[[str], None] | None = None) -> dict[str, int]:
     """Write ``data/processed/{split}_images.npy`` and ``_labels.npy`` plus ``index.json``.
 
     Files are written beside the old ones and swapped in at the end, so a failure leaves the
-    previous outputs intact. Images are decoded under ``data.max_pixels``, the bound ingest
-    applied. ``progress(done, total)`` is called as images are done, over all splits.
+    previous outputs intact. An image is taken from the preprocess cache when its id and the
+    pixel params are unchanged; otherwise it is decoded under ``data.max_pixels``, the bound
+    ingest applied, and cached. ``progress(done, total)`` is called as images are done, over
+    all splits, and ``decoded(image_id)`` for each image that was decoded rather than cached.
 
     Raises:
         DataError: An image in the manifest cannot be decoded (changed on disk, or larger than
@@ -57,7 +66,14 @@ def run_preprocess(ws: Workspace, config: Config,
         "splits": {},
     }
 
-    def load(stored: str) -> np.ndarray:
+    cache = PreprocessCache.for_config(ws, config)
+    cache.open()
+
+    def load(row: tuple[str, str]) -> tuple[np.ndarray, bool]:
+        image_id, stored = row
+        cached = cache.get(image_id)
+        if cached is not None:
+            return cached, False
         try:
             pixels = read_image(ws.resolve(stored), dicom_frame=config.data.dicom_frame,
                                 max_pixels=config.data.max_pixels)
@@ -66,9 +82,12 @@ def run_preprocess(ws: Workspace, config: Config,
                 f"{stored} cannot be preprocessed: {exc}; restore it (`dvc checkout`) or ingest "
                 "again with `medimg ingest`"
             ) from None
-        return preprocess_image(pixels, config.preprocess, size, channels)
+        image = preprocess_image(pixels, config.preprocess, size, channels)
+        cache.put(image_id, image)
+        return image, True
 
     counts: dict[str, int] = {}
+    fresh = 0
     total, done = int(manifest["split"].isin(SPLITS).sum()), 0
     if progress:
         progress(done, total)
@@ -80,8 +99,14 @@ def run_preprocess(ws: Workspace, config: Config,
             images = np.lib.format.open_memmap(
                 staging / f"{split}_images.npy", mode="w+", dtype=np.uint8,
                 shape=(len(rows), size, size, channels))
-            for i, pixels in enumerate(pool.map(load, rows["source_path"], chunksize=16)):
+            keys = zip(rows["image_id"], rows["source_path"], strict=True)
+            for i, (image_id, (pixels, was_decoded)) in enumerate(
+                    zip(rows["image_id"], pool.map(load, keys, chunksize=16), strict=True)):
                 images[i] = pixels
+                if was_decoded:
+                    fresh += 1
+                    if decoded:
+                        decoded(image_id)
                 done += 1
                 if progress:
                     progress(done, total)
@@ -97,4 +122,6 @@ def run_preprocess(ws: Workspace, config: Config,
         out.mkdir(parents=True, exist_ok=True)
         os.replace(item, out / item.name)
     staging.rmdir()
+    cache.keep_only(set(manifest["image_id"]))
+    logger.info("decoded %d of %d images; the rest came from the preprocess cache", fresh, total)
     return counts
