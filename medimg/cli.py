@@ -535,6 +535,60 @@ def registry_audit(workspace: WorkspaceOpt = None) -> None:
     _print_moves(trail)
 
 
+feedback_app = typer.Typer(help="Reviewers' labels with provenance: add, what waits, decide.",
+                           no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+ReviewerOpt = Annotated[str, typer.Option("--reviewer", help="Who gives this label or decision.")]
+
+
+@feedback_app.command("add")
+@_friendly
+def feedback_add(
+    image: Annotated[str, typer.Option(help="The image: its manifest id or its file's path.")],
+    label: Annotated[str, typer.Option(help="The class the reviewer gives it.")],
+    reviewer: ReviewerOpt = "",
+    prediction_id: Annotated[str | None, typer.Option(help="The prediction reviewed.")] = None,
+    model_version: Annotated[str | None, typer.Option(help="The model that predicted.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="That model's threshold.")] = None,
+    note: Annotated[str | None, typer.Option(help="Free text for the log.")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Confirm or correct an image's label; a test-split correction waits for adjudication."""
+    from medimg.feedback.review import add_feedback
+
+    ws = _workspace(workspace)
+    entry = add_feedback(ws, ws.config, image, label, reviewer, prediction_id=prediction_id,
+                         model_version=model_version, threshold=threshold, note=note)
+    console.print(entry.line(), highlight=False, markup=False)
+
+
+@feedback_app.command("pending")
+@_friendly
+def feedback_pending(workspace: WorkspaceOpt = None) -> None:
+    """Images waiting for adjudication, with every entry that waits on each."""
+    from medimg.feedback.review import pending
+
+    items = pending(_workspace(workspace))
+    console.print(f"{len(items)} image(s) waiting for adjudication", highlight=False)
+    for item in items:
+        console.print(item.line(), highlight=False, markup=False)
+
+
+@feedback_app.command("adjudicate")
+@_friendly
+def feedback_adjudicate(
+    entry_id: Annotated[str, typer.Argument(help="The pending entry to decide.")],
+    accept: Annotated[bool, typer.Option("--accept/--reject", help="Accept or reject it.")],
+    reviewer: ReviewerOpt = "",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Accept (the manifest label becomes the entry's) or reject a pending entry."""
+    from medimg.feedback.review import adjudicate
+
+    console.print(adjudicate(_workspace(workspace), entry_id, accept, reviewer).line(),
+                  highlight=False, markup=False)
+
+
 def _tracked(workspace: Path | None):
     from mlflow import MlflowClient
 

@@ -1,0 +1,96 @@
+"""The feedback log: one JSON object a line in ``data/feedback/feedback.jsonl``, append only.
+
+Every entry is kept, corrections that were overruled included, so a label's history can always
+be read back from the log. An append is flushed and fsync'd before the call returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from medimg.errors import DataError
+from medimg.workspace import Workspace
+
+Kind = Literal["label", "adjudication"]
+Status = Literal["agreed", "applied", "pending"]
+"""What a label entry did when it was recorded: confirmed the manifest label, changed it, or
+waits for adjudication (a test-split correction, or reviewers who disagree)."""
+
+
+@dataclass(frozen=True)
+class FeedbackEntry:
+    """One line of the log: a reviewer's label for an image, or an adjudication of one."""
+
+    entry_id: str
+    kind: Kind
+    image_id: str
+    reviewer: str
+    time: str  # ISO 8601, UTC
+    label: str | None = None
+    previous_label: str | None = None  # the manifest label when the entry was recorded
+    agree: bool | None = None
+    status: Status | None = None
+    split: str | None = None
+    prediction_id: str | None = None
+    model_version: str | None = None
+    threshold: float | None = None
+    note: str | None = None
+    target: str | None = None  # adjudication: the label entry it decides
+    accept: bool | None = None
+
+    def line(self) -> str:
+        """One human-readable line for the terminal."""
+        if self.kind == "adjudication":
+            verdict = "accepted" if self.accept else "rejected"
+            return f"{self.entry_id} {verdict} {self.target} by {self.reviewer}"
+        what = "agrees" if self.agree else f"{self.previous_label} -> {self.label}"
+        return (f"{self.entry_id} {self.image_id[:12]} ({self.split}) {what} "
+                f"by {self.reviewer}: {self.status}")
+
+
+def feedback_log_path(ws: Workspace) -> Path:
+    return ws.root / "data" / "feedback" / "feedback.jsonl"
+
+
+def new_entry_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def read_log(ws: Workspace) -> list[FeedbackEntry]:
+    """Every entry, oldest first; none when nothing has been recorded yet."""
+    path = feedback_log_path(ws)
+    if not path.is_file():
+        return []
+    known = {f.name for f in fields(FeedbackEntry)}
+    entries = []
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            raw = json.loads(text)
+            entries.append(FeedbackEntry(**{k: v for k, v in raw.items() if k in known}))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{ws.relative(path)} line {number} is not a feedback entry "
+                            f"({exc}); restore the file from DVC or git") from None
+    return entries
+
+
+def append_entry(ws: Workspace, entry: FeedbackEntry) -> None:
+    """Append ``entry`` as one line, on disk before returning."""
+    path = feedback_log_path(ws)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {k: v for k, v in asdict(entry).items() if v is not None}
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(payload, sort_keys=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
