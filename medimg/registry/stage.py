@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ import pandas as pd
 from medimg.config import BaseConfig, Config
 from medimg.data.manifest import load_manifest
 from medimg.decision import THRESHOLD
+from medimg.mlflow_datasets import split_digest
 from medimg.registry.aliases import (
     CHALLENGER,
     CHAMPION,
@@ -64,8 +64,9 @@ class RegisterResult:
 
 
 def test_split_hash(manifest: pd.DataFrame) -> str:
-    ids = sorted(manifest.loc[manifest["split"] == "test", "image_id"])
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    """The test split's image ids with their labels: an adjudicated relabel changes it, and the
+    next gate re-scores the champion on the new split. The test dataset's MLflow digest."""
+    return split_digest(manifest, "test")
 
 
 def run_register(ws: Workspace, config: Config, settings: Settings | None = None,
