@@ -468,6 +468,13 @@ def _registry(workspace: Path | None):
     return client, name
 
 
+def _print_lines(heading: str, rows) -> None:
+    """A heading, then each row's ``line()`` as plain text (no markup from user strings)."""
+    console.print(heading, highlight=False)
+    for row in rows:
+        console.print(row.line(), highlight=False, markup=False)
+
+
 def _print_moves(moves) -> None:
     for entry in moves:
         console.print(entry.line(), highlight=False)
@@ -481,9 +488,7 @@ def registry_list(workspace: WorkspaceOpt = None) -> None:
 
     client, name = _registry(workspace)
     rows = list_versions(client, name)
-    console.print(f"{name}: {len(rows)} version(s)", highlight=False)
-    for row in rows:
-        console.print(row.line(), highlight=False, markup=False)
+    _print_lines(f"{name}: {len(rows)} version(s)", rows)
 
 
 @registry_app.command("promote")
@@ -569,9 +574,7 @@ def feedback_pending(workspace: WorkspaceOpt = None) -> None:
     from medimg.feedback.review import pending
 
     items = pending(_workspace(workspace))
-    console.print(f"{len(items)} image(s) waiting for adjudication", highlight=False)
-    for item in items:
-        console.print(item.line(), highlight=False, markup=False)
+    _print_lines(f"{len(items)} image(s) waiting for adjudication", items)
 
 
 @feedback_app.command("adjudicate")

@@ -77,7 +77,7 @@ class PipelineRun:
     experiment_id: str | None = None
     _epoch_calls: int = 0
     _unreachable: bool = False  # opening failed once: the store is not asked again
-    _pending: list[tuple[str, dict[str, str], dict[str, float]]] = field(default_factory=list)
+    _pending: list[tuple[dict[str, str], dict[str, float]]] = field(default_factory=list)
 
     def _client(self) -> Any:
         from mlflow import MlflowClient
@@ -115,7 +115,7 @@ class PipelineRun:
                 manifest, list(self.config.base.class_names),
                 self.ws.relative(self.ws.manifest_path), version, commit))
         logger.info("MLflow run %s (%s) opened", self.name, self.run_id)
-        for _, tags, metrics in self._pending:  # what stages before the opening recorded
+        for tags, metrics in self._pending:  # what stages before the opening recorded
             self._log(tags, metrics)
         self._pending.clear()
         return self.run_id
@@ -141,7 +141,7 @@ class PipelineRun:
         date") and its figures as metrics; kept until the run opens, if it has not yet."""
         tags = {f"medimg.stage.{stage}": outcome}
         if self.run_id is None:
-            self._pending.append((stage, tags, dict(metrics or {})))
+            self._pending.append((tags, dict(metrics or {})))
             return
         try:  # a record of the stage, never a reason to fail it
             self._log(tags, metrics or {})

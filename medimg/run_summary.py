@@ -17,6 +17,7 @@ from medimg.config import Config
 from medimg.data.manifest import load_manifest
 from medimg.data.splits import SPLIT_ORDER
 from medimg.metric_table import BY_NAME, HEADLINE_METRICS
+from medimg.mlflow_datasets import split_profile
 from medimg.registry.gates import evaluate_gates
 from medimg.workspace import Workspace
 
@@ -46,10 +47,9 @@ def _data_section(ws: Workspace, config: Config) -> list[str]:
     lines = ["| split | images | patients | " + " | ".join(map(_cell, classes)) + " |",
              "|---" * (3 + len(classes)) + "|"]
     for split in SPLIT_ORDER:
-        rows = manifest[manifest["split"] == split]
-        counts = rows["label"].value_counts()
-        lines.append(f"| {split} | {len(rows)} | {rows['patient_id'].nunique()} | "
-                     + " | ".join(str(int(counts.get(c, 0))) for c in classes) + " |")
+        profile = split_profile(manifest, split, classes)
+        lines.append(f"| {split} | {profile['images']} | {profile['patients']} | "
+                     + " | ".join(str(n) for n in profile["per_class"].values()) + " |")
     return lines
 
 

@@ -23,25 +23,19 @@ def _gate(run: RunSummary) -> str:
     return {True: "[green]passed[/]", False: "[red]failed[/]", None: "—"}[run.gate_passed]
 
 
-def _estimate(value: Estimate | None) -> str:
-    """The value over its interval, for a narrow column."""
+def _estimate(value: Estimate | None,
+              interval: str = "{value:.3f}\n[dim]{low:.3f}-{high:.3f}[/]") -> str:
+    """The value with its interval: by default over it, for a narrow column."""
     if value is None or value.value is None:
         return "—"
     if value.low is None or value.high is None:
         return f"{value.value:.3f}"
-    return f"{value.value:.3f}\n[dim]{value.low:.3f}-{value.high:.3f}[/]"
+    return interval.format(value=value.value, low=value.low, high=value.high)
 
 
 # below this many columns the table would wrap every cell: each run is a short block instead
 TABLE_WIDTH = 120
-
-
-def _plain(value: Estimate | None) -> str:
-    if value is None or value.value is None:
-        return "—"
-    if value.low is None or value.high is None:
-        return f"{value.value:.3f}"
-    return f"{value.value:.3f} ({value.low:.3f}-{value.high:.3f})"
+INLINE = "{value:.3f} ({low:.3f}-{high:.3f})"  # an estimate on one line
 
 
 def runs_blocks(recent: RecentRuns) -> list[str]:
@@ -54,7 +48,8 @@ def runs_blocks(recent: RecentRuns) -> list[str]:
                  f"took {run.duration}",
                  f"  data {escape(run.data)} · gate {_gate(run)} · registered "
                  f"{escape(run.registered)}",
-                 "  " + " · ".join(f"{m} {_plain(run.metrics.get(m))}" for m in RUN_METRICS)]
+                 "  " + " · ".join(f"{m} {_estimate(run.metrics.get(m), INLINE)}"
+                                   for m in RUN_METRICS)]
         if recent.varying:
             lines.append("  " + " · ".join(f"{escape(k)} {escape(run.params.get(k, '—'))}"
                                            for k in recent.varying))
