@@ -19,15 +19,19 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from medimg.errors import WorkspaceError
+from medimg.locks import workspace_lock
 
 
 def run_dvc(root: Path, *args: str) -> str:
     """Run the DVC command line (the one installed beside medimg) in ``root``.
 
-    Its own interface, not its internals. Raises WorkspaceError with DVC's first error line.
+    Its own interface, not its internals. Every call in a workspace holds its ``dvc`` lock
+    (:mod:`medimg.locks`): concurrent DVC commands would fail on DVC's repo lock, so they queue.
+    Raises WorkspaceError with DVC's first error line.
     """
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root,
-                            capture_output=True, text=True)
+    with workspace_lock(root, "dvc"):
+        result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root,
+                                capture_output=True, text=True)
     if result.returncode != 0:
         lines = [x.strip() for x in (result.stderr + result.stdout).splitlines() if x.strip()]
         reason = lines[0].removeprefix("ERROR: ") if lines else f"exit code {result.returncode}"

@@ -23,7 +23,7 @@ ENTRY, STAGE, LIBRARY, BUNDLE, BASE = 4, 3, 2, 1, 0
 BASE_MODULES = {
     "medimg", "medimg.errors", "medimg.config", "medimg.settings", "medimg.env_names",
     "medimg.workspace",
-    "medimg.versioning", "medimg.metric_table", "medimg.decision", "medimg.phi",
+    "medimg.versioning", "medimg.locks", "medimg.metric_table", "medimg.decision", "medimg.phi",
     "medimg.layers", "medimg.channels", "medimg.preprocessing.transforms",
 }
 STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "register")
