@@ -31,7 +31,12 @@ from medimg.feedback.log import (
     read_log,
     utc_now,
 )
+from medimg.locks import workspace_lock
 from medimg.workspace import Workspace
+
+LOCK = "feedback"
+"""The workspace lock (:mod:`medimg.locks`) every read-check-append-relabel sequence holds, so
+two reviewers saving at once neither lose an entry nor undo each other's manifest change."""
 
 
 @dataclass(frozen=True)
@@ -60,55 +65,59 @@ def add_feedback(ws: Workspace, config: Config, image: str, label: str, reviewer
     if label not in config.base.class_names:
         raise DataError(f"unknown class {label!r}; use one of base.class_names "
                         f"{list(config.base.class_names)}")
-    manifest = load_manifest(ws.manifest_path)
-    image_id = resolve_image(ws, manifest, image)
-    split, current = _split_and_label(manifest, image_id)
-    log = read_log(ws)
-    agree = label == current
-    if _waiting(log, image_id) or _disagrees(log, image_id, label, reviewer):
-        status = "pending"
-    elif agree:
-        status = "agreed"
-    else:
-        status = "pending" if split == "test" else "applied"
-    entry = FeedbackEntry(
-        entry_id=new_entry_id(), kind="label", image_id=image_id, reviewer=reviewer,
-        time=utc_now(), label=label, previous_label=current, agree=agree, status=status,
-        split=split, prediction_id=prediction_id, model_version=model_version,
-        threshold=threshold, note=note)
-    append_entry(ws, entry)
-    if status == "applied":
-        _relabel(ws, manifest, entry, by=reviewer)
-    return entry
+    with workspace_lock(ws.root, LOCK):
+        manifest = load_manifest(ws.manifest_path)
+        image_id = resolve_image(ws, manifest, image)
+        split, current = _split_and_label(manifest, image_id)
+        log = read_log(ws)
+        agree = label == current
+        if _waiting(log, image_id) or _disagrees(log, image_id, label, reviewer):
+            status = "pending"
+        elif agree:
+            status = "agreed"
+        else:
+            status = "pending" if split == "test" else "applied"
+        entry = FeedbackEntry(
+            entry_id=new_entry_id(), kind="label", image_id=image_id, reviewer=reviewer,
+            time=utc_now(), label=label, previous_label=current, agree=agree, status=status,
+            split=split, prediction_id=prediction_id, model_version=model_version,
+            threshold=threshold, note=note)
+        append_entry(ws, entry)
+        if status == "applied":
+            _relabel(ws, manifest, entry, by=reviewer)
+        return entry
 
 
 def adjudicate(ws: Workspace, entry_id: str, accept: bool, reviewer: str) -> FeedbackEntry:
     """Decide a pending entry; accepting it sets the image's manifest label to the entry's."""
     reviewer = _reviewer(reviewer)
-    log = read_log(ws)
-    waiting = {e.entry_id: e for item in _pending(log) for e in item}
-    target = waiting.get(entry_id)
-    if target is None:
-        raise DataError(f"no pending feedback entry {entry_id!r}; see `medimg feedback pending`")
-    manifest = load_manifest(ws.manifest_path)
-    _, current = _split_and_label(manifest, target.image_id)
-    decision = FeedbackEntry(
-        entry_id=new_entry_id(), kind="adjudication", image_id=target.image_id,
-        reviewer=reviewer, time=utc_now(), target=entry_id, accept=accept,
-        label=target.label if accept else None, previous_label=current)
-    append_entry(ws, decision)
-    if accept and target.label != current:
-        _relabel(ws, manifest, replace(target, time=decision.time), by=reviewer)
-    return decision
+    with workspace_lock(ws.root, LOCK):
+        log = read_log(ws)
+        waiting = {e.entry_id: e for item in _pending(log) for e in item}
+        target = waiting.get(entry_id)
+        if target is None:
+            raise DataError(f"no pending feedback entry {entry_id!r}; "
+                            "see `medimg feedback pending`")
+        manifest = load_manifest(ws.manifest_path)
+        _, current = _split_and_label(manifest, target.image_id)
+        decision = FeedbackEntry(
+            entry_id=new_entry_id(), kind="adjudication", image_id=target.image_id,
+            reviewer=reviewer, time=utc_now(), target=entry_id, accept=accept,
+            label=target.label if accept else None, previous_label=current)
+        append_entry(ws, decision)
+        if accept and target.label != current:
+            _relabel(ws, manifest, replace(target, time=decision.time), by=reviewer)
+        return decision
 
 
 def pending(ws: Workspace) -> list[PendingItem]:
     """Images waiting for adjudication, in the order their first waiting entry was recorded."""
-    log = read_log(ws)
-    groups = _pending(log)
-    if not groups:
-        return []
-    manifest = load_manifest(ws.manifest_path)
+    with workspace_lock(ws.root, LOCK):  # a line being appended is never read half-written
+        log = read_log(ws)
+        groups = _pending(log)
+        if not groups:
+            return []
+        manifest = load_manifest(ws.manifest_path)
     items = []
     for entries in groups:
         split, current = _split_and_label(manifest, entries[0].image_id)
