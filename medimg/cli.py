@@ -549,7 +549,9 @@ ReviewerOpt = Annotated[str, typer.Option("--reviewer", help="Who gives this lab
 @feedback_app.command("add")
 @_friendly
 def feedback_add(
-    image: Annotated[str, typer.Option(help="The image: its manifest id or its file's path.")],
+    image: Annotated[str, typer.Option(help=(
+        "The image: its manifest id or its file's path. A file not in the manifest is "
+        "ingested (decode checks, DICOM de-identification), never moved."))],
     label: Annotated[str, typer.Option(help="The class the reviewer gives it.")],
     reviewer: ReviewerOpt = "",
     prediction_id: Annotated[str | None, typer.Option(help="The prediction reviewed.")] = None,
@@ -563,7 +565,8 @@ def feedback_add(
 
     ws = _workspace(workspace)
     entry = add_feedback(ws, ws.config, image, label, reviewer, prediction_id=prediction_id,
-                         model_version=model_version, threshold=threshold, note=note)
+                         model_version=model_version, threshold=threshold, note=note,
+                         settings=_settings())
     console.print(entry.line(), highlight=False, markup=False)
 
 

@@ -33,7 +33,7 @@ class FeedbackEntry:
     reviewer: str
     time: str  # ISO 8601, UTC
     label: str | None = None
-    previous_label: str | None = None  # the manifest label when the entry was recorded
+    previous_label: str | None = None  # the manifest label then; None: the entry brought it in
     agree: bool | None = None
     status: Status | None = None
     split: str | None = None
@@ -49,7 +49,8 @@ class FeedbackEntry:
         if self.kind == "adjudication":
             verdict = "accepted" if self.accept else "rejected"
             return f"{self.entry_id} {verdict} {self.target} by {self.reviewer}"
-        what = "agrees" if self.agree else f"{self.previous_label} -> {self.label}"
+        was = "new" if self.previous_label is None else self.previous_label
+        what = "agrees" if self.agree else f"{was} -> {self.label}"
         return (f"{self.entry_id} {self.image_id[:12]} ({self.split}) {what} "
                 f"by {self.reviewer}: {self.status}")
 

@@ -10,12 +10,14 @@
   label does not flip with each new entry. Accepting one entry decides the image; rejecting one
   leaves the others waiting.
 
-Images come from the manifest only; new images enter through ``medimg ingest``.
+- An image file not in the manifest comes in through ingest (:mod:`medimg.feedback.intake`):
+  decode checks, DICOM de-identification and ingest's split rules, with the reviewer's label and
+  the entry as its provenance. Its entry has no previous label.
 """
 
 from __future__ import annotations
 
-import hashlib
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +25,9 @@ import pandas as pd
 
 from medimg.config import Config
 from medimg.data.manifest import load_manifest, write_manifest
+from medimg.data.statcache import hash_file
 from medimg.errors import DataError
+from medimg.feedback.intake import ingest_image
 from medimg.feedback.log import (
     FeedbackEntry,
     append_entry,
@@ -32,6 +36,7 @@ from medimg.feedback.log import (
     utc_now,
 )
 from medimg.locks import workspace_lock
+from medimg.settings import Settings
 from medimg.workspace import Workspace
 
 LOCK = "feedback"
@@ -55,11 +60,14 @@ class PendingItem:
 
 def add_feedback(ws: Workspace, config: Config, image: str, label: str, reviewer: str,
                  prediction_id: str | None = None, model_version: str | None = None,
-                 threshold: float | None = None, note: str | None = None) -> FeedbackEntry:
-    """Record a reviewer's ``label`` for ``image`` (a manifest image id or a file's path).
+                 threshold: float | None = None, note: str | None = None,
+                 settings: Settings | None = None) -> FeedbackEntry:
+    """Record a reviewer's ``label`` for ``image``: a manifest image id, or an image file's path.
 
-    Checks everything before writing anything: an unknown class, a missing reviewer or an image
-    not in the manifest raises :class:`DataError` and leaves the log and the manifest untouched.
+    A file not in the manifest is ingested first (:func:`medimg.feedback.intake.ingest_image`),
+    which needs ``settings`` for the pseudonym key. Everything is checked before the log is
+    written: an unknown class, a missing reviewer, an unknown image, or a file ingest
+    quarantines raises :class:`DataError` and leaves the log and the manifest as they were.
     """
     reviewer = _reviewer(reviewer)
     if label not in config.base.class_names:
@@ -67,21 +75,25 @@ def add_feedback(ws: Workspace, config: Config, image: str, label: str, reviewer
                         f"{list(config.base.class_names)}")
     with workspace_lock(ws.root, LOCK):
         manifest = load_manifest(ws.manifest_path)
-        image_id = resolve_image(ws, manifest, image)
+        image_id, new_file = find_image(ws, manifest, image)
+        if new_file is not None:
+            key = settings.key_bytes() if settings is not None else None
+            ingest_image(ws, config, new_file, image_id, label, reviewer, key)
+            manifest = load_manifest(ws.manifest_path)
         split, current = _split_and_label(manifest, image_id)
         log = read_log(ws)
-        agree = label == current
+        agree = None if new_file is not None else label == current
         if _waiting(log, image_id) or _disagrees(log, image_id, label, reviewer):
             status = "pending"
         elif agree:
             status = "agreed"
-        else:
-            status = "pending" if split == "test" else "applied"
+        else:  # a new image's label is its first, whatever its split
+            status = "pending" if split == "test" and new_file is None else "applied"
         entry = FeedbackEntry(
             entry_id=new_entry_id(), kind="label", image_id=image_id, reviewer=reviewer,
-            time=utc_now(), label=label, previous_label=current, agree=agree, status=status,
-            split=split, prediction_id=prediction_id, model_version=model_version,
-            threshold=threshold, note=note)
+            time=utc_now(), label=label, previous_label=None if new_file is not None else current,
+            agree=agree, status=status, split=split, prediction_id=prediction_id,
+            model_version=model_version, threshold=threshold, note=note)
         append_entry(ws, entry)
         if status == "applied":
             _relabel(ws, manifest, entry, by=reviewer)
@@ -125,28 +137,33 @@ def pending(ws: Workspace) -> list[PendingItem]:
     return items
 
 
-def resolve_image(ws: Workspace, manifest: pd.DataFrame, image: str) -> str:
-    """The manifest image id that ``image`` names: an id, or a path to the image's file (the
-    original, whose content hash is the id, or the copy the manifest reads)."""
+def find_image(ws: Workspace, manifest: pd.DataFrame, image: str) -> tuple[str, Path | None]:
+    """The image ``image`` names, as ``(image id, None)`` when the manifest has it, or
+    ``(content hash, path)`` for an image file it does not have yet.
+
+    ``image`` is a manifest image id, or the path of a file: an original (whose content hash is
+    its id), the copy the manifest reads, or a new file.
+    """
     ids = set(manifest["image_id"])
     if image in ids:
-        return image
+        return image, None
     path = Path(image)
     if not path.is_absolute() and not path.is_file():
         path = ws.root / path
-    if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        if digest.hexdigest() in ids:
-            return digest.hexdigest()
-        stored = ws.relative(path)
-        named = manifest.loc[(manifest["source_path"] == stored)
-                             | (manifest["source_ref"] == stored), "image_id"]
-        if len(named):
-            return str(named.iloc[0])
-    raise DataError(f"image {image!r} is not in the manifest; add it with `medimg ingest` first")
+    if not path.is_file():
+        # a path may name a patient: only what looks like an image id is echoed back
+        named = repr(image) if re.fullmatch(r"[0-9a-f]{64}", image) else "the image"
+        raise DataError(f"{named} is neither an image id in the manifest nor an image file; "
+                        "give a manifest id or a file's path (whole folders: `medimg ingest`)")
+    digest, _, _ = hash_file(path, {})
+    if digest in ids:
+        return digest, None
+    stored = ws.relative(path)
+    named = manifest.loc[(manifest["source_path"] == stored)
+                         | (manifest["source_ref"] == stored), "image_id"]
+    if len(named):
+        return str(named.iloc[0]), None
+    return digest, path
 
 
 def _reviewer(reviewer: str | None) -> str:

@@ -14,11 +14,6 @@ from medimg.registry.stage import test_split_hash as split_hash
 from tests.conftest import medimg_cli
 
 
-@pytest.fixture
-def ws(prepared_workspace):
-    return prepared_workspace(through="ingest")
-
-
 def _image(ws, split: str) -> tuple[str, str, str]:
     """An image of ``split``: its id, its label and another class."""
     manifest = load_manifest(ws.manifest_path)
@@ -32,16 +27,11 @@ def _label(ws, image_id: str) -> dict:
     return manifest.loc[manifest["image_id"] == image_id].iloc[0].to_dict()
 
 
-def _snapshot(ws) -> tuple[bytes | None, bytes]:
-    log = feedback_log_path(ws)
-    return (log.read_bytes() if log.exists() else None), ws.manifest_path.read_bytes()
-
-
 @pytest.mark.parametrize("bad", ["class", "image", "reviewer"])
-def test_invalid_feedback_is_one_line_and_writes_nothing(ws, bad):
+def test_invalid_feedback_is_one_line_and_writes_nothing(ws, snapshot, bad):
     image_id, _, other = _image(ws, "train")
     add_feedback(ws, ws.config, image_id, other, "dr-a")  # a log exists before the bad entry
-    before = _snapshot(ws)
+    before = snapshot(ws)
     args = {"image": image_id, "label": other, "reviewer": "dr-b"}
     args[{"class": "label", "image": "image", "reviewer": "reviewer"}[bad]] = {
         "class": "cat", "image": "0" * 64, "reviewer": "  "}[bad]
@@ -51,7 +41,7 @@ def test_invalid_feedback_is_one_line_and_writes_nothing(ws, bad):
     assert "\n" not in message
     assert {"class": "base.class_names", "image": "medimg ingest",
             "reviewer": "--reviewer"}[bad] in message
-    assert _snapshot(ws) == before
+    assert snapshot(ws) == before
 
 
 def test_a_train_correction_relabels_the_manifest_with_provenance(ws):
