@@ -540,7 +540,8 @@ def registry_audit(workspace: WorkspaceOpt = None) -> None:
     _print_moves(trail)
 
 
-feedback_app = typer.Typer(help="Reviewers' labels with provenance: add, what waits, decide.",
+feedback_app = typer.Typer(help="Reviewers' labels with provenance: add, what waits, decide, "
+                           "and the worklist of uncertain predictions.",
                            no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
 ReviewerOpt = Annotated[str, typer.Option("--reviewer", help="Who gives this label or decision.")]
@@ -593,6 +594,24 @@ def feedback_adjudicate(
 
     console.print(adjudicate(_workspace(workspace), entry_id, accept, reviewer).line(),
                   highlight=False, markup=False)
+
+
+@feedback_app.command("worklist")
+@_friendly
+def feedback_worklist(
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Show only the first N.", show_default=False)] = None,
+    include_reviewed: Annotated[bool, typer.Option(
+        "--all", help="Include predictions already reviewed, with their reviewers.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Predictions recorded for review and not reviewed yet, most uncertain first."""
+    from medimg.feedback.predictions import worklist
+
+    items = worklist(_workspace(workspace), include_reviewed=include_reviewed)
+    waiting = sum(1 for item in items if not item.reviewed)
+    _print_lines(f"{waiting} prediction(s) waiting for review, most uncertain first "
+                 "(distance to the decision, then entropy)", items[:limit])
 
 
 def _tracked(workspace: Path | None):

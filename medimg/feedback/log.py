@@ -1,7 +1,8 @@
 """The feedback log: one JSON object a line in ``data/feedback/feedback.jsonl``, append only.
 
 Every entry is kept, corrections that were overruled included, so a label's history can always
-be read back from the log. An append is flushed and fsync'd before the call returns.
+be read back from the log. An append is flushed and fsync'd before the call returns. The
+predictions made for review (:mod:`medimg.feedback.predictions`) are kept the same way, beside it.
 """
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from medimg.errors import DataError
 from medimg.workspace import Workspace
+
+LOCK = "feedback"
+"""The workspace lock (:mod:`medimg.locks`) every read-check-append-relabel sequence holds, so
+two reviewers saving at once neither lose an entry nor undo each other's manifest change."""
 
 Kind = Literal["label", "adjudication"]
 Status = Literal["agreed", "applied", "pending"]
@@ -38,6 +44,7 @@ class FeedbackEntry:
     status: Status | None = None
     split: str | None = None
     prediction_id: str | None = None
+    model_name: str | None = None  # the model that predicted, with its version
     model_version: str | None = None
     threshold: float | None = None
     note: str | None = None
@@ -69,29 +76,46 @@ def utc_now() -> str:
 
 def read_log(ws: Workspace) -> list[FeedbackEntry]:
     """Every entry, oldest first; none when nothing has been recorded yet."""
-    path = feedback_log_path(ws)
+    return read_records(ws, feedback_log_path(ws), FeedbackEntry, "feedback entry")
+
+
+def append_entry(ws: Workspace, entry: FeedbackEntry) -> None:
+    """Append ``entry`` as one line, on disk before returning."""
+    append_records(feedback_log_path(ws), [entry])
+
+
+Record = TypeVar("Record")
+
+
+def read_records(ws: Workspace, path: Path, kind: type[Record], what: str) -> list[Record]:
+    """The dataclass records of a JSONL file, oldest first; fields it does not know are skipped.
+
+    Raises:
+        DataError: a line is not such a record (the file was edited or truncated by hand).
+    """
     if not path.is_file():
         return []
-    known = {f.name for f in fields(FeedbackEntry)}
-    entries = []
+    known = {f.name for f in fields(kind)}  # type: ignore[arg-type]
+    records = []
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not text.strip():
             continue
         try:
             raw = json.loads(text)
-            entries.append(FeedbackEntry(**{k: v for k, v in raw.items() if k in known}))
+            records.append(kind(**{k: v for k, v in raw.items() if k in known}))
         except (ValueError, TypeError) as exc:
-            raise DataError(f"{ws.relative(path)} line {number} is not a feedback entry "
-                            f"({exc}); restore the file from DVC or git") from None
-    return entries
+            raise DataError(f"{ws.relative(path)} line {number} is not a {what} ({exc}); "
+                            "restore the file from DVC or git") from None
+    return records
 
 
-def append_entry(ws: Workspace, entry: FeedbackEntry) -> None:
-    """Append ``entry`` as one line, on disk before returning."""
-    path = feedback_log_path(ws)
+def append_records(path: Path, records: Iterable[Any]) -> None:
+    """Append each dataclass record as one line (its unset fields left out), on disk before
+    returning."""
+    lines = [json.dumps({k: v for k, v in asdict(r).items() if v is not None}) + "\n"
+             for r in records]
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {k: v for k, v in asdict(entry).items() if v is not None}
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(payload, sort_keys=False) + "\n")
+        handle.write("".join(lines))
         handle.flush()
         os.fsync(handle.fileno())

@@ -29,19 +29,17 @@ from medimg.data.statcache import hash_file
 from medimg.errors import DataError
 from medimg.feedback.intake import ingest_image
 from medimg.feedback.log import (
+    LOCK,
     FeedbackEntry,
     append_entry,
     new_entry_id,
     read_log,
     utc_now,
 )
+from medimg.feedback.predictions import Prediction, find_prediction
 from medimg.locks import workspace_lock
 from medimg.settings import Settings
 from medimg.workspace import Workspace
-
-LOCK = "feedback"
-"""The workspace lock (:mod:`medimg.locks`) every read-check-append-relabel sequence holds, so
-two reviewers saving at once neither lose an entry nor undo each other's manifest change."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +63,10 @@ def add_feedback(ws: Workspace, config: Config, image: str, label: str, reviewer
     """Record a reviewer's ``label`` for ``image``: a manifest image id, or an image file's path.
 
     A file not in the manifest is ingested first (:func:`medimg.feedback.intake.ingest_image`),
-    which needs ``settings`` for the pseudonym key. Everything is checked before the log is
-    written: an unknown class, a missing reviewer, an unknown image, or a file ingest
+    which needs ``settings`` for the pseudonym key. With ``prediction_id`` (a prediction
+    recorded for review), the model's name, version and threshold come from that record unless
+    given. Everything is checked before the log is written: an unknown class, a missing
+    reviewer, an unknown image or prediction, a prediction of another image, or a file ingest
     quarantines raises :class:`DataError` and leaves the log and the manifest as they were.
     """
     reviewer = _reviewer(reviewer)
@@ -76,6 +76,10 @@ def add_feedback(ws: Workspace, config: Config, image: str, label: str, reviewer
     with workspace_lock(ws.root, LOCK):
         manifest = load_manifest(ws.manifest_path)
         image_id, new_file = find_image(ws, manifest, image)
+        prediction = _prediction_of(ws, prediction_id, image_id)
+        if prediction is not None:
+            model_version = model_version or prediction.model_version
+            threshold = prediction.threshold if threshold is None else threshold
         if new_file is not None:
             key = settings.key_bytes() if settings is not None else None
             ingest_image(ws, config, new_file, image_id, label, reviewer, key)
@@ -93,6 +97,7 @@ def add_feedback(ws: Workspace, config: Config, image: str, label: str, reviewer
             entry_id=new_entry_id(), kind="label", image_id=image_id, reviewer=reviewer,
             time=utc_now(), label=label, previous_label=None if new_file is not None else current,
             agree=agree, status=status, split=split, prediction_id=prediction_id,
+            model_name=prediction.model_name if prediction else None,
             model_version=model_version, threshold=threshold, note=note)
         append_entry(ws, entry)
         if status == "applied":
@@ -164,6 +169,17 @@ def find_image(ws: Workspace, manifest: pd.DataFrame, image: str) -> tuple[str, 
     if len(named):
         return str(named.iloc[0]), None
     return digest, path
+
+
+def _prediction_of(ws: Workspace, prediction_id: str | None, image_id: str) -> Prediction | None:
+    """The recorded prediction a label answers, checked to be of the same image."""
+    if prediction_id is None:
+        return None
+    prediction = find_prediction(ws, prediction_id)
+    if prediction.image_id != image_id:
+        raise DataError(f"prediction {prediction_id!r} is of image {prediction.image_id[:12]}, "
+                        "not of this one; pass the image that prediction was made for")
+    return prediction
 
 
 def _reviewer(reviewer: str | None) -> str:

@@ -9,6 +9,7 @@ import pytest
 from medimg.data.manifest import load_manifest
 from medimg.errors import DataError
 from medimg.feedback.log import feedback_log_path, read_log
+from medimg.feedback.predictions import new_prediction, record_predictions
 from medimg.feedback.review import add_feedback, adjudicate, pending
 from medimg.registry.stage import test_split_hash as split_hash
 from tests.conftest import medimg_cli
@@ -46,14 +47,17 @@ def test_invalid_feedback_is_one_line_and_writes_nothing(ws, snapshot, bad):
 
 def test_a_train_correction_relabels_the_manifest_with_provenance(ws):
     image_id, label, other = _image(ws, "train")
-    entry = add_feedback(ws, ws.config, image_id, other, "dr-a", prediction_id="p1",
-                         model_version="3", threshold=0.4, note="consolidation")
+    predicted = new_prediction(image_id, [0.3, 0.7], ws.config.base.class_names, "cxr", 3, 0.4)
+    record_predictions(ws, [predicted])
+    entry = add_feedback(ws, ws.config, image_id, other, "dr-a",
+                         prediction_id=predicted.prediction_id, note="consolidation")
     row = _label(ws, image_id)
     assert (row["label"], row["label_source"], row["label_by"], row["label_at"]) == (
         other, f"feedback:{entry.entry_id}", "dr-a", entry.time)
     line = json.loads(feedback_log_path(ws).read_text().splitlines()[-1])
     assert line["previous_label"] == label and line["agree"] is False
-    assert (line["prediction_id"], line["model_version"], line["threshold"]) == ("p1", "3", 0.4)
+    assert (line["prediction_id"], line["model_name"], line["model_version"], line["threshold"]
+            ) == (predicted.prediction_id, "cxr", "3", 0.4)
     assert pending(ws) == []
 
 
@@ -112,11 +116,15 @@ def test_disagreeing_reviewers_are_both_kept_and_the_label_does_not_flip(ws):
 
 def test_the_feedback_commands(ws):
     image_id, label, other = _image(ws, "test")
+    predicted = new_prediction(image_id, [0.5, 0.5], ws.config.base.class_names, "cxr", 1, 0.5)
+    record_predictions(ws, [predicted])
     added = medimg_cli("feedback", "add", "--image", image_id, "--label", other,
-                       "--reviewer", "dr-a", "--prediction-id", "p7", cwd=ws.root)
+                       "--reviewer", "dr-a", "--prediction-id", predicted.prediction_id,
+                       cwd=ws.root)
     assert added.returncode == 0, added.stderr
     assert "pending" in added.stdout
     [entry] = read_log(ws)
+    assert (entry.model_version, entry.threshold) == ("1", 0.5)
     listed = medimg_cli("feedback", "pending", cwd=ws.root)
     assert listed.returncode == 0 and entry.entry_id in listed.stdout
     decided = medimg_cli("feedback", "adjudicate", entry.entry_id, "--accept",
