@@ -9,10 +9,12 @@
 - When reviewers disagree on an image (any split), every entry is kept and the image waits: its
   label does not flip with each new entry. Accepting one entry decides the image; rejecting one
   leaves the others waiting.
-
 - An image file not in the manifest comes in through ingest (:mod:`medimg.feedback.intake`):
   decode checks, DICOM de-identification and ingest's split rules, with the reviewer's label and
   the entry as its provenance. Its entry has no previous label.
+
+Each call reads, checks, appends and relabels under the workspace's feedback lock
+(:data:`medimg.feedback.log.LOCK`), so reviewers saving at once lose nothing.
 """
 
 from __future__ import annotations
