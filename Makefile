@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/gate.py
+	$(BIN)/python benchmarks/retrain.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check medimg flows tests benchmarks

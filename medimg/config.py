@@ -278,10 +278,22 @@ class DriftConfig(_Section):
     # a two-sample test (KS or chi-square) below this p-value is drift too
     p_value: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01
     # fewer images than this on either side gives no verdict at all
-    min_samples: Annotated[int, Field(ge=2)] = 30
+    min_samples: Annotated[int, Field(ge=2)] = 60
     # PSI bins of a numeric feature at most, cut at the reference's quantiles; a small batch
     # gets fewer (medimg.drift.stats.usable_bins)
     bins: Annotated[int, Field(ge=2, le=100)] = 10
+
+
+class RetrainConfig(_Section):
+    # new or corrected labels since the champion's data version that start a retrain
+    min_new_labels: PositiveInt = 50
+    # a feature that drifted (see drift) starts a retrain too
+    on_drift: bool = True
+    # start training from the champion's weights when its architecture and input match
+    warm_start: bool = False
+    # when the scheduled retrain deployment checks the triggers: five cron fields
+    schedule: Annotated[str, Field(pattern=r"^\s*\S+(\s+\S+){4}\s*$")] = "0 2 * * *"
+    timezone: Annotated[str, Field(min_length=1)] = "UTC"
 
 
 class Config(_Section):
@@ -298,6 +310,7 @@ class Config(_Section):
     gates: GatesConfig = GatesConfig()
     registry: RegistryConfig = RegistryConfig()
     drift: DriftConfig = DriftConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     @model_validator(mode="after")
     def _sides_consistent(self) -> Config:

@@ -35,7 +35,7 @@ class RunFacts:
     experiment: str = ""  # the DVC experiment the run was saved as
 
 
-def _cell(text: object) -> str:
+def cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
@@ -44,7 +44,7 @@ def _data_section(ws: Workspace, config: Config) -> list[str]:
         return ["No manifest yet."]
     manifest = load_manifest(ws.manifest_path)
     classes = list(config.base.class_names)
-    lines = ["| split | images | patients | " + " | ".join(map(_cell, classes)) + " |",
+    lines = ["| split | images | patients | " + " | ".join(map(cell, classes)) + " |",
              "|---" * (3 + len(classes)) + "|"]
     for split in SPLIT_ORDER:
         profile = split_profile(manifest, split, classes)
@@ -86,11 +86,11 @@ def _decision(ws: Workspace, registration: Any, facts: RunFacts) -> str:
         done = (f" Version {registration.version} was registered before it."
                 if registration is not None and registration.registered else
                 " Nothing was registered.")
-        return f"**Failed** at {_cell(facts.failure)}.{done}"
+        return f"**Failed** at {cell(facts.failure)}.{done}"
     if registration is not None:
         if not registration.registered:
             return ("**Not registered**: "
-                    + "; ".join(_cell(c.reason) for c in registration.gates.failed) + ".")
+                    + "; ".join(cell(c.reason) for c in registration.gates.failed) + ".")
         aliases = ", ".join(registration.aliases) or "no alias"
         return f"**Registered as version {registration.version}** ({aliases})."
     if ws.registration_path.is_file():
@@ -107,8 +107,8 @@ def render_summary(ws: Workspace, config: Config, facts: RunFacts,
     """The run's markdown page; ``registration`` is the register stage's result when it ran
     (a stage's type: this module sits below the stages)."""
     skipped = ", ".join(facts.skipped) or "none"
-    lines = [f"# medimg pipeline run `{_cell(facts.name)}`", "",
-             f"Workspace `{_cell(ws.root.name)}`. Ran: {', '.join(facts.ran) or 'none'}. "
+    lines = [f"# medimg pipeline run `{cell(facts.name)}`", "",
+             f"Workspace `{cell(ws.root.name)}`. Ran: {', '.join(facts.ran) or 'none'}. "
              f"Up to date, skipped: {skipped}.", ""]
     if facts.mlflow_link:
         lines += [f"MLflow run: {facts.mlflow_link}", ""]

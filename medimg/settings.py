@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from medimg.env_names import ACTOR_ENV, PSEUDONYM_KEY_ENV
+from medimg.env_names import ACTOR_ENV, PSEUDONYM_KEY_ENV, RETRAIN_CRON_ENV
 
 # MLflow's set_tracking_uri()/set_registry_uri() export MLFLOW_TRACKING_URI and
 # MLFLOW_REGISTRY_URI for child processes. What medimg itself pointed MLflow at is remembered here,
@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("MLFLOW_REGISTRY_URI", "mlflow_registry_uri"))
     prefect_api_url: str | None = Field(
         None, validation_alias=AliasChoices("PREFECT_API_URL", "prefect_api_url"))
+    retrain_cron: str | None = Field(
+        None, validation_alias=AliasChoices(RETRAIN_CRON_ENV, "retrain_cron"),
+        description="When the retrain deployment runs (cron); overrides retrain.schedule.")
     tf_config: str | None = Field(
         None, validation_alias=AliasChoices("TF_CONFIG", "tf_config"),
         description="TensorFlow's multi-worker cluster spec, as JSON.")

@@ -183,7 +183,8 @@ def init_workspace(directory: Path, force: bool = False) -> Workspace:
     gitignore = root / ".gitignore"
     # data/raw may name patients in its paths and show them in its pixels: git never holds it
     ignored = ["/data/raw/", "/mlflow.db", "/mlartifacts/", "/models/", "/reports/data_docs/",
-               "/reports/plots/gradcam.png", "/data/processed/", "/data/.ingest_cache.json", "/.medimg/"]
+               "/reports/plots/gradcam.png", "/data/processed/", "/data/.ingest_cache.json",
+               "/.medimg/"]
     existing = gitignore.read_text().splitlines() if gitignore.exists() else []
     gitignore.write_text("\n".join(existing + [e for e in ignored if e not in existing]) + "\n")
     first_commit(root)  # DVC saves each pipeline run as an experiment on top of it

@@ -49,6 +49,7 @@ from medimg.data.sources import SourceFormat, SourceItem, SourceNotes, discover,
 from medimg.data.splits import LOCK_ORDER, SPLIT_ORDER
 from medimg.data.statcache import StatCache, hash_file, load_stat_cache, save_stat_cache
 from medimg.errors import DataError
+from medimg.locks import MANIFEST_LOCK, holding
 from medimg.phi import Scrubber, squeeze
 from medimg.workspace import Workspace
 
@@ -101,6 +102,7 @@ class _Found:
     source: Path = Path()  # the source (as given, resolved) the item was found in
 
 
+@holding(MANIFEST_LOCK)  # a reviewer's relabel and an ingest never overwrite each other
 def ingest_sources(
     ws: Workspace,
     sources: Sequence[Path],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -80,6 +81,6 @@ def load_manifest(path: Path) -> pd.DataFrame:
 def write_manifest(frame: pd.DataFrame, path: Path) -> None:
     """Write atomically: a failure part-way leaves the previous manifest intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     _typed(frame).reset_index(drop=True).to_parquet(tmp, index=False)
     os.replace(tmp, path)

@@ -144,7 +144,7 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith((".", "__"))
 
 
-def _files_under(folder: Path) -> list[Path]:
+def files_under(folder: Path) -> list[Path]:
     """Every file below ``folder``, skipping hidden ones and macOS ``__MACOSX`` debris."""
     return sorted(
         p
@@ -230,7 +230,7 @@ def _folder_items(
         classes = _class_folders(folder, class_names)
         found_class = found_class or bool(classes)
         class_of = {p: c for c, p in classes.items()}
-        for path in _files_under(folder):
+        for path in files_under(folder):
             if path.parent == root and path.name == PATIENTS_FILE:
                 continue
             relative = path.relative_to(root).as_posix()
@@ -458,7 +458,7 @@ def _dicom_items(
         if uid_col and r[uid_col]
     }
     root = source if source.is_dir() else source.parent
-    files = _files_under(source) if source.is_dir() else [source]
+    files = files_under(source) if source.is_dir() else [source]
     for path in files:
         if path.resolve() == labels.resolve():
             continue

@@ -47,11 +47,24 @@ def save_stat_cache(ws: Workspace, cache: StatCache) -> None:
     os.replace(tmp, target)
 
 
+def cache_key(path: Path) -> str:
+    """A file's key: a hash of its path, as paths may name patients and this file stays on disk."""
+    return hashlib.sha256(str(path).encode()).hexdigest()[:32]
+
+
+def is_cached(path: Path, cache: StatCache) -> bool:
+    """Whether the last ingest read ``path`` (resolved, as ingest reads it) as it is now."""
+    hit = cache.get(cache_key(path))
+    if not hit:
+        return False
+    stat = path.stat()
+    return hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns
+
+
 def hash_file(path: Path, cache: StatCache) -> tuple[str, str, int]:
     """The file's sha256, its kind (dicom, image, other) and its size, from one stat."""
     stat = path.stat()
-    # Keyed by a hash of the path: paths may name patients, and this file stays on disk.
-    key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
+    key = cache_key(path)
     hit = cache.get(key)
     if hit and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
         return hit[2], hit[3], stat.st_size

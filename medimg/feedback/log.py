@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from medimg.errors import DataError
+from medimg.locks import MANIFEST_LOCK
 from medimg.workspace import Workspace
 
-LOCK = "feedback"
+LOCK = MANIFEST_LOCK
 """The workspace lock (:mod:`medimg.locks`) every read-check-append-relabel sequence holds, so
 two reviewers saving at once neither lose an entry nor undo each other's manifest change."""
 

@@ -20,7 +20,8 @@ import yaml
 from conftest import write_params
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowRunFilter
+from support.prefect_api import artifact, task_runs
 
 from flows.training import artifact_key, training_pipeline
 from medimg.data.manifest import load_manifest
@@ -63,31 +64,6 @@ class _Watcher(threading.Thread):
             self.stop.wait(0.2)
 
 
-def _task_runs(flow_run_id: str) -> dict[str, tuple[str, float | None, float | None]]:
-    """Each task run of the flow run: name -> (state name, start, end) in epoch seconds."""
-    from prefect.client.schemas.filters import TaskRunFilter
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[flow_run_id])), task_run_filter=TaskRunFilter())
-    return {r.name: (r.state.name, r.start_time and r.start_time.timestamp(),
-                     r.end_time and r.end_time.timestamp()) for r in runs}
-
-
-def _artifact(key: str) -> str:
-    """The newest version of the artifact ``key``."""
-    from prefect.client.schemas.filters import (
-        ArtifactCollectionFilter,
-        ArtifactCollectionFilterKey,
-    )
-
-    with get_client(sync_client=True) as client:
-        found = client.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter(
-            key=ArtifactCollectionFilterKey(any_=[key])))
-    assert len(found) == 1, f"no artifact {key}"
-    return str(found[0].data)
-
-
 def _experiment_files(ws, name: str) -> set[str]:
     """The files git holds in the DVC experiment ``name`` (a commit on a hidden ref)."""
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
@@ -116,7 +92,7 @@ def test_one_run_spans_the_flow_and_every_tool_shows_it(make_workspace):
     with get_client(sync_client=True) as prefect:
         flow_run = prefect.read_flow_run(run.data.tags["prefect.flow_run_id"])
     assert flow_run.name == outcome.name  # renamed after ingest, to the data version
-    tasks = _task_runs(str(flow_run.id))
+    tasks = task_runs(str(flow_run.id))
     assert {"ingest", "validate", "preprocess", "train", "evaluate", "register"} <= set(tasks)
     # opened after ingest found work to do, yet dated from the flow's start
     assert flow_run.start_time.timestamp() - 1 <= run.info.start_time / 1000 <= tasks["ingest"][1]
@@ -169,7 +145,7 @@ def test_one_run_spans_the_flow_and_every_tool_shows_it(make_workspace):
     assert run.data.tags["registered_version"] == "1"
 
     # Prefect: the summary artifact under the workspace's key, linking the MLflow run
-    summary = _artifact(artifact_key(ws))
+    summary = artifact(artifact_key(ws))
     assert run.info.run_id in summary and "Registered as version 1" in summary
     assert "| min_f1 | f1 |" in summary and "patient-bootstrap" in summary
     assert "| test |" in summary and outcome.name in summary
@@ -194,10 +170,10 @@ def test_one_run_spans_the_flow_and_every_tool_shows_it(make_workspace):
     with get_client(sync_client=True) as prefect:
         (second,) = prefect.read_flow_runs(flow_run_filter=FlowRunFilter(
             name={"any_": [again.name]}))
-    tasks = _task_runs(str(second.id))
+    tasks = task_runs(str(second.id))
     assert tasks["train (up to date)"][0] == "Skipped"
     assert tasks["register (up to date)"][0] == "Skipped"
-    summary = _artifact(artifact_key(ws))
+    summary = artifact(artifact_key(ws))
     assert "Up to date, skipped: validate, preprocess, train, evaluate, register" in summary
     assert "the last registration: version 1" in summary
 
@@ -249,7 +225,7 @@ def test_a_failed_run_is_failed_in_mlflow_with_its_stage_and_reason(make_workspa
     assert run.data.tags[FAILURE_TAG].startswith("model.weights = 'missing.weights.h5': no such")
     assert "\n" not in run.data.tags[FAILURE_TAG]
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train", "val", "test"}
-    summary = _artifact(artifact_key(ws))
+    summary = artifact(artifact_key(ws))
     assert "**Failed** at train: model.weights" in summary
 
 
@@ -264,7 +240,7 @@ def test_a_failed_ingest_leaves_a_failed_run_without_the_raw_message(make_worksp
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FAILED" and run.data.tags[FAILED_STAGE_TAG] == "ingest"
     assert run.data.tags[FAILURE_TAG].startswith("DataError in ingest")
-    summary = _artifact(artifact_key(ws))
+    summary = artifact(artifact_key(ws))
     assert "**Failed** at ingest: DataError" in summary
     recorded = json.dumps(run.data.tags) + json.dumps(run.data.params) + summary
     assert "Doe" not in recorded and "Jane" not in recorded

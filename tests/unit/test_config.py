@@ -18,7 +18,7 @@ def test_shipped_params_equal_the_model_defaults():
 def test_every_stage_has_a_section():
     raw = yaml.safe_load(template_file("params.yaml").read_text())
     assert set(raw) == {"base", "data", "validation", "preprocess", "augment", "model", "train",
-                        "evaluate", "gates", "registry", "drift"}
+                        "evaluate", "gates", "registry", "drift", "retrain"}
 
 
 def test_typo_names_the_key_and_the_allowed_keys():
@@ -79,3 +79,10 @@ def test_flat_params_and_digest():
     other = parse_config({"train": {"epochs": 3}})
     assert config.digest() != other.digest()
     assert config.digest() == Config().digest()
+
+
+def test_a_retrain_schedule_that_is_not_cron_is_one_clear_error():
+    with pytest.raises(ConfigError, match="retrain.schedule"):
+        parse_config({"retrain": {"schedule": "nightly"}})
+    assert parse_config({"retrain": {"schedule": "30 1 * * 1-5"}}).retrain.schedule == \
+        "30 1 * * 1-5"

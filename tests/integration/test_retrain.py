@@ -1,0 +1,148 @@
+"""The retrain flow end to end: real Prefect API, real SQLite MLflow registry, real DVC."""
+
+from __future__ import annotations
+
+import threading
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+from support.prefect_api import artifact, task_runs
+
+from flows.retrain import retrain_artifact_key, retrain_flow
+from flows.training import training_pipeline
+from medimg.data.manifest import load_manifest
+from medimg.feedback.review import add_feedback
+from medimg.versioning import pipeline_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness",
+                                                                 "clean_mlflow_env")]
+
+# every model passes the absolute gates and non-inferiority is loose, so the retrain's decision
+# depends on the flow, not on how well two tiny models happen to train
+PARAMS = {"gates": {"min_f1": 0.0, "min_recall": 0.0, "noninferiority_margin": 1.0},
+          "retrain": {"min_new_labels": 6}}
+STAGES = {"ingest", "validate", "preprocess", "train", "evaluate", "register"}
+
+
+def _client(ws) -> MlflowClient:
+    uri = f"sqlite:///{ws.mlflow_db}"
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _manifest_md5(ws) -> str:
+    lock = yaml.safe_load((ws.root / "dvc.lock").read_text())
+    (md5,) = [o["md5"] for o in lock["stages"]["ingest"]["outs"]
+              if o["path"] == "data/manifest.parquet"]
+    return md5
+
+
+def _correct(ws, n: int, reviewer: str = "dr-a") -> list[str]:
+    """Flip the labels of ``n`` train images through the feedback API; their ids."""
+    manifest = load_manifest(ws.manifest_path)
+    classes = list(ws.config.base.class_names)
+    train = manifest[manifest["split"] == "train"].drop_duplicates("image_id").head(n)
+    for row in train.itertuples():
+        other = classes[1 - classes.index(row.label)]
+        add_feedback(ws, ws.config, row.image_id, other, reviewer)
+    return list(train["image_id"])
+
+
+@pytest.fixture
+def champion_workspace(make_workspace):
+    ws = make_workspace(PARAMS)
+    first = training_pipeline(str(ws.root))
+    assert first.registration.version == "1" and "champion" in first.registration.aliases
+    return ws
+
+
+def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_workspace):
+    """One workspace through both (a champion costs a training): first no new labels, then six
+    corrections."""
+    ws = champion_workspace
+    client = _client(ws)
+    runs_before = len(client.search_runs([client.get_experiment_by_name("medimg").experiment_id]))
+    lock_before = (ws.root / "dvc.lock").read_text()
+
+    state = retrain_flow(str(ws.root), return_state=True)
+    result = state.result()
+
+    assert not result.retrained
+    assert result.decision.startswith("no retrain: nothing to retrain on: 0 new image(s), "
+                                      "0 corrected label(s)")
+    assert "retrain.min_new_labels=6" in result.decision
+    # no stage ran: the flow's only task run is its assessment
+    assert set(task_runs(str(state.state_details.flow_run_id))) == {"assess"}
+    assert len(client.search_runs([client.get_experiment_by_name("medimg").experiment_id])) \
+        == runs_before
+    assert [str(v.version) for v in client.search_model_versions("name='medimg-classifier'")] \
+        == ["1"]
+    assert (ws.root / "dvc.lock").read_text() == lock_before
+    page = artifact(retrain_artifact_key(ws))
+    assert "no retrain" in page and "Champion before: v1" in page
+
+    # then reviewers correct enough labels
+    data_before = _manifest_md5(ws)
+    corrected = _correct(ws, 6)
+
+    result = retrain_flow(str(ws.root))
+
+    assert result.retrained and result.triggers == ["6 new or corrected labels (at least 6)"]
+    assert result.version == "2" and result.champion_before == "1"
+    assert result.decision.startswith(("promoted v2 to champion",
+                                       "registered v2 as challenger, champion kept"))
+    champion = str(client.get_model_version_by_alias("medimg-classifier", "champion").version)
+    assert champion == ("2" if result.promoted else "1")
+    # the relabelled data is a new DVC data version, and DVC finds everything recorded
+    assert result.data_before == data_before != _manifest_md5(ws) == result.data_after
+    assert (ws.root / "data" / "feedback.dvc").is_file()
+    # (ingest is declared always_changed: it runs each time, incrementally)
+    assert pipeline_status(ws.root) == {"ingest": ["always changed"]}
+    # a label-only change re-ran everything after ingest, and preprocessing decoded nothing new
+    assert set(result.pipeline.ran) == STAGES
+    version = client.get_model_version("medimg-classifier", "2")
+    assert version.tags["data_version"] == result.data_after
+    # the page says what changed and what was decided, in Prefect and in the MLflow run
+    page = artifact(retrain_artifact_key(ws))
+    assert "0 new image(s), 6 corrected label(s)" in page
+    assert "| feedback | 6 |" in page
+    assert result.decision in page
+    run = client.get_run(result.pipeline.mlflow_run_id)
+    assert run.data.tags["medimg.retrain.decision"] == result.decision
+    assert run.data.metrics["retrain_corrected_labels"] == 6
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "retrain")}
+    assert "retrain/summary.md" in logged
+    labels = load_manifest(ws.manifest_path).set_index("image_id").loc[corrected]
+    assert labels["label_source"].str.startswith("feedback:").all()
+
+    # the same labels do not retrain twice
+    again = retrain_flow(str(ws.root))
+    assert not again.retrained
+
+
+def test_two_retrains_at_once_never_both_promote(champion_workspace):
+    ws = champion_workspace
+    _correct(ws, 6)
+    outcomes: list[object] = []
+
+    def start() -> None:
+        outcomes.append(retrain_flow(str(ws.root), return_state=True))
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    names = sorted(state.name for state in outcomes)
+    assert names == ["Cancelled", "Completed"]
+    cancelled = next(s for s in outcomes if s.name == "Cancelled")
+    assert "another retrain of ws is running" in cancelled.message
+    client = _client(ws)
+    versions = client.search_model_versions("name='medimg-classifier'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    completed = next(s for s in outcomes if s.name == "Completed").result()
+    champion = client.get_model_version_by_alias("medimg-classifier", "champion")
+    assert str(champion.version) == ("2" if completed.promoted else "1")
