@@ -43,7 +43,7 @@ from medimg.workspace import Workspace, open_workspace
 if TYPE_CHECKING:
     from medimg.drift.results import DriftReport
     from medimg.retrain.assess import Assessment
-    from medimg.retrain.changes import LabelChanges
+    from medimg.retrain.changes import ChampionState, LabelChanges
 
 FEEDBACK_DIR = Path("data") / "feedback"
 REPORT_DIR = Path("reports") / "retrain"
@@ -98,6 +98,17 @@ def version_feedback(ws: Workspace) -> bool:
         return False
     run_dvc(ws.root, "add", "--quiet", str(FEEDBACK_DIR))
     return True
+
+
+@task(name="warm-start", task_run_name="fetch the champion's weights", cache_policy=NO_CACHE,
+      retries=2, retry_delay_seconds=3, retry_condition_fn=retry_io_only)
+def fetch_warm_start(ws: Workspace, config: Config, settings: Settings,
+                     champion: ChampionState | None) -> str:
+    """``retrain.warm_start``: the champion's model in models/warm_start for training."""
+    from medimg.retrain.warm import fetch_champion_weights
+
+    return "" if fetch_champion_weights(ws, config, settings, champion) is None else (
+        f"models:/{config.registry.model_name}/{champion.version}")
 
 
 @task(name="push", task_run_name="dvc push", cache_policy=NO_CACHE, retries=3,
@@ -217,6 +228,7 @@ def _retrain(ws: Workspace, config: Config, settings: Settings, force: bool) -> 
                                     found.drift), name)
         return result
     version_feedback(ws)
+    fetch_warm_start(ws, config, settings, champion)
     result.retrained = True
     changes, drift = found.changes, found.drift
     try:

@@ -41,6 +41,7 @@ from medimg.config import Config
 from medimg.console import Counter, EpochReport, ProgressReporter
 from medimg.errors import MedimgError, WorkspaceError
 from medimg.mlflow_run import PipelineRun, failure_reason, one_line
+from medimg.retry import retry_io_only
 from medimg.settings import Settings, read_settings
 from medimg.tracking import data_version, pipeline_run_name, run_link
 from medimg.versioning import (
@@ -141,19 +142,10 @@ class PipelineResult:
         return bool(self.skipped) and set(self.ran) <= {"ingest"}
 
 
-def _transient(task, task_run, state) -> bool:
-    """Retry I/O hiccups, never a user-fixable error: that would only repeat the same answer."""
-    try:
-        state.result()
-    except MedimgError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
+# Retried only on I/O (a network share that dropped the connection), never on a user's error or
+# on compute, which would fail the same way again
 @task(name="ingest", task_run_name="ingest", retries=1, retry_delay_seconds=2,
-      retry_condition_fn=_transient, cache_policy=NO_CACHE)
+      retry_condition_fn=retry_io_only, cache_policy=NO_CACHE)
 def ingest(ws: Workspace, config: Config, settings: Settings,
            sources: list[Path]) -> IngestSummary:
     from medimg.data.quarantine import count_codes

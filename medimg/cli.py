@@ -431,6 +431,92 @@ def demo(
     _print_summary(outcome, time.perf_counter() - start)
 
 
+@app.command()
+@_friendly
+def retrain(
+    workspace: WorkspaceOpt = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Retrain whatever changed, every stage re-run.")] = False,
+) -> None:
+    """Retrain when new or corrected labels (retrain.min_new_labels) or drift call for it."""
+    ws = _workspace(workspace)
+    start = time.perf_counter()
+    result = _run_flow(ws, None, force, retrain=True)
+    if result.pipeline is not None:
+        _print_summary(result.pipeline, time.perf_counter() - start)
+    console.print(result.decision, highlight=False)
+    if result.retrained:
+        console.print(f"summary: reports/retrain/summary.md and the Prefect artifact "
+                      f"{result.artifact_key}", highlight=False)
+
+
+@app.command()
+@_friendly
+def schedule(
+    workspace: WorkspaceOpt = None,
+    cron: Annotated[str | None, typer.Option(
+        help='The retrain\'s cron, e.g. "0 2 * * *" (default: MEDIMG_RETRAIN_CRON, then '
+             "retrain.schedule).")] = None,
+) -> None:
+    """Serve the deployments until Ctrl-C: retrain on its schedule, the pipeline on demand.
+
+    Schedules need a Prefect server: PREFECT_API_URL's, or one started here for the while.
+    """
+    from medimg.preflight import check_services
+
+    ws = _workspace(workspace)
+    settings = _settings()
+    check_services(settings)
+    with _prefect_settings(), _prefect_server(settings.prefect_api_url) as api:
+        from flows.deployments import retrain_cron, serve
+
+        console.print(f"serving retrain ({retrain_cron(ws.config, cron)}, "
+                      f"{ws.config.retrain.timezone}) and training (on demand) for {ws.root} "
+                      f"on {api}; Ctrl-C stops (the schedules stay active)", highlight=False)
+        serve(str(ws.root), cron)
+
+
+@contextmanager
+def _prefect_server(api_url: str | None) -> Iterator[str]:
+    """The Prefect API to serve against: the user's, or a local server started for the while
+    (Prefect's ephemeral API runs no scheduler)."""
+    if api_url:
+        yield api_url
+        return
+    import socket
+    import subprocess
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from medimg.preflight import ServiceUnavailable
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise ServiceUnavailable("could not start a local Prefect server "
+                                             "(`prefect server start`); start one and set "
+                                             "PREFECT_API_URL") from None
+                time.sleep(0.5)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 class _NoTracebackForUserErrors(logging.Filter):
     """Prefect logs a failed task with its traceback; a user-fixable error needs one line."""
 
@@ -687,7 +773,8 @@ def _prefect_settings() -> Iterator[None]:
             yield
 
 
-def _run_flow(ws, sources: list[Path] | None, force: bool, demo: bool = False):
+def _run_flow(ws, sources: list[Path] | None, force: bool, demo: bool = False,
+              retrain: bool = False):
     from medimg.preflight import check_services
 
     check_services(_settings())
@@ -704,6 +791,10 @@ def _run_flow(ws, sources: list[Path] | None, force: bool, demo: bool = False):
             for name in ("prefect.flow_runs", "prefect.task_runs"):
                 terminal.show_warnings(logging.getLogger(name), only_from=flows_dir)
         with _progress() as shown, training.reporting_progress(shown):
+            if retrain:
+                from flows.retrain import retrain_flow
+
+                return retrain_flow(str(ws.root), force=force)
             return training.training_pipeline(
                 str(ws.root), [str(s) for s in sources] if sources else None, force=force,
                 demo=demo)

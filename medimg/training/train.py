@@ -31,6 +31,7 @@ from medimg.training.history import HISTORY_FILE, write_history
 from medimg.training.models import build_model, resolve_weights, set_backbone_trainable
 from medimg.training.operating_point import select_threshold
 from medimg.training.pipeline import make_dataset, steps_per_epoch
+from medimg.training.warm_start import apply_warm_start
 from medimg.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -348,6 +349,7 @@ def train_classifier(
         with strategy.scope():
             model = build_model(config.base.image_size, config.base.channels, n_classes,
                                 config.model, weights)
+            warm = apply_warm_start(ws, config, model) if not resumed_from else ""
             if resumed_from:
                 saved_phase = phases[state["phase"]]
                 _compile(model, saved_phase, config, steps, n_classes, placement.jit_compile)
@@ -412,7 +414,8 @@ def train_classifier(
         write_history(ws.reports_dir / HISTORY_FILE, history)
         run = {**placement.as_dict(), "global_batch": batch, "epochs": state["epoch"],
                "best_epoch": state["best_epoch"], "kept_epoch": kept,
-               "resumed_from_epoch": resumed_from, "seconds": round(seconds, 2)}
+               "resumed_from_epoch": resumed_from, "seconds": round(seconds, 2),
+               "warm_start": warm}
         (ws.reports_dir / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)

@@ -26,3 +26,76 @@ def test_a_scheduled_deployment_runs_the_pipeline_on_the_workspace(tmp_path):
     assert stored.parameters == {"workspace": str(tmp_path.resolve())}
     assert [s.schedule.cron for s in stored.schedules] == ["0 2 * * 0"]
     assert "medimg" in stored.tags
+
+
+def _read_deployment(name: str):
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_deployment_by_name(name)
+
+    return asyncio.run(read())
+
+
+def test_the_retrain_deployment_has_its_cron_slug_and_a_limit_of_one(make_workspace,
+                                                                      monkeypatch):
+    from flows.deployments import retrain_deployment, workspace_slug
+
+    ws = make_workspace({"retrain": {"schedule": "15 3 * * *", "timezone": "Europe/Berlin"}},
+                        with_data=False)
+    retrain_deployment(str(ws.root)).apply()
+
+    stored = _read_deployment("medimg-retrain/retrain")
+    assert stored.parameters == {"workspace": str(ws.root)}
+    (schedule,) = stored.schedules
+    assert schedule.schedule.cron == "15 3 * * *"
+    assert schedule.schedule.timezone == "Europe/Berlin"
+    assert schedule.slug == f"retrain-{workspace_slug(ws.root)}" and schedule.active
+    assert stored.global_concurrency_limit.limit == 1
+    assert stored.concurrency_options.collision_strategy == "CANCEL_NEW"
+
+    # the environment overrides params.yaml, as a team's scheduler sets it
+    monkeypatch.setenv("MEDIMG_RETRAIN_CRON", "0 4 * * 6")
+    retrain_deployment(str(ws.root)).apply()
+    (schedule,) = _read_deployment("medimg-retrain/retrain").schedules
+    assert schedule.schedule.cron == "0 4 * * 6"
+
+
+def test_medimg_schedule_serves_both_and_leaves_the_schedule_active(make_workspace):
+    """``medimg schedule`` as a user runs it, against a Prefect server; Ctrl-C stops it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    ws = make_workspace(with_data=False)
+    exe = Path(sys.executable).with_name("medimg")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    server = subprocess.Popen([str(exe), "schedule", "--workspace", str(ws.root), "--cron",
+                               "0 5 * * *"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        found = None
+        while found is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                found = (_read_deployment("medimg-retrain/retrain"),
+                         _read_deployment("medimg-training-pipeline/training"))
+            except Exception:  # not registered yet
+                time.sleep(1)
+        assert found is not None, server.communicate(timeout=5)[0][-2000:]
+        retrain, training = found
+        assert [s.schedule.cron for s in retrain.schedules] == ["0 5 * * *"]
+        assert training.schedules == []  # the pipeline runs on demand
+        assert training.parameters == {"workspace": str(ws.root)}
+    finally:
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=60)[0]
+    assert "serving retrain (0 5 * * *, UTC)" in output
+    # pause_on_shutdown=False: the schedule outlives the process that served it
+    assert all(s.active for s in _read_deployment("medimg-retrain/retrain").schedules)
