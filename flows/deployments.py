@@ -1,14 +1,18 @@
 """The deployments, declared in code: the retrain on a schedule and the pipeline on demand.
 
-- ``retrain`` (flow ``medimg-retrain``): on ``retrain.schedule`` of params.yaml (nightly at
-  02:00 by default, in ``retrain.timezone``), overridden by MEDIMG_RETRAIN_CRON or ``--cron``.
+- ``retrain-<workspace>`` (flow ``medimg-retrain``): on ``retrain.schedule`` of params.yaml
+  (nightly at 02:00 by default, in ``retrain.timezone``), overridden by MEDIMG_RETRAIN_CRON or
+  ``--cron``.
   Each run checks the triggers and retrains only when they fire. Its schedule has the slug
   ``retrain-<workspace>``; its concurrency limit is one run per workspace with the collision
   strategy ``CANCEL_NEW``: a run due while another is still going is cancelled, not queued, as
   the next one would find the same labels already trained on (the flow's own workspace lock
   refuses a second run the same way where no Prefect server enforces the limit).
-- ``training`` (flow ``medimg-training-pipeline``): on demand only, with
-  ``prefect deployment run 'medimg-training-pipeline/training'`` or from Prefect's UI.
+- ``training-<workspace>`` (flow ``medimg-training-pipeline``): on demand only, with
+  ``prefect deployment run 'medimg-training-pipeline/training-<workspace>'`` or from Prefect's
+  UI.
+
+``<workspace>`` is the folder's name and a short hash of its path (:func:`workspace_slug`).
 
 Serve both from this machine (a long-running process; Ctrl-C stops it, the schedules stay
 active for the next ``serve``)::
@@ -67,19 +71,27 @@ def _schedule(workspace: str, cron: str | None):
                 slug=f"retrain-{workspace_slug(workspace)}")
 
 
-def retrain_deployment(workspace: str, cron: str | None = None, name: str = "retrain"):
+def deployment_name(kind: str, workspace: str | Path) -> str:
+    """``retrain-<workspace slug>`` or ``training-<workspace slug>``: one of each per workspace,
+    so two workspaces served from one Prefect server never take each other's place."""
+    return f"{kind}-{workspace_slug(workspace)}"
+
+
+def retrain_deployment(workspace: str, cron: str | None = None, name: str | None = None):
     """A runner deployment of the retrain on ``workspace``, on its cron schedule."""
     where = str(Path(workspace).resolve())
+    name = name or deployment_name("retrain", where)
     return retrain_flow.to_deployment(
         name=name, parameters={"workspace": where}, schedules=[_schedule(where, cron)],
         concurrency_limit=_concurrency(), tags=["medimg", "retrain"],
         description="retrain when new labels or drift call for it; promote a better challenger")
 
 
-def training_deployment(workspace: str, cron: str | None = None, name: str = "training"):
+def training_deployment(workspace: str, cron: str | None = None, name: str | None = None):
     """A runner deployment of the pipeline on ``workspace``: on demand, or on ``cron``."""
     return training_pipeline.to_deployment(
-        name=name, parameters={"workspace": str(Path(workspace).resolve())}, cron=cron,
+        name=name or deployment_name("training", workspace),
+        parameters={"workspace": str(Path(workspace).resolve())}, cron=cron,
         tags=["medimg"], description="ingest, validate, preprocess, train, evaluate, register",
     )
 
@@ -101,10 +113,11 @@ def deploy(workspace: str, work_pool: str, cron: str | None = None) -> list[obje
     training = training_pipeline.from_source(source=str(ROOT),
                                              entrypoint=ENTRYPOINTS["training"])
     return [
-        retrain.deploy(name="retrain", work_pool_name=work_pool, parameters={"workspace": where},
+        retrain.deploy(name=deployment_name("retrain", where), work_pool_name=work_pool,
+                       parameters={"workspace": where},
                        schedules=[_schedule(where, cron)], concurrency_limit=_concurrency(),
                        tags=["medimg", "retrain"], build=False, push=False),
-        training.deploy(name="training", work_pool_name=work_pool,
+        training.deploy(name=deployment_name("training", where), work_pool_name=work_pool,
                         parameters={"workspace": where}, tags=["medimg"], build=False,
                         push=False),
     ]

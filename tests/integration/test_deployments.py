@@ -40,13 +40,14 @@ def _read_deployment(name: str):
 
 def test_the_retrain_deployment_has_its_cron_slug_and_a_limit_of_one(make_workspace,
                                                                       monkeypatch):
-    from flows.deployments import retrain_deployment, workspace_slug
+    from flows.deployments import deployment_name, retrain_deployment, workspace_slug
 
     ws = make_workspace({"retrain": {"schedule": "15 3 * * *", "timezone": "Europe/Berlin"}},
                         with_data=False)
     retrain_deployment(str(ws.root)).apply()
 
-    stored = _read_deployment("medimg-retrain/retrain")
+    name = f"medimg-retrain/{deployment_name('retrain', ws.root)}"
+    stored = _read_deployment(name)
     assert stored.parameters == {"workspace": str(ws.root)}
     (schedule,) = stored.schedules
     assert schedule.schedule.cron == "15 3 * * *"
@@ -58,7 +59,7 @@ def test_the_retrain_deployment_has_its_cron_slug_and_a_limit_of_one(make_worksp
     # the environment overrides params.yaml, as a team's scheduler sets it
     monkeypatch.setenv("MEDIMG_RETRAIN_CRON", "0 4 * * 6")
     retrain_deployment(str(ws.root)).apply()
-    (schedule,) = _read_deployment("medimg-retrain/retrain").schedules
+    (schedule,) = _read_deployment(name).schedules
     assert schedule.schedule.cron == "0 4 * * 6"
 
 
@@ -73,7 +74,11 @@ def test_medimg_schedule_serves_both_and_leaves_the_schedule_active(make_workspa
 
     from prefect.settings import PREFECT_API_URL
 
+    from flows.deployments import deployment_name
+
     ws = make_workspace(with_data=False)
+    retrain_name = f"medimg-retrain/{deployment_name('retrain', ws.root)}"
+    training_name = f"medimg-training-pipeline/{deployment_name('training', ws.root)}"
     exe = Path(sys.executable).with_name("medimg")
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     server = subprocess.Popen([str(exe), "schedule", "--workspace", str(ws.root), "--cron",
@@ -84,8 +89,7 @@ def test_medimg_schedule_serves_both_and_leaves_the_schedule_active(make_workspa
         found = None
         while found is None and time.monotonic() < deadline and server.poll() is None:
             try:
-                found = (_read_deployment("medimg-retrain/retrain"),
-                         _read_deployment("medimg-training-pipeline/training"))
+                found = (_read_deployment(retrain_name), _read_deployment(training_name))
             except Exception:  # not registered yet
                 time.sleep(1)
         assert found is not None, server.communicate(timeout=5)[0][-2000:]
@@ -98,4 +102,4 @@ def test_medimg_schedule_serves_both_and_leaves_the_schedule_active(make_workspa
         output = server.communicate(timeout=60)[0]
     assert "serving retrain (0 5 * * *, UTC)" in output
     # pause_on_shutdown=False: the schedule outlives the process that served it
-    assert all(s.active for s in _read_deployment("medimg-retrain/retrain").schedules)
+    assert all(s.active for s in _read_deployment(retrain_name).schedules)
