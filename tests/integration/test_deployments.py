@@ -103,3 +103,44 @@ def test_medimg_schedule_serves_both_and_leaves_the_schedule_active(make_workspa
     assert "serving retrain (0 5 * * *, UTC)" in output
     # pause_on_shutdown=False: the schedule outlives the process that served it
     assert all(s.active for s in _read_deployment(retrain_name).schedules)
+
+
+def test_a_process_worker_runs_the_deployed_retrain(make_workspace):
+    """``deploy`` registers both deployments with a process work pool; a real worker picks up a
+    retrain run and runs it from this checkout (an empty workspace: nothing to retrain on)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.deployments import deploy, deployment_name
+
+    ws = make_workspace(with_data=False, name="pooled")
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="medimg-test-pool", type="process"),
+                                overwrite=True)
+    deploy(str(ws.root), "medimg-test-pool")
+    name = f"medimg-retrain/{deployment_name('retrain', ws.root)}"
+    assert _read_deployment(name).work_pool_name == "medimg-test-pool"
+    assert _read_deployment(
+        f"medimg-training-pipeline/{deployment_name('training', ws.root)}").schedules == []
+
+    flow_run = run_deployment(name, timeout=0)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    worker = subprocess.run(
+        [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool",
+         "medimg-test-pool", "--run-once"], env=env, capture_output=True, text=True,
+        timeout=300)
+    deadline = time.monotonic() + 120
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state
+        while not state.is_final() and time.monotonic() < deadline:
+            time.sleep(1)
+            state = client.read_flow_run(flow_run.id).state
+    assert state.is_completed(), (worker.stdout + worker.stderr)[-3000:]
