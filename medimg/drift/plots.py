@@ -39,8 +39,9 @@ def plot_drift(features: Sequence[FeatureDrift], path: Path) -> Path:
 def _histograms(ax, ref: np.ndarray, new: np.ndarray) -> None:
     both = np.concatenate([ref, new])
     edges = np.histogram_bin_edges(both, bins=20) if len(both) else np.linspace(0.0, 1.0, 2)
-    ax.hist(ref, bins=edges, density=True, alpha=0.5, label="reference")
-    ax.hist(new, bins=edges, density=True, alpha=0.5, label="incoming")
+    for values, label in ((ref, "reference"), (new, "incoming")):
+        if len(values):  # a density of no values is 0/0
+            ax.hist(values, bins=edges, density=True, alpha=0.5, label=label)
 
 
 def _shares(ax, ref: list[str], new: list[str]) -> None:

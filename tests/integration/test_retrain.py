@@ -13,6 +13,7 @@ from support.prefect_api import artifact, task_runs
 from flows.retrain import retrain_artifact_key, retrain_flow
 from flows.training import training_pipeline
 from medimg.data.manifest import load_manifest
+from medimg.errors import WorkspaceError
 from medimg.feedback.review import add_feedback
 from medimg.versioning import pipeline_status
 
@@ -39,11 +40,13 @@ def _manifest_md5(ws) -> str:
     return md5
 
 
-def _correct(ws, n: int, reviewer: str = "dr-a") -> list[str]:
-    """Flip the labels of ``n`` train images through the feedback API; their ids."""
+def _correct(ws, n: int, reviewer: str = "dr-a", last: bool = False) -> list[str]:
+    """Flip the labels of the first (or ``last``) ``n`` train images through the feedback API;
+    their ids."""
     manifest = load_manifest(ws.manifest_path)
     classes = list(ws.config.base.class_names)
-    train = manifest[manifest["split"] == "train"].drop_duplicates("image_id").head(n)
+    train = manifest[manifest["split"] == "train"].drop_duplicates("image_id")
+    train = train.tail(n) if last else train.head(n)
     for row in train.itertuples():
         other = classes[1 - classes.index(row.label)]
         add_feedback(ws, ws.config, row.image_id, other, reviewer)
@@ -121,6 +124,24 @@ def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_w
     again = retrain_flow(str(ws.root))
     assert not again.retrained
 
+    # a retrain that fails leaves the champion where it was, and says why in one line: here a
+    # stage the team added to dvc.yaml (a check before training) fails
+    text = (ws.root / "dvc.yaml").read_text()
+    check = ("  site-check:\n    cmd: echo 'scanner list out of date' >&2; exit 3\n"
+             "    deps:\n      - data/processed\n\n")
+    (ws.root / "dvc.yaml").write_text(text.replace("  train:\n", check + "  train:\n", 1))
+    _correct(ws, 6, reviewer="dr-b", last=True)
+    versions_before = len(client.search_model_versions("name='medimg-classifier'"))
+    with pytest.raises(WorkspaceError) as failed:
+        retrain_flow(str(ws.root))
+    assert str(failed.value) == ("retrain failed, champion kept: dvc.yaml stage 'site-check' "
+                                 "(`echo 'scanner list out of date' >&2; exit 3`) failed: "
+                                 "scanner list out of date")
+    assert str(client.get_model_version_by_alias("medimg-classifier", "champion").version) \
+        == champion
+    assert len(client.search_model_versions("name='medimg-classifier'")) == versions_before
+    assert str(failed.value) in artifact(retrain_artifact_key(ws))
+
 
 def test_two_retrains_at_once_never_both_promote(champion_workspace):
     ws = champion_workspace
@@ -146,3 +167,15 @@ def test_two_retrains_at_once_never_both_promote(champion_workspace):
     completed = next(s for s in outcomes if s.name == "Completed").result()
     champion = client.get_model_version_by_alias("medimg-classifier", "champion")
     assert str(champion.version) == ("2" if completed.promoted else "1")
+
+
+def test_medimg_retrain_on_the_command_line_says_why_it_did_nothing(make_workspace):
+    from conftest import medimg_cli
+
+    ws = make_workspace(with_data=False, name="empty")
+    done = medimg_cli("retrain", cwd=ws.root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("no retrain: nothing to retrain on: 0 new image(s), 0 corrected label(s) "
+            "(no manifest yet), below retrain.min_new_labels=50; drift not measurable"
+            in " ".join(done.stdout.split()))
+    assert "Traceback" not in done.stdout + done.stderr
