@@ -35,6 +35,7 @@ from pathlib import Path
 from flows.retrain import retrain_flow
 from flows.training import training_pipeline
 from medimg.config import Config
+from medimg.errors import ConfigError
 from medimg.settings import read_settings
 from medimg.workspace import open_workspace
 
@@ -63,12 +64,22 @@ def _concurrency():
                                   collision_strategy=ConcurrencyLimitStrategy(COLLISION_STRATEGY))
 
 
-def _schedule(workspace: str, cron: str | None):
+def _cron(expression: str, timezone: str, slug: str):
+    """A Prefect cron schedule with its slug; a malformed one is one ConfigError line."""
     from prefect.schedules import Cron
 
+    try:
+        return Cron(expression, timezone=timezone, slug=slug)
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()
+        raise ConfigError(f"the schedule {expression!r} ({timezone}) is not a valid cron "
+                          f"schedule: {first[-1] if first else exc}") from None
+
+
+def _schedule(workspace: str, cron: str | None):
     config = open_workspace(workspace).config
-    return Cron(retrain_cron(config, cron), timezone=config.retrain.timezone,
-                slug=f"retrain-{workspace_slug(workspace)}")
+    return _cron(retrain_cron(config, cron), config.retrain.timezone,
+                 f"retrain-{workspace_slug(workspace)}")
 
 
 def deployment_name(kind: str, workspace: str | Path) -> str:
@@ -89,9 +100,10 @@ def retrain_deployment(workspace: str, cron: str | None = None, name: str | None
 
 def training_deployment(workspace: str, cron: str | None = None, name: str | None = None):
     """A runner deployment of the pipeline on ``workspace``: on demand, or on ``cron``."""
+    schedules = [_cron(cron, "UTC", f"training-{workspace_slug(workspace)}")] if cron else []
     return training_pipeline.to_deployment(
         name=name or deployment_name("training", workspace),
-        parameters={"workspace": str(Path(workspace).resolve())}, cron=cron,
+        parameters={"workspace": str(Path(workspace).resolve())}, schedules=schedules,
         tags=["medimg"], description="ingest, validate, preprocess, train, evaluate, register",
     )
 

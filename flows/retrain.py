@@ -20,7 +20,9 @@ one line. Only I/O is retried: MLflow, the DVC remote, Prefect's API.
 
 from __future__ import annotations
 
+import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,11 +34,12 @@ from prefect.states import Cancelled
 from flows.training import PipelineResult, artifact_key, training_pipeline
 from medimg.config import Config
 from medimg.errors import MedimgError
-from medimg.locks import LockBusy, workspace_lock
+from medimg.locks import MANIFEST_LOCK, LockBusy, workspace_lock
 from medimg.mlflow_run import one_line
 from medimg.retry import retry_io_only
 from medimg.settings import Settings, read_settings
 from medimg.tracking import data_version
+from medimg.training.warm_start import WARM_START_DIR
 from medimg.versioning import is_dvc_repo, run_dvc
 from medimg.workspace import Workspace, open_workspace
 
@@ -96,7 +99,8 @@ def version_feedback(ws: Workspace) -> bool:
     """``dvc add data/feedback``: the feedback log and prediction records as a DVC version."""
     if not is_dvc_repo(ws.root) or not (ws.root / FEEDBACK_DIR).is_dir():
         return False
-    run_dvc(ws.root, "add", "--quiet", str(FEEDBACK_DIR))
+    with workspace_lock(ws.root, MANIFEST_LOCK):  # no reviewer appends while DVC hashes it
+        run_dvc(ws.root, "add", "--quiet", str(FEEDBACK_DIR))
     return True
 
 
@@ -159,7 +163,7 @@ def _decision(pipeline: PipelineResult) -> tuple[str, bool]:
     registration = pipeline.registration
     if registration is None:
         return ("the pipeline was up to date with this data: nothing trained; its last model "
-                "was already judged", False)
+                "was already judged (`medimg runs`)", False)
     if not registration.registered:
         failed = "; ".join(c.reason for c in registration.gates.failed)
         return f"challenger not registered: it failed the gates ({failed})", False
@@ -197,20 +201,19 @@ def retrain_flow(workspace: str, force: bool = False) -> RetrainResult:
         force: retrain whatever changed, every stage re-run.
     """
     ws = open_workspace(workspace)
-    try:
-        with workspace_lock(ws.root, "retrain", timeout=0):
-            return _retrain(ws, ws.config, read_settings(), force)
-    except LockBusy:
-        message = f"another retrain of {ws.root.name} is running; this one did nothing"
-        get_run_logger().warning(message)
-        return Cancelled(message=message)
+    with ExitStack() as held:
+        try:
+            held.enter_context(workspace_lock(ws.root, "retrain", timeout=0))
+        except LockBusy:
+            message = f"another retrain of {ws.root.name} is running; this one did nothing"
+            get_run_logger().warning(message)
+            return Cancelled(message=message)
+        return _retrain(ws, ws.config, read_settings(), force)
 
 
 def _retrain(ws: Workspace, config: Config, settings: Settings, force: bool) -> RetrainResult:
     from prefect.runtime import flow_run
 
-    from medimg.retrain.assess import measure_drift
-    from medimg.retrain.changes import label_changes
     from medimg.retrain.summary import RetrainFacts, render_retrain
 
     logger = get_run_logger()
@@ -227,41 +230,72 @@ def _retrain(ws: Workspace, config: Config, settings: Settings, force: bool) -> 
         _publish(ws, render_retrain(RetrainFacts(name, result.decision), found, found.changes,
                                     found.drift), name)
         return result
-    version_feedback(ws)
-    fetch_warm_start(ws, config, settings, champion)
-    result.retrained = True
-    changes, drift = found.changes, found.drift
     try:
-        pipeline = training_pipeline(str(ws.root), force=force)
+        version_feedback(ws)
+        fetch_warm_start(ws, config, settings, champion)
+        result.pipeline = training_pipeline(str(ws.root), force=force)
     except BaseException as exc:
-        result.decision = f"retrain failed, champion kept: {one_line(exc)}"
+        moved = _champion_now(ws, config, settings)
+        kept = ("champion kept" if moved == result.champion_before else
+                f"the champion is now v{moved} (was v{result.champion_before})")
+        result.decision = f"retrain failed, {kept}: {one_line(exc)}"
         _publish(ws, render_retrain(RetrainFacts(name, result.decision, result.data_before),
-                                    found, changes, drift), name)
+                                    found, found.changes, found.drift), name)
         if isinstance(exc, MedimgError):
             raise type(exc)(result.decision) from None
         raise
-    result.pipeline = pipeline
+    finally:
+        shutil.rmtree(ws.root / WARM_START_DIR, ignore_errors=True)
+    _conclude(ws, config, settings, found, result)
+    return result
+
+
+def _champion_now(ws: Workspace, config: Config, settings: Settings) -> str | None:
+    from medimg.retrain.assess import champion_version
+
+    try:
+        return champion_version(ws, config, settings)
+    except Exception:  # the registry cannot be read: say what was known before
+        return None
+
+
+def _conclude(ws: Workspace, config: Config, settings: Settings, found: Assessment,
+              result: RetrainResult) -> None:
+    """The decision, the page, the MLflow record and the push, after the pipeline finished.
+    The pipeline's outcome stands: a failure here is a warning, never a failed retrain."""
+    from medimg.retrain.assess import measure_drift, remember_retrain
+    from medimg.retrain.changes import label_changes
+    from medimg.retrain.summary import RetrainFacts, render_retrain
+
+    logger = get_run_logger()
+    pipeline = result.pipeline
+    result.retrained = "train" in pipeline.ran
     result.decision, result.promoted = _decision(pipeline)
     if pipeline.registration is not None:
         result.version = pipeline.registration.version
     result.data_after = data_version(ws)
-    # measured again: ingest has taken in the files that waited in data/raw
-    changes = label_changes(ws, champion)
-    drift = measure_drift(ws, config, champion, settings) if champion else None
-    link = ""
-    if pipeline.mlflow_run_id:
-        from medimg.tracking import run_link, use_workspace_tracking
+    remember_retrain(ws, result.decision)
+    changes, drift = found.changes, found.drift
+    try:
+        # measured again: ingest has taken in the files that waited in data/raw
+        changes = label_changes(ws, found.champion)
+        drift = measure_drift(ws, config, found.champion, settings)
+        link = ""
+        if pipeline.mlflow_run_id:
+            from medimg.tracking import run_link, use_workspace_tracking
 
-        experiment = use_workspace_tracking(ws, config.registry.experiment_name, settings)
-        link = run_link(ws, settings, experiment, pipeline.mlflow_run_id)
-    page = render_retrain(RetrainFacts(name, result.decision, result.data_before,
-                                       result.data_after, link, pipeline.name),
-                          found, changes, drift, pipeline.registration)
-    files = _write_reports(ws, page, drift)
-    if pipeline.mlflow_run_id:
-        record_in_mlflow(ws, config, settings, pipeline.mlflow_run_id, result, changes, files)
-    _publish(ws, page, name)
-    push_data(ws)
+            experiment = use_workspace_tracking(ws, config.registry.experiment_name, settings)
+            link = run_link(ws, settings, experiment, pipeline.mlflow_run_id)
+        page = render_retrain(RetrainFacts(result.name, result.decision, result.data_before,
+                                           result.data_after, link, pipeline.name),
+                              found, changes, drift, pipeline.registration)
+        files = _write_reports(ws, page, drift)
+        _publish(ws, page, result.name)
+        if pipeline.mlflow_run_id:
+            record_in_mlflow(ws, config, settings, pipeline.mlflow_run_id, result, changes,
+                             files)
+        push_data(ws)
+    except Exception as exc:
+        logger.warning("the retrain's outcome stands, but its report is incomplete: %s",
+                       one_line(exc))
     logger.info(result.decision)
-    return result
-

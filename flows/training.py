@@ -40,6 +40,7 @@ from prefect.states import Completed
 from medimg.config import Config
 from medimg.console import Counter, EpochReport, ProgressReporter
 from medimg.errors import MedimgError, WorkspaceError
+from medimg.locks import workspace_lock
 from medimg.mlflow_run import PipelineRun, failure_reason, one_line
 from medimg.retry import retry_io_only
 from medimg.settings import Settings, read_settings
@@ -312,16 +313,25 @@ def training_pipeline(workspace: str, sources: list[str] | None = None,
         demo: phantoms only: without MEDIMG_PSEUDONYM_KEY, pseudonymise with the demo's fixed
             key (never a secret, never in the flow's parameters).
     """
-    from prefect.runtime import flow_run
-
     started = time.time()
     _medimg_logs_to_prefect()
+    ws = open_workspace(workspace)
+    # one pipeline run per workspace: two would write the same outputs and both register
+    with workspace_lock(ws.root, "pipeline", timeout=0,
+                        busy=f"another pipeline run of {ws.root} is running; wait for it to "
+                             "end (Prefect's UI or `medimg runs` shows it)"):
+        return _pipeline(ws, sources, force, demo, started)
+
+
+def _pipeline(ws: Workspace, sources: list[str] | None, force: bool, demo: bool,
+              started: float) -> PipelineResult:
+    from prefect.runtime import flow_run
+
     settings = read_settings()  # the flow is an entry point: the environment is read here, once
     if demo and settings.key_bytes() is None:
         from medimg.demo import DEMO_PSEUDONYM_KEY
 
         settings = read_settings(pseudonym_key=DEMO_PSEUDONYM_KEY)
-    ws = open_workspace(workspace)
     config = ws.config
     logger = get_run_logger()
     paths = [Path(s) for s in sources] if sources else [ws.raw_dir]

@@ -441,7 +441,11 @@ def retrain(
     """Retrain when new or corrected labels (retrain.min_new_labels) or drift call for it."""
     ws = _workspace(workspace)
     start = time.perf_counter()
-    result = _run_flow(ws, None, force, retrain=True)
+    state = _run_flow(ws, None, force, retrain=True)
+    if state.is_cancelled():  # another retrain of the workspace is running
+        console.print(state.message, highlight=False)
+        return
+    result = state.result()  # a failed retrain raises its one-line reason
     if result.pipeline is not None:
         _print_summary(result.pipeline, time.perf_counter() - start)
     console.print(result.decision, highlight=False)
@@ -514,7 +518,10 @@ def _prefect_server(api_url: str | None) -> Iterator[str]:
             yield url
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -794,7 +801,7 @@ def _run_flow(ws, sources: list[Path] | None, force: bool, demo: bool = False,
             if retrain:
                 from flows.retrain import retrain_flow
 
-                return retrain_flow(str(ws.root), force=force)
+                return retrain_flow(str(ws.root), force=force, return_state=True)
             return training.training_pipeline(
                 str(ws.root), [str(s) for s in sources] if sources else None, force=force,
                 demo=demo)

@@ -295,6 +295,18 @@ class RetrainConfig(_Section):
     schedule: Annotated[str, Field(pattern=r"^\s*\S+(\s+\S+){4}\s*$")] = "0 2 * * *"
     timezone: Annotated[str, Field(min_length=1)] = "UTC"
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, "
+                             "Europe/Berlin)") from None
+        return value
+
 
 class Config(_Section):
     """The whole of ``params.yaml``."""

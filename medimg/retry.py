@@ -13,8 +13,11 @@ import re
 
 from medimg.errors import MedimgError
 
-RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
-"""HTTP statuses a server may answer differently a moment later."""
+RETRYABLE_STATUS = {408, 425, 429, 502, 503, 504}
+"""HTTP statuses a server may answer differently a moment later (a 500 is a server's error that
+its own clients have retried already: MLflow's and Prefect's retry 5xx before they raise)."""
+
+TRANSIENT_MLFLOW_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 
 _TRANSIENT_TEXT = re.compile(
     r"connection (refused|reset|aborted)|timed? ?out|temporarily unavailable|"
@@ -29,33 +32,57 @@ def _status(exc: BaseException) -> int | None:
             value = getattr(holder, name, None)
             if isinstance(value, int):
                 return value
-    code = getattr(exc, "get_http_status_code", None)
-    if callable(code):
-        try:
-            return int(code())
-        except (TypeError, ValueError):
-            return None
+    return None
+
+
+def _transport_error(exc: BaseException) -> bool:
+    """A connection or timeout error of the HTTP libraries the services' clients use."""
+    try:
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            return not isinstance(exc, httpx.UnsupportedProtocol)
+    except ImportError:  # pragma: no cover - httpx comes with Prefect
+        pass
+    try:
+        import requests
+
+        if isinstance(exc, requests.ConnectionError | requests.Timeout):
+            return True
+    except ImportError:  # pragma: no cover - requests comes with MLflow
+        pass
+    return False
+
+
+def _one(exc: BaseException) -> bool | None:
+    """True or False when ``exc`` itself decides; None to look at what caused it."""
+    if isinstance(exc, MedimgError):  # a user must fix it, unless it passes on a service's word
+        return bool(_TRANSIENT_TEXT.search(str(exc)))
+    if isinstance(exc, ConnectionError | TimeoutError) or _transport_error(exc):
+        return True
+    code = getattr(exc, "error_code", None)
+    if type(exc).__name__ == "MlflowException" and isinstance(code, str):
+        return code in TRANSIENT_MLFLOW_CODES
+    status = _status(exc)
+    if status is not None:
+        return status in RETRYABLE_STATUS
     return None
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is an I/O hiccup another try may get past."""
+    """Whether ``exc`` (or what it was raised from) is an I/O hiccup another try may get past.
+
+    The causes followed are the ones Python shows: ``raise ... from None`` hides the context.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, ConnectionError | TimeoutError):
-            return True
-        status = _status(current)
-        if status is not None:
-            return status in RETRYABLE_STATUS
-        if type(current).__module__.split(".")[0] in ("httpx", "httpcore", "requests",
-                                                       "urllib3") and not isinstance(
-                current, ValueError):
-            return "Status" not in type(current).__name__
-        if isinstance(current, MedimgError) and _TRANSIENT_TEXT.search(str(current)):
-            return True  # a service's answer passed on as one line (DVC's lock, a remote)
-        current = current.__cause__ or current.__context__
+        decided = _one(current)
+        if decided is not None:
+            return decided
+        current = current.__cause__ or (None if current.__suppress_context__
+                                         else current.__context__)
     return False
 
 

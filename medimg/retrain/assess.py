@@ -32,6 +32,8 @@ from medimg.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_LOG = Path("data") / "feedback" / "predictions.jsonl"
+LAST_RETRAIN = Path("reports") / "retrain" / "last.json"
+"""The data version the last retrain's pipeline ran on, and what it decided."""
 
 
 @dataclass
@@ -53,16 +55,22 @@ class Assessment:
         return "; ".join(self.triggers) if self.triggers else self.why_not
 
 
+def champion_version(ws: Workspace, config: Config, settings: Settings | None) -> str | None:
+    """The version the registry's champion alias points at; None when there is none."""
+    from mlflow import MlflowClient
+
+    use_workspace_tracking(ws, config.registry.experiment_name, settings)
+    return alias_version(MlflowClient(), config.registry.model_name, CHAMPION)
+
+
 def find_champion(ws: Workspace, config: Config, settings: Settings | None) -> ChampionState | None:
     """The registry's champion and the manifest it was trained on; None when there is none."""
     from mlflow import MlflowClient
 
-    use_workspace_tracking(ws, config.registry.experiment_name, settings)
-    client = MlflowClient()
-    version = alias_version(client, config.registry.model_name, CHAMPION)
+    version = champion_version(ws, config, settings)
     if version is None:
         return None
-    stored = client.get_model_version(config.registry.model_name, version)
+    stored = MlflowClient().get_model_version(config.registry.model_name, version)
     data_version = stored.tags.get("data_version", "")
     manifest, why = champion_manifest(ws, data_version)
     return ChampionState(version, data_version, stored.run_id or "", manifest, why)
@@ -122,9 +130,36 @@ def measure_drift(ws: Workspace, config: Config, champion: ChampionState | None,
     return compare(reference, incoming, config.drift, scores=scores)
 
 
+def manifest_md5(ws: Workspace) -> str:
+    """The manifest's md5 as it is now (DVC's hash of it once recorded); "" when absent."""
+    import hashlib
+
+    path = ws.manifest_path
+    return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def remember_retrain(ws: Workspace, decision: str) -> None:
+    """Record the manifest a retrain's pipeline ran on, and its decision."""
+    path = ws.root / LAST_RETRAIN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data_version": manifest_md5(ws), "decision": decision}) + "\n")
+
+
+def last_retrain(ws: Workspace) -> dict[str, str]:
+    path = ws.root / LAST_RETRAIN
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def assess(ws: Workspace, config: Config, settings: Settings | None,
            force: bool = False) -> Assessment:
-    """The champion, the changes since its data, drift, and the triggers that fired."""
+    """The champion, the changes since its data, drift, and the triggers that fired.
+
+    Data a retrain already ran on is not retrained on again (a challenger that was not
+    promoted stays judged), unless forced or new files wait in data/raw.
+    """
     champion = find_champion(ws, config, settings)
     changes = label_changes(ws, champion)
     drift = measure_drift(ws, config, champion, settings)
@@ -132,6 +167,12 @@ def assess(ws: Workspace, config: Config, settings: Settings | None,
     needed = config.retrain.min_new_labels
     if force:
         found.triggers.append("forced")
+    last = last_retrain(ws)
+    if (not force and not changes.not_ingested and last.get("data_version")
+            and last["data_version"] == manifest_md5(ws)):
+        found.why_not = (f"the last retrain already ran on this data "
+                         f"({last['data_version'][:12]}): {last.get('decision', '')}")
+        return found
     if champion is None and changes.total:
         found.triggers.append("no champion yet")
     elif changes.total >= needed:

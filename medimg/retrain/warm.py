@@ -21,8 +21,6 @@ def fetch_champion_weights(ws: Workspace, config: Config, settings: Settings | N
 
     import mlflow
 
-    from medimg.serving.pyfunc import BUNDLE_ARTIFACT
-
     shutil.rmtree(warm_start_dir(ws), ignore_errors=True)
     if not config.retrain.warm_start or champion is None:
         return None
@@ -30,4 +28,18 @@ def fetch_champion_weights(ws: Workspace, config: Config, settings: Settings | N
     source = f"models:/{config.registry.model_name}/{champion.version}"
     with tempfile.TemporaryDirectory(prefix="medimg-warm-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
-        return export_warm_start(ws, local / "artifacts" / BUNDLE_ARTIFACT, source)
+        return export_warm_start(ws, local / bundle_path(local / "MLmodel"), source)
+
+
+def bundle_path(mlmodel: Path) -> str:
+    """Where a logged medimg model keeps its bundle, relative to the model's folder: MLflow
+    copies an artifact under its source folder's name (``artifacts/classifier``), recorded in
+    the MLmodel file's ``python_function`` flavour."""
+    import yaml
+
+    from medimg.serving.pyfunc import BUNDLE_ARTIFACT
+
+    flavour = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get(
+        "python_function", {})
+    entry = (flavour.get("artifacts") or {}).get(BUNDLE_ARTIFACT, {})
+    return entry.get("path", f"artifacts/{BUNDLE_ARTIFACT}")

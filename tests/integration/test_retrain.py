@@ -53,12 +53,16 @@ def _correct(ws, n: int, reviewer: str = "dr-a", last: bool = False) -> list[str
     return list(train["image_id"])
 
 
-@pytest.fixture
-def champion_workspace(make_workspace):
-    ws = make_workspace(PARAMS)
+def _with_champion(make_workspace, params):
+    ws = make_workspace(params)
     first = training_pipeline(str(ws.root))
     assert first.registration.version == "1" and "champion" in first.registration.aliases
     return ws
+
+
+@pytest.fixture
+def champion_workspace(make_workspace):
+    return _with_champion(make_workspace, PARAMS)
 
 
 def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_workspace):
@@ -143,8 +147,9 @@ def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_w
     assert str(failed.value) in artifact(retrain_artifact_key(ws))
 
 
-def test_two_retrains_at_once_never_both_promote(champion_workspace):
-    ws = champion_workspace
+def test_two_retrains_at_once_never_both_promote_and_one_starts_warm(make_workspace):
+    ws = _with_champion(make_workspace, {**PARAMS, "retrain": {"min_new_labels": 6,
+                                                              "warm_start": True}})
     _correct(ws, 6)
     outcomes: list[object] = []
 
@@ -167,6 +172,10 @@ def test_two_retrains_at_once_never_both_promote(champion_workspace):
     completed = next(s for s in outcomes if s.name == "Completed").result()
     champion = client.get_model_version_by_alias("medimg-classifier", "champion")
     assert str(champion.version) == ("2" if completed.promoted else "1")
+    # retrain.warm_start: training began from the champion's weights, as the run records
+    run = client.get_run(completed.pipeline.mlflow_run_id)
+    assert run.data.tags["runtime.warm_start"] == "models:/medimg-classifier/1"
+    assert not (ws.root / "models" / "warm_start").exists()  # never left for a later run
 
 
 def test_medimg_retrain_on_the_command_line_says_why_it_did_nothing(make_workspace):
@@ -179,3 +188,30 @@ def test_medimg_retrain_on_the_command_line_says_why_it_did_nothing(make_workspa
             "(no manifest yet), below retrain.min_new_labels=50; drift not measurable"
             in " ".join(done.stdout.split()))
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_pipeline_run_while_another_runs_is_refused_in_one_line(make_workspace):
+    import subprocess
+    import sys
+    import textwrap
+
+    from medimg.locks import LockBusy
+
+    ws = make_workspace(with_data=False, name="busy")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+        import sys
+        from pathlib import Path
+        from medimg.locks import workspace_lock
+        with workspace_lock(Path({str(ws.root)!r}), "pipeline"):
+            print("held", flush=True)
+            sys.stdin.readline()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusy) as refused:
+            training_pipeline(str(ws.root))
+    finally:
+        holder.communicate("done\n", timeout=30)
+    assert str(refused.value) == (f"another pipeline run of {ws.root} is running; wait for it "
+                                  "to end (Prefect's UI or `medimg runs` shows it)")
+    assert not ws.manifest_path.exists()  # it did nothing

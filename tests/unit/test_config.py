@@ -84,5 +84,7 @@ def test_flat_params_and_digest():
 def test_a_retrain_schedule_that_is_not_cron_is_one_clear_error():
     with pytest.raises(ConfigError, match=r"retrain\.schedule"):
         parse_config({"retrain": {"schedule": "nightly"}})
+    with pytest.raises(ConfigError, match=r"retrain\.timezone.*not an IANA time zone"):
+        parse_config({"retrain": {"timezone": "Mars/Olympus"}})
     assert parse_config({"retrain": {"schedule": "30 1 * * 1-5"}}).retrain.schedule == \
         "30 1 * * 1-5"

@@ -3,6 +3,7 @@ never are. Real Prefect tasks in a real (temporary) Prefect API."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
@@ -25,6 +26,7 @@ class _Status(Exception):
     TimeoutError("read timed out"),
     _Status(503), _Status(429),
     MlflowException("the server is overloaded", error_code=TEMPORARILY_UNAVAILABLE),
+    httpx.ConnectError("All connection attempts failed"),
     WorkspaceError("`dvc push` failed in /ws: Unable to acquire lock"),
 ])
 def test_io_hiccups_are_worth_another_try(error):
@@ -36,7 +38,8 @@ def test_io_hiccups_are_worth_another_try(error):
     ZeroDivisionError(),
     FileNotFoundError("params.yaml"),
     DataError("unknown class 'pneumonai'"),
-    _Status(404), _Status(400),
+    _Status(404), _Status(400), _Status(500),
+    httpx.UnsupportedProtocol("Request URL is missing an 'http://' or 'https://' protocol."),
     MlflowException("Registered Model with name=x not found",
                     error_code=RESOURCE_DOES_NOT_EXIST),
 ])
@@ -79,3 +82,15 @@ def test_prefect_retries_a_refused_connection_and_succeeds():
 def test_prefect_does_not_retry_compute_or_user_errors():
     assert _attempts(ValueError("bad shape")) == (1, "Failed")
     assert _attempts(DataError("unknown class")) == (1, "Failed")
+
+
+def test_a_user_error_raised_while_handling_a_timeout_is_still_the_users():
+    from medimg.locks import LockBusy
+
+    try:
+        try:
+            raise TimeoutError("lock wait")
+        except TimeoutError:
+            raise LockBusy("another retrain is running") from None
+    except LockBusy as busy:
+        assert not is_transient(busy)
