@@ -142,6 +142,12 @@ def record_in_mlflow(ws: Workspace, config: Config, settings: Settings, run_id: 
     client.set_tag(run_id, "medimg.retrain.triggers", "; ".join(result.triggers)[:5000])
     client.set_tag(run_id, "medimg.retrain.decision", result.decision[:5000])
     client.set_tag(run_id, "medimg.retrain.data_before", result.data_before or "none")
+    feedback = ws.root / "data" / "feedback.dvc"
+    if feedback.is_file():  # the feedback log's DVC version (`dvc add data/feedback`)
+        import yaml
+
+        outs = (yaml.safe_load(feedback.read_text()) or {}).get("outs") or [{}]
+        client.set_tag(run_id, "medimg.retrain.feedback_version", str(outs[0].get("md5", "")))
     now = int(time.time() * 1000)
     for key, value in {"retrain_new_images": len(changes.new_images),
                        "retrain_corrected_labels": len(changes.relabelled)}.items():

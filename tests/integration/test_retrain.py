@@ -119,6 +119,8 @@ def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_w
     run = client.get_run(result.pipeline.mlflow_run_id)
     assert run.data.tags["medimg.retrain.decision"] == result.decision
     assert run.data.metrics["retrain_corrected_labels"] == 6
+    feedback_md5 = yaml.safe_load((ws.root / "data" / "feedback.dvc").read_text())["outs"][0]
+    assert run.data.tags["medimg.retrain.feedback_version"] == feedback_md5["md5"]
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "retrain")}
     assert "retrain/summary.md" in logged
     labels = load_manifest(ws.manifest_path).set_index("image_id").loc[corrected]
