@@ -4,13 +4,17 @@ An image id is ingest's content hash of the image, so an entry stays valid for a
 image's bytes, the params that change pixels (:data:`PIXEL_PARAMS`) and the code that makes
 pixels (:data:`PIXEL_CODE`) stay the same; a change to any of them is a new key, and a new
 folder. The cache lives in ``data/.preprocess_cache/<key>/``, outside DVC's outs (DVC deletes a
-stage's outs before it runs it) and ignored by git through its own ``.gitignore``. It is only
-ever a shortcut: every entry carries a checksum, and one that is missing, truncated or altered
-is decoded again, never trusted.
+stage's outs before it runs it) and ignored by git through its own ``.gitignore``.
+
+Each key's entries are fixed-size records in one append-only file, ``pack.bin``: the image id,
+a checksum and the pixels. A run reads the records it needs in blocks, as arrays (no file per
+image to open), and appends what it decoded. It is only ever a shortcut: a record whose checksum
+fails is decoded again, never trusted, and a half-written last record (a crash) is cut off.
 
 Bounds: the folders of the :data:`KEEP_KEYS` most recently used keys are kept, so switching
-params back is free, and older ones are deleted; within the key in use, entries for images no
-longer in the manifest are deleted after a run.
+params back is free, and older ones are deleted; within the key in use, the pack is rewritten
+without dead records (images no longer in the manifest, replaced entries) when they outnumber
+the live ones.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +46,10 @@ PIXEL_CODE = (images, channels, transforms)
 """The modules that decode and transform pixels: an edit to one is a new cache key."""
 
 KEEP_KEYS = 3
+PACK = "pack.bin"
 _CHECKSUM_BYTES = 16
-_SAFE_NAME = re.compile(r"[0-9A-Za-z_-]{1,128}")
+_ID_BYTES = 64
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def cache_root(ws: Workspace) -> Path:
@@ -58,56 +65,104 @@ def cache_key(config: Config) -> str:
 
 
 def _checksum(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=_CHECKSUM_BYTES).digest()
+    """CRC-32 of a record's pixels, zero-padded: it catches a flipped bit or a torn write (what
+    a cache must never trust) at a tenth of a cryptographic hash's cost."""
+    return zlib.crc32(data).to_bytes(4, "little").ljust(_CHECKSUM_BYTES, b"\0")
+
+
+def _record_id(image_id: str) -> bytes:
+    """The id as a record holds it: a sha256 hex id as it is, any other id hashed to one."""
+    text = image_id if _HEX_ID.fullmatch(image_id) else hashlib.sha256(
+        image_id.encode()).hexdigest()
+    return text.encode("ascii")
 
 
 class PreprocessCache:
-    """Preprocessed uint8 ``shape`` images of one key, one checksummed file per image id."""
+    """Preprocessed uint8 ``shape`` images of one key, as records of one append-only pack."""
 
     def __init__(self, root: Path, key: str, shape: tuple[int, int, int]) -> None:
         self.root = root
         self.folder = root / key
         self.shape = shape
-        self._size = int(np.prod(shape))
+        # the checksum as raw bytes: numpy's "S" strings drop trailing zero bytes
+        self.record = np.dtype([("id", f"S{_ID_BYTES}"), ("sum", np.uint8, (_CHECKSUM_BYTES,)),
+                                ("px", np.uint8, shape)])
+        self._rows: dict[bytes, int] | None = None
 
     @classmethod
     def for_config(cls, ws: Workspace, config: Config) -> PreprocessCache:
         size, count = config.base.image_size, config.base.channels
         return cls(cache_root(ws), cache_key(config), (size, size, count))
 
-    def _path(self, image_id: str) -> Path:
-        name = image_id if _SAFE_NAME.fullmatch(image_id) else hashlib.sha256(
-            image_id.encode()).hexdigest()
-        return self.folder / f"{name}.bin"
+    @property
+    def pack(self) -> Path:
+        return self.folder / PACK
+
+    def _count(self) -> int:
+        """Whole records in the pack; a torn last record is cut off before anything appends."""
+        try:
+            size = self.pack.stat().st_size
+        except OSError:
+            return 0
+        whole = size // self.record.itemsize
+        if size != whole * self.record.itemsize:
+            with self.pack.open("r+b") as handle:
+                handle.truncate(whole * self.record.itemsize)
+        return whole
+
+    def _records(self) -> np.ndarray:
+        count = self._count()
+        if not count:
+            return np.zeros(0, dtype=self.record)
+        return np.memmap(self.pack, dtype=self.record, mode="r", shape=(count,))
+
+    def rows(self, image_ids: list[str]) -> np.ndarray:
+        """Each id's record number in the pack (its latest record), or -1 when it has none."""
+        if self._rows is None:
+            self._rows = self._index(self._records())
+        return np.array([self._rows.get(_record_id(i), -1) for i in image_ids], dtype=np.int64)
+
+    def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels of records ``rows``, and whether each passed its checksum."""
+        records = np.asarray(self._records()[rows])
+        valid = np.fromiter((_checksum(r["px"].tobytes()) == r["sum"].tobytes() for r in records),
+                            dtype=bool, count=len(records))
+        return records["px"], valid
 
     def get(self, image_id: str) -> np.ndarray | None:
         """The cached image, or None when it is missing or fails its checksum."""
-        try:
-            data = self._path(image_id).read_bytes()
-        except OSError:
+        (row,) = self.rows([image_id])
+        if row < 0:
             return None
-        pixels, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
-        if len(pixels) != self._size or _checksum(pixels) != checksum:
+        pixels, valid = self.read(np.array([row]))
+        if not valid[0]:
             logger.warning("preprocess cache entry for %s is damaged; decoding it again",
                            image_id)
             return None
-        return np.frombuffer(pixels, dtype=np.uint8).reshape(self.shape)
+        return pixels[0]
+
+    def put_many(self, entries: list[tuple[str, np.ndarray]]) -> None:
+        """Append ``(image id, pixels)`` records, flushed to disk; a later record of an id
+        replaces an earlier one."""
+        if not entries:
+            return
+        block = np.zeros(len(entries), dtype=self.record)
+        for i, (image_id, pixels) in enumerate(entries):
+            if pixels.shape != self.shape or pixels.dtype != np.uint8:
+                raise ValueError(f"cache entry of shape {pixels.shape} {pixels.dtype}; "
+                                 f"expected {self.shape} uint8")
+            block[i] = (_record_id(image_id), np.frombuffer(
+                _checksum(np.ascontiguousarray(pixels).tobytes()), dtype=np.uint8), pixels)
+        first = self._count()
+        with self.pack.open("ab") as handle:
+            handle.write(block.tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        if self._rows is not None:
+            self._rows.update({bytes(k): first + i for i, k in enumerate(block["id"])})
 
     def put(self, image_id: str, pixels: np.ndarray) -> None:
-        """Store ``pixels`` for ``image_id``, whole or not at all (written aside, then renamed)."""
-        if pixels.shape != self.shape or pixels.dtype != np.uint8:
-            raise ValueError(f"cache entry of shape {pixels.shape} {pixels.dtype}; "
-                             f"expected {self.shape} uint8")
-        data = np.ascontiguousarray(pixels).tobytes()
-        path = self._path(image_id)
-        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data + _checksum(data))
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        self.put_many([(image_id, pixels)])
 
     def open(self) -> None:
         """Create this key's folder, mark it the most recently used, and drop the oldest keys."""
@@ -123,8 +178,28 @@ class PreprocessCache:
                 shutil.rmtree(old, ignore_errors=True)
 
     def keep_only(self, image_ids: set[str]) -> None:
-        """Delete this key's entries for other images, and any half-written files."""
-        wanted = {self._path(i).name for i in image_ids}
-        for path in self.folder.iterdir():
-            if path.name not in wanted:
-                path.unlink(missing_ok=True)
+        """Rewrite the pack with the latest record of each of ``image_ids`` when dead records
+        (other images, replaced entries) outnumber them; remove half-written files."""
+        for path in self.folder.glob("*.tmp"):
+            path.unlink(missing_ok=True)
+        records = self._records()
+        wanted = {_record_id(i) for i in image_ids}
+        index = self._rows if self._rows is not None else self._index(records)
+        rows = sorted({r for k, r in index.items() if k in wanted})
+        if len(records) <= 2 * len(rows):
+            return
+        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                for start in range(0, len(rows), 4096):
+                    file.write(np.asarray(records[rows[start:start + 4096]]).tobytes())
+            del records
+            os.replace(temporary, self.pack)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        self._rows = None
+
+    @staticmethod
+    def _index(records: np.ndarray) -> dict[bytes, int]:
+        return {bytes(k): i for i, k in enumerate(records["id"])}

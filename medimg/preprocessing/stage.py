@@ -25,6 +25,9 @@ from medimg.workspace import SPLITS, Workspace
 
 logger = logging.getLogger(__name__)
 
+CACHE_BLOCK = 1024
+"""Images copied from the cache, or appended to it, at a time."""
+
 
 def run_preprocess(ws: Workspace, config: Config,
                    progress: Callable[[int, int], None] | None = None,
@@ -48,12 +51,6 @@ def run_preprocess(ws: Workspace, config: Config,
         raise WorkspaceError(
             f"manifest labels {unknown} are not in base.class_names; run `medimg validate`"
         )
-    gone = [p for p in manifest["source_path"] if not ws.resolve(p).is_file()]
-    if gone:
-        raise WorkspaceError(
-            f"{len(gone)} image(s) in the manifest no longer exist (e.g. {gone[0]}); restore them "
-            "(`dvc checkout`, or `dvc pull` from the team's remote)"
-        )
     size, channels = config.base.image_size, config.base.channels
     out = ws.processed_dir
     staging = out.with_name(out.name + ".tmp")
@@ -69,11 +66,7 @@ def run_preprocess(ws: Workspace, config: Config,
     cache = PreprocessCache.for_config(ws, config)
     cache.open()
 
-    def load(row: tuple[str, str]) -> tuple[np.ndarray, bool]:
-        image_id, stored = row
-        cached = cache.get(image_id)
-        if cached is not None:
-            return cached, False
+    def load(stored: str) -> np.ndarray:
         try:
             pixels = read_image(ws.resolve(stored), dicom_frame=config.data.dicom_frame,
                                 max_pixels=config.data.max_pixels)
@@ -82,9 +75,7 @@ def run_preprocess(ws: Workspace, config: Config,
                 f"{stored} cannot be preprocessed: {exc}; restore it (`dvc checkout`) or ingest "
                 "again with `medimg ingest`"
             ) from None
-        image = preprocess_image(pixels, config.preprocess, size, channels)
-        cache.put(image_id, image)
-        return image, True
+        return preprocess_image(pixels, config.preprocess, size, channels)
 
     counts: dict[str, int] = {}
     fresh = 0
@@ -95,26 +86,48 @@ def run_preprocess(ws: Workspace, config: Config,
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for split in SPLITS:
             rows = manifest[manifest["split"] == split]
+            ids, stored = rows["image_id"].tolist(), rows["source_path"].tolist()
             # written through a memory map: a split larger than memory never sits in it whole
             images = np.lib.format.open_memmap(
                 staging / f"{split}_images.npy", mode="w+", dtype=np.uint8,
                 shape=(len(rows), size, size, channels))
-            keys = zip(rows["image_id"], rows["source_path"], strict=True)
-            for i, (image_id, (pixels, was_decoded)) in enumerate(
-                    zip(rows["image_id"], pool.map(load, keys, chunksize=16), strict=True)):
-                images[i] = pixels
-                if was_decoded:
-                    fresh += 1
-                    if decoded:
-                        decoded(image_id)
+            # what the cache holds is copied in blocks; only the rest is decoded
+            where = cache.rows(ids)
+            _require_files(ws, [stored[i] for i in np.flatnonzero(where < 0)])
+            missing = list(np.flatnonzero(where < 0))
+            cached = np.flatnonzero(where >= 0)
+            for start in range(0, len(cached), CACHE_BLOCK):
+                block = cached[start:start + CACHE_BLOCK]
+                pixels, valid = cache.read(where[block])
+                images[block[valid]] = pixels[valid]
+                for position in block[~valid]:
+                    logger.warning("preprocess cache entry for %s is damaged; decoding it again",
+                                   ids[position])
+                missing.extend(block[~valid])
+                done += int(valid.sum())
+                if progress:
+                    progress(done, total)
+            missing.sort()
+            decoded_now: list[tuple[str, np.ndarray]] = []
+            for position, image in zip(missing, pool.map(load, [stored[i] for i in missing]),
+                                       strict=True):
+                images[position] = image
+                decoded_now.append((ids[position], image))
+                if decoded:
+                    decoded(ids[position])
                 done += 1
                 if progress:
                     progress(done, total)
+                if len(decoded_now) >= CACHE_BLOCK:
+                    cache.put_many(decoded_now)
+                    decoded_now = []
+            cache.put_many(decoded_now)
+            fresh += len(missing)
             images.flush()
             del images
             labels = np.array([classes.index(x) for x in rows["label"]], dtype=np.int64)
             np.save(staging / f"{split}_labels.npy", labels)
-            index["splits"][split] = list(rows["image_id"])
+            index["splits"][split] = ids
             counts[split] = len(rows)
             logger.info("preprocessed %d %s images", len(rows), split)
     (staging / "index.json").write_text(json.dumps(index, indent=1))
@@ -125,3 +138,15 @@ def run_preprocess(ws: Workspace, config: Config,
     cache.keep_only(set(manifest["image_id"]))
     logger.info("decoded %d of %d images; the rest came from the preprocess cache", fresh, total)
     return counts
+
+
+def _require_files(ws: Workspace, stored: list[str]) -> None:
+    """Fail in one line, before decoding any, when images to decode are gone from disk."""
+    root = str(ws.root)  # os.path, not pathlib: one stat per image, thousands of images
+    gone = [p for p in stored
+            if not os.path.isfile(p if os.path.isabs(p) else os.path.join(root, p))]
+    if gone:
+        raise WorkspaceError(
+            f"{len(gone)} image(s) in the manifest no longer exist (e.g. {gone[0]}); restore them "
+            "(`dvc checkout`, or `dvc pull` from the team's remote)"
+        )

@@ -10,6 +10,7 @@ from conftest import write_params
 from medimg.config import load_config
 from medimg.data.manifest import load_manifest, write_manifest
 from medimg.data.packed import load_split
+from medimg.errors import WorkspaceError
 from medimg.preprocessing.cache import KEEP_KEYS, PreprocessCache, cache_root
 from medimg.preprocessing.stage import run_preprocess
 from medimg.workspace import SPLITS, Workspace
@@ -95,18 +96,55 @@ def test_only_the_most_recently_used_keys_are_kept(ws):
     assert PreprocessCache.for_config(ws, load_config(ws.params_path)).folder in keys
 
 
-def test_a_damaged_or_missing_entry_is_decoded_again_never_trusted(ws):
+def test_a_damaged_or_torn_entry_is_decoded_again_never_trusted(ws):
     _preprocess(ws)
     first = _packed(ws)
     cache = PreprocessCache.for_config(ws, ws.config)
-    flipped, truncated, removed = _all_ids(ws)[:3]
-    path = cache._path(flipped)
-    data = bytearray(path.read_bytes())
-    data[10] ^= 0xFF  # one pixel changed: still the right length, so only the checksum tells
-    path.write_bytes(bytes(data))
-    cache._path(truncated).write_bytes(cache._path(truncated).read_bytes()[:100])
-    cache._path(removed).unlink()
+    ids = _all_ids(ws)
+    flipped = ids[0]
+    (row,) = cache.rows([flipped])
+    data = bytearray(cache.pack.read_bytes())
+    # one pixel of its record changed: still the right length, so only the checksum tells
+    data[row * cache.record.itemsize + cache.record.fields["px"][1] + 10] ^= 0xFF
+    cache.pack.write_bytes(bytes(data))
 
-    assert _preprocess(ws) == sorted([flipped, truncated, removed])
+    assert _preprocess(ws) == [flipped]
     assert _packed(ws) == first
-    assert cache.get(flipped) is not None
+    assert PreprocessCache.for_config(ws, ws.config).get(flipped) is not None
+
+    # a crash while appending leaves half a record: it is cut off, and its image decoded again
+    fresh = PreprocessCache.for_config(ws, ws.config)
+    last = max(ids, key=lambda i: fresh.rows([i])[0])
+    torn = fresh.pack.stat().st_size - fresh.record.itemsize // 2
+    with fresh.pack.open("r+b") as handle:
+        handle.truncate(torn)
+    assert _preprocess(ws) == [last]
+    assert _packed(ws) == first
+    assert fresh.pack.stat().st_size % fresh.record.itemsize == 0
+
+    fresh.pack.unlink()  # the cache is only a shortcut: without it, everything is decoded
+    assert _preprocess(ws) == ids
+    assert _packed(ws) == first
+
+
+def test_dead_records_are_dropped_when_they_outnumber_the_live_ones(ws):
+    _preprocess(ws)
+    full = load_manifest(ws.manifest_path)
+    cache = PreprocessCache.for_config(ws, ws.config)
+    records = cache.pack.stat().st_size // cache.record.itemsize
+    assert records == len(set(full["image_id"]))
+    kept = full[full["split"] == "test"].reset_index(drop=True)  # most images leave
+    write_manifest(kept, ws.manifest_path)
+    assert _preprocess(ws) == []
+    assert cache.pack.stat().st_size // cache.record.itemsize == len(set(kept["image_id"]))
+
+
+def test_images_to_decode_that_are_gone_fail_in_one_line_before_any_decoding(ws):
+    manifest = load_manifest(ws.manifest_path)
+    gone = ws.resolve(manifest["source_path"].iloc[0])
+    gone.unlink()
+    with pytest.raises(WorkspaceError) as failed:
+        _preprocess(ws)
+    assert str(failed.value).startswith("1 image(s) in the manifest no longer exist (e.g. ")
+    assert "`dvc checkout`" in str(failed.value)
+    assert not ws.processed_dir.exists()
