@@ -14,7 +14,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 help:
 	@echo "make demo   - install, generate phantoms, run the whole pipeline, print a summary"
 	@echo "make test   - install with the dev extra and run the test suite"
-	@echo "make bench  - training and ingest benchmarks, ours against the seed's way (about 15 min)"
+	@echo "make bench  - training, ingest, gate and retrain benchmarks, each against its baseline (about 35 min)"
 	@echo "make lint   - ruff"
 	@echo "make mlflow-ui - open the MLflow UI on the demo's results"
 

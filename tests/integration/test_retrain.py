@@ -4,72 +4,27 @@ from __future__ import annotations
 
 import threading
 
-import mlflow
 import pytest
 import yaml
-from mlflow import MlflowClient
 from support.prefect_api import artifact, task_runs
+from support.retraining import PARAMS, STAGES, client_of, correct, manifest_md5, with_champion
 
 from flows.retrain import retrain_artifact_key, retrain_flow
 from flows.training import training_pipeline
 from medimg.data.manifest import load_manifest
 from medimg.errors import WorkspaceError
-from medimg.feedback.review import add_feedback
 from medimg.versioning import pipeline_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness",
                                                                  "clean_mlflow_env")]
 
-# every model passes the absolute gates and non-inferiority is loose, so the retrain's decision
-# depends on the flow, not on how well two tiny models happen to train
-PARAMS = {"gates": {"min_f1": 0.0, "min_recall": 0.0, "noninferiority_margin": 1.0},
-          "retrain": {"min_new_labels": 6}}
-STAGES = {"ingest", "validate", "preprocess", "train", "evaluate", "register"}
 
-
-def _client(ws) -> MlflowClient:
-    uri = f"sqlite:///{ws.mlflow_db}"
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _manifest_md5(ws) -> str:
-    lock = yaml.safe_load((ws.root / "dvc.lock").read_text())
-    (md5,) = [o["md5"] for o in lock["stages"]["ingest"]["outs"]
-              if o["path"] == "data/manifest.parquet"]
-    return md5
-
-
-def _correct(ws, n: int, reviewer: str = "dr-a", last: bool = False) -> list[str]:
-    """Flip the labels of the first (or ``last``) ``n`` train images through the feedback API;
-    their ids."""
-    manifest = load_manifest(ws.manifest_path)
-    classes = list(ws.config.base.class_names)
-    train = manifest[manifest["split"] == "train"].drop_duplicates("image_id")
-    train = train.tail(n) if last else train.head(n)
-    for row in train.itertuples():
-        other = classes[1 - classes.index(row.label)]
-        add_feedback(ws, ws.config, row.image_id, other, reviewer)
-    return list(train["image_id"])
-
-
-def _with_champion(make_workspace, params):
-    ws = make_workspace(params)
-    first = training_pipeline(str(ws.root))
-    assert first.registration.version == "1" and "champion" in first.registration.aliases
-    return ws
-
-
-@pytest.fixture
-def champion_workspace(make_workspace):
-    return _with_champion(make_workspace, PARAMS)
-
-
-def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_workspace):
-    """One workspace through both (a champion costs a training): first no new labels, then six
-    corrections."""
-    ws = champion_workspace
-    client = _client(ws)
+def test_retrain_does_nothing_without_news_then_trains_on_corrections(make_workspace):
+    """One workspace through every case (a champion costs a training): no new labels; six
+    corrections, with two retrains started at once; the same labels again; a failed retrain."""
+    ws = with_champion(make_workspace, {**PARAMS, "retrain": {"min_new_labels": 6,
+                                                             "warm_start": True}})
+    client = client_of(ws)
     runs_before = len(client.search_runs([client.get_experiment_by_name("medimg").experiment_id]))
     lock_before = (ws.root / "dvc.lock").read_text()
 
@@ -90,11 +45,21 @@ def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_w
     page = artifact(retrain_artifact_key(ws))
     assert "no retrain" in page and "Champion before: v1" in page
 
-    # then reviewers correct enough labels
-    data_before = _manifest_md5(ws)
-    corrected = _correct(ws, 6)
-
-    result = retrain_flow(str(ws.root))
+    # then reviewers correct enough labels, and two retrains start at once (the schedule and a
+    # person): one runs, the other is cancelled at once, so never both promote
+    data_before = manifest_md5(ws)
+    corrected = correct(ws, 6)
+    outcomes: list = []
+    threads = [threading.Thread(target=lambda: outcomes.append(
+        retrain_flow(str(ws.root), return_state=True))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(state.name for state in outcomes) == ["Cancelled", "Completed"]
+    cancelled = next(s for s in outcomes if s.name == "Cancelled")
+    assert cancelled.message == "another retrain of ws is running; this one did nothing"
+    result = next(s for s in outcomes if s.name == "Completed").result()
 
     assert result.retrained and result.triggers == ["6 new or corrected labels (at least 6)"]
     assert result.version == "2" and result.champion_before == "1"
@@ -103,7 +68,7 @@ def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_w
     champion = str(client.get_model_version_by_alias("medimg-classifier", "champion").version)
     assert champion == ("2" if result.promoted else "1")
     # the relabelled data is a new DVC data version, and DVC finds everything recorded
-    assert result.data_before == data_before != _manifest_md5(ws) == result.data_after
+    assert result.data_before == data_before != manifest_md5(ws) == result.data_after
     assert (ws.root / "data" / "feedback.dvc").is_file()
     # (ingest is declared always_changed: it runs each time, incrementally)
     assert pipeline_status(ws.root) == {"ingest": ["always changed"]}
@@ -121,6 +86,9 @@ def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_w
     assert run.data.metrics["retrain_corrected_labels"] == 6
     feedback_md5 = yaml.safe_load((ws.root / "data" / "feedback.dvc").read_text())["outs"][0]
     assert run.data.tags["medimg.retrain.feedback_version"] == feedback_md5["md5"]
+    # retrain.warm_start: training began from the champion's weights, as the run records
+    assert run.data.tags["runtime.warm_start"] == "models:/medimg-classifier/1"
+    assert not (ws.root / "models" / "warm_start").exists()  # never left for a later run
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "retrain")}
     assert "retrain/summary.md" in logged
     labels = load_manifest(ws.manifest_path).set_index("image_id").loc[corrected]
@@ -136,7 +104,7 @@ def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_w
     check = ("  site-check:\n    cmd: echo 'scanner list out of date' >&2; exit 3\n"
              "    deps:\n      - data/processed\n\n")
     (ws.root / "dvc.yaml").write_text(text.replace("  train:\n", check + "  train:\n", 1))
-    _correct(ws, 6, reviewer="dr-b", last=True)
+    correct(ws, 6, reviewer="dr-b", last=True)
     versions_before = len(client.search_model_versions("name='medimg-classifier'"))
     with pytest.raises(WorkspaceError) as failed:
         retrain_flow(str(ws.root))
@@ -147,37 +115,6 @@ def test_retrain_does_nothing_without_news_then_trains_on_corrections(champion_w
         == champion
     assert len(client.search_model_versions("name='medimg-classifier'")) == versions_before
     assert str(failed.value) in artifact(retrain_artifact_key(ws))
-
-
-def test_two_retrains_at_once_never_both_promote_and_one_starts_warm(make_workspace):
-    ws = _with_champion(make_workspace, {**PARAMS, "retrain": {"min_new_labels": 6,
-                                                              "warm_start": True}})
-    _correct(ws, 6)
-    outcomes: list[object] = []
-
-    def start() -> None:
-        outcomes.append(retrain_flow(str(ws.root), return_state=True))
-
-    threads = [threading.Thread(target=start) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    names = sorted(state.name for state in outcomes)
-    assert names == ["Cancelled", "Completed"]
-    cancelled = next(s for s in outcomes if s.name == "Cancelled")
-    assert "another retrain of ws is running" in cancelled.message
-    client = _client(ws)
-    versions = client.search_model_versions("name='medimg-classifier'")
-    assert sorted(str(v.version) for v in versions) == ["1", "2"]
-    completed = next(s for s in outcomes if s.name == "Completed").result()
-    champion = client.get_model_version_by_alias("medimg-classifier", "champion")
-    assert str(champion.version) == ("2" if completed.promoted else "1")
-    # retrain.warm_start: training began from the champion's weights, as the run records
-    run = client.get_run(completed.pipeline.mlflow_run_id)
-    assert run.data.tags["runtime.warm_start"] == "models:/medimg-classifier/1"
-    assert not (ws.root / "models" / "warm_start").exists()  # never left for a later run
 
 
 def test_medimg_retrain_on_the_command_line_says_why_it_did_nothing(make_workspace):
