@@ -12,8 +12,6 @@ from prefect import flow, task
 from medimg.errors import DataError, WorkspaceError
 from medimg.retry import is_transient, retry_io_only
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 
 class _Status(Exception):
     def __init__(self, status_code: int) -> None:
@@ -57,6 +55,11 @@ def test_a_wrapped_connection_error_is_found_through_its_cause():
         assert is_transient(outer)
 
 
+@pytest.fixture
+def prefect(prefect_harness):
+    """A real Prefect API, for the tests that run a flow."""
+
+
 def _attempts(error: Exception) -> tuple[int, str]:
     calls: list[int] = []
 
@@ -75,11 +78,11 @@ def _attempts(error: Exception) -> tuple[int, str]:
     return len(calls), state.name
 
 
-def test_prefect_retries_a_refused_connection_and_succeeds():
+def test_prefect_retries_a_refused_connection_and_succeeds(prefect):
     assert _attempts(ConnectionRefusedError("refused")) == (2, "Completed")
 
 
-def test_prefect_does_not_retry_compute_or_user_errors():
+def test_prefect_does_not_retry_compute_or_user_errors(prefect):
     assert _attempts(ValueError("bad shape")) == (1, "Failed")
     assert _attempts(DataError("unknown class")) == (1, "Failed")
 
