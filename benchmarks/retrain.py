@@ -161,11 +161,18 @@ def manifest_ids(root: Path) -> set[str]:
     return set(load_manifest(root / "data" / "manifest.parquet")["image_id"])
 
 
-def _cache_files(root: Path) -> dict[str, tuple[int, int]]:
-    folder = root / "data" / ".preprocess_cache"
-    if not folder.is_dir():
-        return {}
-    return {p.stem: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*/*.bin")}
+def _cache(root: Path):
+    from medimg.preprocessing.cache import PreprocessCache
+    from medimg.workspace import open_workspace
+
+    ws = open_workspace(root)
+    return PreprocessCache.for_config(ws, ws.config)
+
+
+def _cache_files(root: Path) -> dict[str, int]:
+    """Each cached image id and the number of its latest record in the pack: a decode appends a
+    record, so an id whose number changed was decoded."""
+    return {image_id: row for row, image_id in enumerate(_cache(root).record_ids())}
 
 
 def _outputs(root: Path) -> dict[str, int | None]:
@@ -223,13 +230,10 @@ def preprocess_here(root: Path) -> tuple[float, set[str]]:
 def forget(root: Path, image_ids: set[str] | None = None) -> None:
     """Delete the preprocess cache's entries of ``image_ids`` (None: the whole cache), so that
     the next preprocess decodes them again, as it did the first time it saw them."""
-    cache = root / "data" / ".preprocess_cache"
     if image_ids is None:
-        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(root / "data" / ".preprocess_cache", ignore_errors=True)
         return
-    for image_id in image_ids:
-        for path in cache.glob(f"*/{image_id}.bin"):
-            path.unlink()
+    _cache(root).drop(image_ids)
 
 
 def repeated(label: str, repeats: int, reset, measure) -> tuple[float, set[str]]:

@@ -186,8 +186,21 @@ class PreprocessCache:
         wanted = {_record_id(i) for i in image_ids}
         index = self._rows if self._rows is not None else self._index(records)
         rows = sorted({r for k, r in index.items() if k in wanted})
-        if len(records) <= 2 * len(rows):
-            return
+        if len(records) > 2 * len(rows):
+            self._rewrite(records, rows)
+
+    def drop(self, image_ids: set[str]) -> None:
+        """Remove every record of ``image_ids``: they are decoded again when next needed."""
+        records = self._records()
+        gone = {_record_id(i) for i in image_ids}
+        self._rewrite(records, [r for r, k in enumerate(records["id"]) if bytes(k) not in gone])
+
+    def record_ids(self) -> list[str]:
+        """The image id of each record, in the pack's order (later records replace earlier)."""
+        return [bytes(k).decode("ascii") for k in self._records()["id"]]
+
+    def _rewrite(self, records: np.ndarray, rows: list[int]) -> None:
+        """Replace the pack with its records ``rows``, whole or not at all."""
         handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as file:

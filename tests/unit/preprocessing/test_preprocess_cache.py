@@ -148,3 +148,13 @@ def test_images_to_decode_that_are_gone_fail_in_one_line_before_any_decoding(ws)
     assert str(failed.value).startswith("1 image(s) in the manifest no longer exist (e.g. ")
     assert "`dvc checkout`" in str(failed.value)
     assert not ws.processed_dir.exists()
+
+
+def test_dropped_entries_are_decoded_again_and_only_they(ws):
+    _preprocess(ws)
+    cache = PreprocessCache.for_config(ws, ws.config)
+    dropped = set(_all_ids(ws)[:2])
+    cache.drop(dropped)
+    assert dropped.isdisjoint(cache.record_ids())
+    assert _preprocess(ws) == sorted(dropped)
+    assert set(cache.record_ids()[-2:]) == dropped  # decodes are appended
