@@ -72,7 +72,8 @@ def test_retrain_does_nothing_without_news_then_trains_on_corrections(make_works
     assert (ws.root / "data" / "feedback.dvc").is_file()
     # (ingest is declared always_changed: it runs each time, incrementally)
     assert pipeline_status(ws.root) == {"ingest": ["always changed"]}
-    # a label-only change re-ran everything after ingest, and preprocessing decoded nothing new
+    # a label-only change re-runs every stage after ingest (the decodes are asserted in
+    # tests/unit/preprocessing/test_preprocess_cache.py)
     assert set(result.pipeline.ran) == STAGES
     version = client.get_model_version("medimg-classifier", "2")
     assert version.tags["data_version"] == result.data_after
