@@ -9,7 +9,7 @@ TEST_WORKERS ?= 2
 # Stage commands (`medimg ...`, `dvc ...`) resolve inside the project's virtual environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test bench lint format mlflow-ui clean-demo help
+.PHONY: install browser demo test bench lint format mlflow-ui clean-demo help
 
 help:
 	@echo "make demo   - install, generate phantoms, run the whole pipeline, print a summary"
@@ -34,8 +34,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/medimg demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+# The browser tests drive Debian's chromium (Playwright cannot download its own here): installed
+# when missing, as root or through sudo.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium for the browser tests (apt-get install -y chromium)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+	  || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "could not install chromium; run: sudo apt-get install -y chromium" >&2; exit 1; }; }
+
+# Whole files go to one worker (their module fixtures are built once), in collection order:
+# the long integration files first, the many short unit files after, so neither worker idles
+# at the end (xdist's default reorder would start the files with the most tests first).
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Figures and how to read them: docs/performance.md. Each benchmark's last line is JSON.
 bench: $(STAMP)

@@ -707,6 +707,106 @@ def feedback_worklist(
                  "(distance to the decision, then entropy)", items[:limit])
 
 
+@app.command()
+@_friendly
+def serve(
+    port: Annotated[int | None, typer.Option(help="Port (default serve.port).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default serve.host, loopback).")
+                    ] = None,
+    model: Annotated[str | None, typer.Option(help=(
+        "Serve this model (models:/NAME/VERSION, models:/NAME@ALIAS, runs:/..., or a bundle "
+        "folder) instead of following the champion alias."))] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The review app: predictions, heat maps and feedback in a web page, and a JSON API."""
+    import uvicorn
+
+    from medimg.review.app import create_app
+    from medimg.review.auth import Users, users_path
+    from medimg.review.live_model import LiveModel
+
+    ws = _workspace(workspace)
+    settings = _settings()
+    config = ws.config
+    users = users_path(ws, settings.users_file)
+    if not Users.load(users).digests:
+        console.print(f"[yellow]no reviewers in {escape(str(users))}: nobody can log in or "
+                      "record feedback; add one with `medimg users add ID`[/]", highlight=False)
+    app_ = create_app(ws, config, settings, LiveModel(ws, config, settings, model_uri=model))
+    host, port = host or config.serve.host, port or config.serve.port
+    console.print(f"medimg review on http://{host}:{port}/ (API docs: /docs)", highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+@_friendly
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files, or folders of them.")],
+    model: Annotated[str | None, typer.Option(help=(
+        "models:/NAME/VERSION, models:/NAME@ALIAS, runs:/... or a bundle folder; default the "
+        "champion."))] = None,
+    out: Annotated[Path | None, typer.Option(help="Write preds.csv or preds.json; default: "
+                                                  "CSV on stdout.")] = None,
+    gradcam: Annotated[Path | None, typer.Option(help="Write each heat map overlay here.")
+                       ] = None,
+    for_review: Annotated[bool, typer.Option(help="Put the predictions on the worklist.")
+                          ] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Predict many images in batches, with training's preprocessing and decision rule."""
+    from rich.progress import Progress
+
+    from medimg.review.batch import image_files, predict_files, write_rows
+    from medimg.review.live_model import LiveModel
+
+    ws = _workspace(workspace)
+    files = image_files(paths)
+    served = LiveModel(ws, ws.config, _settings(), model_uri=model).current()
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(f"predicting with {served.name} v{served.version}", total=len(files))
+        result = predict_files(ws, served, files, ws.config.serve.batch_size,
+                               for_review=for_review, gradcam_dir=gradcam,
+                               progress=lambda n: bar.advance(task, n))
+    text = write_rows(result.rows, out)
+    if text is not None:
+        console.out(text, end="", highlight=False)
+    where = f" -> {out}" if out else ""
+    err.print(f"{result.predicted} predicted, {result.refused} refused by "
+                      f"{served.name} v{served.version}{where}"
+                      + ("; on the worklist" if for_review else ""), highlight=False)
+
+
+users_app = typer.Typer(help="Reviewers of the review app and their tokens.",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+@_friendly
+def users_add(reviewer: Annotated[str, typer.Argument(help="The reviewer's id.")],
+              workspace: WorkspaceOpt = None) -> None:
+    """Add a reviewer (or give one a new token); the token is printed once, never stored."""
+    from medimg.review.auth import add_user, users_path
+
+    path = users_path(_workspace(workspace), _settings().users_file)
+    token = add_user(path, reviewer)
+    console.print(f"reviewer {reviewer} in {path}; token (shown once): {token}",
+                  highlight=False, markup=False)
+
+
+@users_app.command("remove")
+@_friendly
+def users_remove(reviewer: Annotated[str, typer.Argument(help="The reviewer's id.")],
+                 workspace: WorkspaceOpt = None) -> None:
+    """Remove a reviewer: their token and sessions stop working at once."""
+    from medimg.review.auth import remove_user, users_path
+
+    path = users_path(_workspace(workspace), _settings().users_file)
+    if not remove_user(path, reviewer):
+        raise typer.BadParameter(f"no reviewer {reviewer!r} in {path}")
+    console.print(f"removed {reviewer}", highlight=False, markup=False)
+
+
 def _tracked(workspace: Path | None):
     from mlflow import MlflowClient
 

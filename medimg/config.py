@@ -308,6 +308,27 @@ class RetrainConfig(_Section):
         return value
 
 
+class ServeConfig(_Section):
+    """``medimg serve``: the review app, and ``medimg predict``'s batches."""
+
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8765
+    # an upload larger than this is refused while it streams in, before it is spooled
+    max_upload_mb: Annotated[float, Field(gt=0, le=2048)] = 32.0
+    # reads (predictions, heat maps, worklist, model) open to anyone who can reach the port
+    anonymous_reads: bool = False
+    # how often the app asks the registry where the champion alias points
+    model_poll_seconds: Annotated[float, Field(ge=0)] = 10.0
+    # images per forward pass in `medimg predict`
+    batch_size: PositiveInt = 32
+    # how long a page session lasts
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -323,6 +344,7 @@ class Config(_Section):
     registry: RegistryConfig = RegistryConfig()
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
+    serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
     def _sides_consistent(self) -> Config:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from medimg.env_names import ACTOR_ENV, PSEUDONYM_KEY_ENV, RETRAIN_CRON_ENV
+from medimg.env_names import (
+    ACTOR_ENV,
+    PSEUDONYM_KEY_ENV,
+    RETRAIN_CRON_ENV,
+    SESSION_SECRET_ENV,
+    USERS_FILE_ENV,
+)
 
 # MLflow's set_tracking_uri()/set_registry_uri() export MLFLOW_TRACKING_URI and
 # MLFLOW_REGISTRY_URI for child processes. What medimg itself pointed MLflow at is remembered here,
@@ -39,6 +45,14 @@ class Settings(BaseSettings):
     retrain_cron: str | None = Field(
         None, validation_alias=AliasChoices(RETRAIN_CRON_ENV, "retrain_cron"),
         description="When the retrain deployment runs (cron); overrides retrain.schedule.")
+    users_file: str | None = Field(
+        None, validation_alias=AliasChoices(USERS_FILE_ENV, "users_file"),
+        description="The review app's reviewers and token digests (`medimg users add`); "
+                    "default .medimg/users.yaml in the workspace.")
+    session_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices(SESSION_SECRET_ENV, "session_secret"),
+        description="Signs the review app's session cookies; default a random key kept in "
+                    ".medimg/session.key. Set one shared secret for several app processes.")
     tf_config: str | None = Field(
         None, validation_alias=AliasChoices("TF_CONFIG", "tf_config"),
         description="TensorFlow's multi-worker cluster spec, as JSON.")

@@ -155,29 +155,44 @@ def analyse(path: Path | None, array: np.ndarray | None, options: AnalysisOption
             result = Analysis(fmt="npz", store_suffix=".png")
         else:
             assert path is not None
-            data = path.read_bytes()
-            if is_dicom(data[:DICOM_SNIFF_BYTES]):
-                # pydicom warns about invalid values by quoting them: they may be identifiers
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    result, decoded = _analyse_dicom(data, options)
-                if result.reject:
-                    return result
-            else:
-                decoded = decode(data, max_pixels=options.max_pixels)
-                # the copy itself is made on write; here only its suffix is needed (a JPEG that
-                # cannot be stripped exactly becomes a PNG, as every other format does)
-                pixels = decoded.pixels
-                suffix = ".png"
-                if decoded.format == "jpeg":
-                    _, suffix = pixels_only_copy(data, decoded.format, lambda: pixels)
-                result = Analysis(fmt=decoded.format, store_suffix=suffix)
+            return analyse_bytes(path.read_bytes(), options)[0]
     except UndecodableImage as exc:
         return Analysis(reject=Reject(exc.code, str(exc)))
     except OSError as exc:
         reason = f"cannot read the file: {exc.strerror or exc}"
         return Analysis(reject=Reject("unreadable", reason))
+    return _measure(result, decoded, options)
+
+
+def analyse_bytes(data: bytes, options: AnalysisOptions) -> tuple[Analysis, DecodedImage | None]:
+    """:func:`analyse` for a file's bytes: the format is sniffed from the content, never taken
+    from a name. Also returns the decoded image, None when the file is refused."""
+    try:
+        if is_dicom(data[:DICOM_SNIFF_BYTES]):
+            # pydicom warns about invalid values by quoting them: they may be identifiers
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result, decoded = _analyse_dicom(data, options)
+            if result.reject:
+                return result, None
+        else:
+            decoded = decode(data, max_pixels=options.max_pixels)
+            # the copy itself is made on write; here only its suffix is needed (a JPEG that
+            # cannot be stripped exactly becomes a PNG, as every other format does)
+            pixels = decoded.pixels
+            suffix = ".png"
+            if decoded.format == "jpeg":
+                _, suffix = pixels_only_copy(data, decoded.format, lambda: pixels)
+            result = Analysis(fmt=decoded.format, store_suffix=suffix)
+    except UndecodableImage as exc:
+        return Analysis(reject=Reject(exc.code, str(exc))), None
     assert decoded is not None
+    measured = _measure(result, decoded, options)
+    return measured, None if measured.reject else decoded
+
+
+def _measure(result: Analysis, decoded: DecodedImage, options: AnalysisOptions) -> Analysis:
+    """The manifest's values for a decoded image, or the reason it cannot be used."""
     reject = _unusable(decoded, options)
     if reject:
         result.reject = reject

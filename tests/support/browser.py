@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def missing_browser() -> str | None:
@@ -36,7 +37,7 @@ def headless_chromium() -> Iterator[Any]:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"), headless=True
+            executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS
         )
         try:
             yield browser

@@ -18,7 +18,7 @@ def test_shipped_params_equal_the_model_defaults():
 def test_every_stage_has_a_section():
     raw = yaml.safe_load(template_file("params.yaml").read_text())
     assert set(raw) == {"base", "data", "validation", "preprocess", "augment", "model", "train",
-                        "evaluate", "gates", "registry", "drift", "retrain"}
+                        "evaluate", "gates", "registry", "drift", "retrain", "serve"}
 
 
 def test_typo_names_the_key_and_the_allowed_keys():

@@ -1,0 +1,556 @@
+"""``medimg serve``: the review page and the JSON API beside it (FastAPI, Jinja2, no CDN).
+
+Pages (a session cookie from the login form; every form carries a CSRF token):
+``/login``, ``/`` (upload and worklist), ``/review/{id}`` (one prediction, its heat map
+toggle, confirm and correct). API (a bearer token from ``medimg users add``): ``POST /predict``,
+``GET /predictions/{id}``, ``GET /predictions/{id}/heatmap``, ``POST /feedback``,
+``GET /worklist``, ``GET /health``, ``GET /model``; OpenAPI at ``/docs`` and ``/openapi.json``.
+
+Writes always need a reviewer; reads do too unless ``serve.anonymous_reads``. Every error is a
+JSON (API) or HTML (page) answer with one line, never a traceback. Request bodies are bounded
+while they stream in (:mod:`medimg.review.limits`) and read in memory, and no client string
+(file name, field, path) names a file: images are kept and found by content hash only.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from medimg.config import Config
+from medimg.errors import MedimgError
+from medimg.preflight import ServiceUnavailable
+from medimg.review.api_models import (
+    ErrorOut,
+    FeedbackIn,
+    FeedbackOut,
+    HealthOut,
+    MetricOut,
+    ModelOut,
+    PredictionOut,
+    WorkItemOut,
+    WorklistOut,
+)
+from medimg.review.auth import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    Session,
+    Sessions,
+    Users,
+    same_token,
+    session_secret,
+    users_path,
+)
+from medimg.review.forms import BadForm, read_form
+from medimg.review.limits import BodyLimit, BodyTooLarge
+from medimg.review.live_model import LiveModel
+from medimg.review.service import NotFound, ReviewService
+from medimg.review.uploads import RefusedImage
+from medimg.settings import Settings
+from medimg.workspace import Workspace
+
+log = logging.getLogger("medimg.review")
+HERE = Path(__file__).parent
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": why}
+    for code, why in (
+        (400, "The body is not the form or JSON this endpoint takes."),
+        (401, "No valid reviewer: send `Authorization: Bearer <token>`."),
+        (404, "No such prediction."),
+        (413, "The upload is larger than serve.max_upload_mb, or has too many pixels."),
+        (422, "The image or the feedback cannot be used; the detail says why."),
+        (503, "No champion model yet, or the registry cannot be reached."),
+    )
+}
+PREDICTION_ID = r"^[0-9a-f]{12,64}$"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self'; style-src 'self'; "
+        "script-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+        "base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+class Unauthorized(MedimgError):
+    """No reviewer, or one the user list does not know (HTTP 401)."""
+
+
+class Forbidden(MedimgError):
+    """A form post without its CSRF token, or from another origin (HTTP 403)."""
+
+
+def create_app(
+    ws: Workspace, config: Config, settings: Settings | None = None, model: LiveModel | None = None
+) -> FastAPI:
+    """The review app for workspace ``ws``: the champion of its registry, or ``model``."""
+    settings = settings or Settings()
+    model = model or LiveModel(ws, config, settings)
+    service = ReviewService(ws, config, settings, model)
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else None
+    sessions = Sessions(session_secret(ws, secret), config.serve.session_hours)
+    users_file = users_path(ws, settings.users_file)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescapes .html
+    anonymous_reads = config.serve.anonymous_reads
+
+    app = FastAPI(
+        title="medimg review",
+        version="1",
+        responses=ERRORS,
+        description="Predictions of the champion model for clinicians to confirm or "
+        "correct; each answer is feedback for the next retraining.",
+    )
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    # --- identity -------------------------------------------------------------------------
+
+    def users() -> Users:
+        return Users.load(users_file)  # read per request: `medimg users add` needs no restart
+
+    def bearer(request: Request) -> str | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        reviewer = users().by_token(token.strip())
+        if reviewer is None:
+            raise Unauthorized(
+                "the bearer token is not a reviewer's; get one with `medimg users add ID`"
+            )
+        return reviewer
+
+    def session_of(request: Request) -> Session | None:
+        session = sessions.read(request.cookies.get(SESSION_COOKIE))
+        if session is not None and session.reviewer not in users().digests:
+            return None  # removed from the user list since logging in
+        return session
+
+    def reader(request: Request) -> str | None:
+        who = bearer(request)
+        if who is None:
+            session = session_of(request)
+            who = session.reviewer if session else None
+        if who is None and not anonymous_reads:
+            raise Unauthorized(
+                "log in (a bearer token for the API, the login page for the "
+                "browser); serve.anonymous_reads is off"
+            )
+        return who
+
+    def writer(request: Request) -> str:
+        who = bearer(request)
+        if who is None:
+            raise Unauthorized(
+                "writes need a reviewer: send `Authorization: Bearer <token>` "
+                "(`medimg users add ID` makes one)"
+            )
+        return who
+
+    # (as defaults: annotations are strings here, and FastAPI resolves them in module globals)
+    as_reader, as_writer = Depends(reader), Depends(writer)
+
+    # --- errors: one line, never a traceback ----------------------------------------------
+
+    def error(request: Request, status: int, message: str) -> Response:
+        if _wants_html(request):
+            return templates.TemplateResponse(
+                request,
+                "error.html",
+                {"message": message, "status": status},
+                status_code=status,
+                headers=SECURITY_HEADERS,
+            )
+        return JSONResponse({"detail": message}, status_code=status, headers=SECURITY_HEADERS)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return error(
+            request,
+            413,
+            f"the upload is larger than serve.max_upload_mb "
+            f"({config.serve.max_upload_mb:g} MiB); send a smaller file",
+        )
+
+    @app.exception_handler(MedimgError)
+    async def _medimg(request: Request, exc: MedimgError) -> Response:
+        status = 422
+        if isinstance(exc, Unauthorized):
+            status = 401
+        elif isinstance(exc, Forbidden):
+            status = 403
+        elif isinstance(exc, NotFound):
+            status = 404
+        elif isinstance(exc, BadForm):
+            status = 400
+        elif isinstance(exc, ServiceUnavailable):
+            status = 503
+        elif isinstance(exc, RefusedImage) and exc.code == "too_many_pixels":
+            status = 413
+        response = error(request, status, " ".join(str(exc).split()))
+        if status == 401 and not _wants_html(request):
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return error(request, 422, f"{where or 'request'}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return error(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.error(
+            "unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path
+        )  # the message may quote input: only the type is logged
+        return error(request, 500, "internal error; the server log names the exception type")
+
+    app.add_middleware(BodyLimit, max_bytes=config.serve.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
+
+    # --- JSON API -----------------------------------------------------------------------------
+
+    @app.get("/health", response_model=HealthOut, tags=["service"])
+    def health() -> HealthOut:
+        """Whether the app answers, and the model version it serves (none yet: degraded)."""
+        try:
+            return HealthOut(status="ok", model_version=model.current().version)
+        except ServiceUnavailable as exc:
+            return HealthOut(status="degraded", model_version=None, detail=str(exc))
+
+    @app.get("/model", response_model=ModelOut, tags=["service"])
+    def model_info(_: str | None = as_reader) -> ModelOut:
+        """The model answering now: version, alias, decision rule, and its test metrics with
+        their bootstrap intervals."""
+        served = model.current()
+        return ModelOut(
+            name=served.name,
+            version=served.version,
+            alias=served.alias,
+            uri=served.uri,
+            class_names=served.class_names,
+            decision_rule=served.decision_rule,
+            threshold=served.threshold,
+            test_metrics={k: MetricOut(**v) for k, v in served.test_metrics.items()},
+        )
+
+    @app.post(
+        "/predict",
+        response_model=PredictionOut,
+        tags=["review"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["image"],
+                            "properties": {
+                                "image": {
+                                    "type": "string",
+                                    "format": "binary",
+                                    "description": "A PNG, JPEG, BMP, TIFF or DICOM file; "
+                                    "its content decides, not its name.",
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def predict(request: Request, _: str = as_writer) -> PredictionOut:
+        """Predict one image and put it on the worklist. A DICOM is de-identified as ingest
+        does it; only its pixels are kept."""
+        form = await read_form(request)
+        data = form.files.get("image")
+        if data is None:
+            raise BadForm("send the image as a multipart part named 'image'")
+        answer = await run_in_threadpool(service.predict_upload, data)
+        return PredictionOut.of(answer.prediction)
+
+    @app.get("/predictions/{prediction_id}", response_model=PredictionOut, tags=["review"])
+    def prediction(
+        prediction_id: Annotated[str, _path_id()], _: str | None = as_reader
+    ) -> PredictionOut:
+        return PredictionOut.of(service.prediction(prediction_id))
+
+    @app.get(
+        "/predictions/{prediction_id}/heatmap",
+        tags=["review"],
+        responses={
+            200: {
+                "content": {"image/png": {}},
+                "description": "Where the model looked (Grad-CAM), over the "
+                "film as the model saw it, with a colour bar.",
+            }
+        },
+    )
+    def heatmap(prediction_id: Annotated[str, _path_id()], _: str | None = as_reader) -> Response:
+        return Response(service.heatmap_png(prediction_id), media_type="image/png")
+
+    @app.get(
+        "/predictions/{prediction_id}/image",
+        tags=["review"],
+        responses={
+            200: {"content": {"image/png": {}}, "description": "The image reviewed, pixels only."}
+        },
+    )
+    def image(prediction_id: Annotated[str, _path_id()], _: str | None = as_reader) -> Response:
+        return Response(service.image_png(prediction_id), media_type="image/png")
+
+    @app.post("/feedback", response_model=FeedbackOut, tags=["review"])
+    def feedback(body: FeedbackIn, reviewer: str = as_writer) -> FeedbackOut:
+        """Confirm (the predicted label) or correct (another label) a prediction, as the
+        reviewer the token names."""
+        entry = service.record_answer(body.prediction_id, body.label, reviewer, body.note)
+        return FeedbackOut.of(entry)
+
+    @app.get("/worklist", response_model=WorklistOut, tags=["review"])
+    def worklist(
+        _: str | None = as_reader,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        all: Annotated[bool, Query(description="Include reviewed predictions.")] = False,
+    ) -> WorklistOut:
+        """Predictions for review, most uncertain first, each with who has reviewed it."""
+        items = service.worklist(include_reviewed=all, limit=limit)
+        return WorklistOut(items=[WorkItemOut.of_item(i) for i in items])
+
+    # --- pages --------------------------------------------------------------------------------
+
+    def page(
+        request: Request,
+        name: str,
+        context: dict[str, Any],
+        session: Session | None,
+        status: int = 200,
+    ) -> Response:
+        return templates.TemplateResponse(
+            request,
+            name,
+            {**context, "session": session},
+            status_code=status,
+            headers=SECURITY_HEADERS,
+        )
+
+    def page_reader(request: Request) -> Session | None:
+        session = session_of(request)
+        if session is None and not anonymous_reads:
+            raise _LoginFirst
+        return session
+
+    async def page_writer(request: Request) -> tuple[Session, dict[str, str], dict[str, bytes]]:
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and origin.rstrip("/") != _own_origin(request):
+            raise Forbidden("the form was posted from another site")
+        session = session_of(request)
+        if session is None:
+            raise Unauthorized("log in to record anything")
+        form = await read_form(request)
+        if not same_token(session.csrf, form.fields.get("csrf")):
+            raise Forbidden(
+                "the form's CSRF token is missing or stale; reload the page and try again"
+            )
+        return session, form.fields, form.files
+
+    @app.exception_handler(_LoginFirstError)
+    async def _to_login(request: Request, exc: Exception) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.get("/login", include_in_schema=False)
+    def login_page(request: Request) -> Response:
+        token = secrets.token_urlsafe(24)
+        response = page(request, "login.html", {"csrf": token, "error": None}, None)
+        _set_cookie(response, LOGIN_COOKIE, token, request, max_age=3600)
+        return response
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = await read_form(request)
+        if not same_token(request.cookies.get(LOGIN_COOKIE), form.fields.get("csrf")):
+            raise Forbidden("the login form's CSRF token is missing or stale; reload the page")
+        reviewer = users().reviewer_for(
+            form.fields.get("reviewer", "").strip(), form.fields.get("token", "").strip()
+        )
+        if reviewer is None:
+            token = secrets.token_urlsafe(24)
+            response = page(
+                request,
+                "login.html",
+                {"csrf": token, "error": "unknown reviewer or wrong token"},
+                None,
+                status=401,
+            )
+            _set_cookie(response, LOGIN_COOKIE, token, request, max_age=3600)
+            return response
+        cookie, _ = sessions.issue(reviewer)
+        response = RedirectResponse("/", status_code=303)
+        _set_cookie(
+            response,
+            SESSION_COOKIE,
+            cookie,
+            request,
+            max_age=int(config.serve.session_hours * 3600),
+        )
+        response.delete_cookie(LOGIN_COOKIE)
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        await page_writer(request)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def home(request: Request, all: bool = False) -> Response:
+        session = page_reader(request)
+        items = service.worklist(include_reviewed=True)
+        waiting = sum(not i.reviewed for i in items)
+        shown = (
+            items
+            if all
+            else [i for i in items if not i.reviewed] + [i for i in items if i.reviewed][:20]
+        )
+        return page(
+            request,
+            "home.html",
+            {"items": shown, "waiting": waiting, "model": _model_or_none(model), "error": None},
+            session,
+        )
+
+    @app.post("/review", include_in_schema=False)
+    async def upload(request: Request) -> Response:
+        _, _, files = await page_writer(request)
+        data = files.get("image")
+        if not data:
+            raise BadForm("choose an image file to upload")
+        answer = await run_in_threadpool(service.predict_upload, data)
+        return RedirectResponse(f"/review/{answer.prediction.prediction_id}", status_code=303)
+
+    @app.get("/review/{prediction_id}", include_in_schema=False)
+    def review(
+        request: Request, prediction_id: Annotated[str, _path_id()], recorded: str | None = None
+    ) -> Response:
+        session = page_reader(request)
+        p = service.prediction(prediction_id)
+        reviewed = next(
+            (
+                i
+                for i in service.worklist(include_reviewed=True)
+                if i.prediction.prediction_id == prediction_id
+            ),
+            None,
+        )
+        return page(
+            request,
+            "review.html",
+            {
+                "p": p,
+                "probabilities": list(zip(p.class_names, p.probabilities, strict=True)),
+                "reviewers": reviewed.reviewers if reviewed else (),
+                "next_id": service.next_after(prediction_id),
+                "recorded": recorded,
+                "model": _model_or_none(model),
+            },
+            session,
+        )
+
+    @app.post("/review/{prediction_id}/feedback", include_in_schema=False)
+    async def answer(request: Request, prediction_id: Annotated[str, _path_id()]) -> Response:
+        session, fields, _ = await page_writer(request)
+        entry = await run_in_threadpool(
+            service.record_answer,
+            prediction_id,
+            fields.get("label", ""),
+            session.reviewer,
+            fields.get("note"),
+        )
+        return RedirectResponse(f"/review/{prediction_id}?recorded={entry.status}", status_code=303)
+
+    return app
+
+
+class _LoginFirstError(Exception):
+    """A page read without a session while anonymous reads are off: go to the login page."""
+
+
+_LoginFirst = _LoginFirstError()
+
+
+def _path_id() -> Any:
+    from fastapi import Path as PathParam
+
+    return PathParam(pattern=PREDICTION_ID, description="A prediction id (hex).")
+
+
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    return path == "/" or path.startswith(("/review", "/login", "/logout"))
+
+
+def _own_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+
+
+def _set_cookie(response: Response, name: str, value: str, request: Request, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def _model_or_none(model: LiveModel) -> Any:
+    try:
+        return model.current()
+    except ServiceUnavailable:
+        return None
+
+
+class SecurityHeaders:
+    """ASGI middleware: :data:`SECURITY_HEADERS` on every response that does not set its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *(
+                        (k.lower().encode(), v.encode())
+                        for k, v in SECURITY_HEADERS.items()
+                        if k.lower().encode() not in present
+                    ),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
