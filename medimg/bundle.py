@@ -90,7 +90,8 @@ class ModelBundle:
         probs = np.zeros((len(images), len(self.meta.class_names)), dtype=np.float64)
         for start in range(0, len(images), batch_size):
             batch = np.asarray(images[start:start + batch_size], dtype=np.float32)
-            out = np.asarray(self.model(batch, training=False), dtype=np.float64)
+            # the compiled predict function: a third of an eager call's time for one image
+            out = np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
             if out.shape[1] == 1:
                 out = np.concatenate([1.0 - out, out], axis=1)
             probs[start:start + len(batch)] = out

@@ -164,9 +164,12 @@ def analyse(path: Path | None, array: np.ndarray | None, options: AnalysisOption
     return _measure(result, decoded, options)
 
 
-def analyse_bytes(data: bytes, options: AnalysisOptions) -> tuple[Analysis, DecodedImage | None]:
+def analyse_bytes(data: bytes, options: AnalysisOptions, measure: bool = True
+                  ) -> tuple[Analysis, DecodedImage | None]:
     """:func:`analyse` for a file's bytes: the format is sniffed from the content, never taken
-    from a name. Also returns the decoded image, None when the file is refused."""
+    from a name. Also returns the decoded image, None when the file is refused. With
+    ``measure=False`` the file is checked but not measured (no manifest values): what a
+    prediction needs."""
     try:
         if is_dicom(data[:DICOM_SNIFF_BYTES]):
             # pydicom warns about invalid values by quoting them: they may be identifiers
@@ -187,6 +190,9 @@ def analyse_bytes(data: bytes, options: AnalysisOptions) -> tuple[Analysis, Deco
     except UndecodableImage as exc:
         return Analysis(reject=Reject(exc.code, str(exc))), None
     assert decoded is not None
+    if not measure:
+        result.reject = _unusable(decoded, options)
+        return result, None if result.reject else decoded
     measured = _measure(result, decoded, options)
     return measured, None if measured.reject else decoded
 

@@ -314,7 +314,8 @@ def create_app(
         },
     )
     def image(prediction_id: Annotated[str, _path_id()], _: str | None = as_reader) -> Response:
-        return Response(service.image_png(prediction_id), media_type="image/png")
+        data, media = service.image_file(prediction_id)
+        return Response(data, media_type=media)
 
     @app.post("/feedback", response_model=FeedbackOut, tags=["review"])
     def feedback(body: FeedbackIn, reviewer: str = as_writer) -> FeedbackOut:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import numpy as np
 from medimg.data.images import IMAGE_SUFFIXES
 from medimg.errors import DataError
 from medimg.feedback.predictions import Prediction, record_predictions
-from medimg.review.inference import heatmap_png, predict
+from medimg.review.inference import heatmap_png, model_input, predict_inputs
 from medimg.review.live_model import Served
 from medimg.review.service import known_as
 from medimg.review.uploads import RefusedImage, ReviewImage, accept_image, keep_image
@@ -68,43 +70,71 @@ def predict_files(
     for_review: bool = False,
     gradcam_dir: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> BatchResult:
-    """Predict every file, ``batch_size`` images per forward pass."""
-    from medimg.config import Config
+    """Predict every file, ``batch_size`` images per forward pass.
 
-    config: Config = ws.config
+    Reading, checking and preprocessing run on ``workers`` threads (default one per core), a
+    batch ahead of the model, so the cores take in the next batch while the model predicts
+    this one. The rows keep the order of ``files``.
+    """
     result = BatchResult()
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        accepted: list[tuple[Path, ReviewImage]] = []
-        for path in chunk:
-            try:
-                data = path.read_bytes()
-                accepted.append((path, known_as(ws, data, accept_image(data, config))))
-            except RefusedImage as exc:
-                result.rows.append({"path": str(path), "error": str(exc)})
-                result.refused += 1
-            except OSError as exc:
-                result.rows.append(
-                    {"path": str(path), "error": f"cannot read the file: {exc.strerror or exc}"}
-                )
-                result.refused += 1
-        predictions = predict(served, [(image.image_id, image.pixels) for _, image in accepted])
-        for (path, image), prediction in zip(accepted, predictions, strict=True):
-            result.rows.append(_row(path, prediction))
-            if gradcam_dir is not None:
-                gradcam_dir.mkdir(parents=True, exist_ok=True)
-                (gradcam_dir / f"{image.image_id}.png").write_bytes(
-                    heatmap_png(served, image.pixels, prediction)
-                )
-            if for_review:
-                keep_image(ws, image)
-        if for_review and predictions:
-            record_predictions(ws, predictions)
-        result.predicted += len(predictions)
-        if progress:
-            progress(len(chunk))
+    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+
+        def take_in(chunk: list[Path]) -> list[Future]:
+            return [pool.submit(_take_in, ws, served, path) for path in chunk]
+
+        ahead = take_in(chunks[0]) if chunks else []
+        for index, chunk in enumerate(chunks):
+            taken = [future.result() for future in ahead]
+            ahead = take_in(chunks[index + 1]) if index + 1 < len(chunks) else []
+            accepted = [t for t in taken if t.image is not None]
+            predictions = iter(
+                predict_inputs(served, [(t.image.image_id, t.packed) for t in accepted])
+            )
+            made = []
+            for t in taken:
+                if t.image is None:
+                    result.rows.append({"path": str(t.path), "error": t.error})
+                    result.refused += 1
+                    continue
+                prediction = next(predictions)
+                made.append(prediction)
+                result.rows.append(_row(t.path, prediction))
+                if gradcam_dir is not None:
+                    gradcam_dir.mkdir(parents=True, exist_ok=True)
+                    (gradcam_dir / f"{t.image.image_id}.png").write_bytes(
+                        heatmap_png(served, t.image.pixels, prediction)
+                    )
+                if for_review:
+                    keep_image(ws, t.image)
+            if for_review and made:
+                record_predictions(ws, made)
+            result.predicted += len(made)
+            if progress:
+                progress(len(chunk))
     return result
+
+
+@dataclass
+class _Taken:
+    path: Path
+    image: ReviewImage | None = None
+    packed: np.ndarray | None = None
+    error: str = ""
+
+
+def _take_in(ws: Workspace, served: Served, path: Path) -> _Taken:
+    """One file read, checked, de-identified and preprocessed; else its one-line refusal."""
+    try:
+        data = path.read_bytes()
+        image = known_as(ws, data, accept_image(data, ws.config))
+    except RefusedImage as exc:
+        return _Taken(path, error=str(exc))
+    except OSError as exc:
+        return _Taken(path, error=f"cannot read the file: {exc.strerror or exc}")
+    return _Taken(path, image, model_input(served, image.pixels))
 
 
 def _row(path: Path, p: Prediction) -> dict[str, object]:

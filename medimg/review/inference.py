@@ -22,9 +22,18 @@ _BAR = 14  # width in pixels of the colour bar drawn at the heat map's right edg
 
 def predict(served: Served, images: Sequence[tuple[str, np.ndarray]]) -> list[Prediction]:
     """A prediction record (not yet recorded) for each ``(image id, decoded pixels)``."""
-    if not images:
+    return predict_inputs(
+        served, [(image_id, model_input(served, pixels)) for image_id, pixels in images]
+    )
+
+
+def predict_inputs(served: Served, inputs: Sequence[tuple[str, np.ndarray]]) -> list[Prediction]:
+    """:func:`predict` for images already preprocessed (:func:`model_input`), all in one
+    forward pass."""
+    if not inputs:
         return []
-    probs = served.bundle.predict_pixels([pixels for _, pixels in images])
+    packed = np.stack([image for _, image in inputs])
+    probs = served.bundle.predict_packed(packed, batch_size=len(inputs))
     return [
         new_prediction(
             image_id,
@@ -34,7 +43,7 @@ def predict(served: Served, images: Sequence[tuple[str, np.ndarray]]) -> list[Pr
             served.version,
             served.threshold,
         )
-        for (image_id, _), row in zip(images, probs, strict=True)
+        for (image_id, _), row in zip(inputs, probs, strict=True)
     ]
 
 
@@ -50,7 +59,7 @@ def heatmap(served: Served, pixels: np.ndarray, prediction: Prediction) -> np.nd
     on the image the model saw."""
     from medimg.serving.gradcam import gradcam_maps
 
-    packed = _model_input(served, pixels)
+    packed = model_input(served, pixels)
     names = served.class_names
     positive = [1] if len(names) == 2 else [names.index(prediction.predicted_label)]
     return gradcam_maps(served.bundle.model, packed[None], positive)[0]
@@ -64,7 +73,7 @@ def heatmap_png(served: Served, pixels: np.ndarray, prediction: Prediction) -> b
     from PIL import Image
 
     cam = heatmap(served, pixels, prediction)
-    film = _model_input(served, pixels)
+    film = model_input(served, pixels)
     grey = film[..., 0] if film.shape[-1] == 1 else cv2.cvtColor(film[..., :3], cv2.COLOR_RGB2GRAY)
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
     colours = cv2.applyColorMap((cam * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
@@ -79,7 +88,8 @@ def heatmap_png(served: Served, pixels: np.ndarray, prediction: Prediction) -> b
     return buffer.getvalue()
 
 
-def _model_input(served: Served, pixels: np.ndarray) -> np.ndarray:
+def model_input(served: Served, pixels: np.ndarray) -> np.ndarray:
+    """Decoded pixels as the model takes them: the training preprocessing, at its size."""
     from medimg.config import PreprocessConfig
     from medimg.preprocessing.transforms import preprocess_image
 

@@ -87,11 +87,12 @@ class ReviewService:
         except DataError:
             raise NotFound("no such prediction; see the worklist") from None
 
-    def image_png(self, prediction_id: str) -> bytes:
+    def image_file(self, prediction_id: str) -> tuple[bytes, str]:
+        """The kept image of a prediction and its media type."""
         path = image_path(self.ws, self.prediction(prediction_id).image_id)
-        if not path.is_file():
+        if path is None:
             raise NotFound("the image of this prediction is not kept here")
-        return path.read_bytes()
+        return path.read_bytes(), "image/jpeg" if path.suffix == ".jpg" else "image/png"
 
     def heatmap_png(self, prediction_id: str) -> bytes:
         """The Grad-CAM overlay of the model version that made the prediction."""
@@ -101,7 +102,7 @@ class ReviewService:
                 return self._heatmaps[prediction_id]
         prediction = self.prediction(prediction_id)
         served = self.model.version(prediction.model_version)
-        pixels = decode_image(self.image_png(prediction_id))
+        pixels = decode_image(self.image_file(prediction_id)[0])
         png = heatmap_png(served, pixels, prediction)
         with self._lock:
             self._heatmaps[prediction_id] = png
@@ -116,7 +117,13 @@ class ReviewService:
         prediction = self.prediction(prediction_id)
         image = prediction.image_id
         if image not in manifest_ids(self.ws):  # new: the feedback API ingests the kept copy
-            image = str(image_path(self.ws, prediction.image_id))
+            kept = image_path(self.ws, prediction.image_id)
+            if kept is None:
+                raise NotFound(
+                    "the image of this prediction is not kept here, so it cannot be "
+                    "labelled from the app; use `medimg feedback add --image FILE`"
+                )
+            image = str(kept)
         return add_feedback(
             self.ws,
             self.config,

@@ -3,9 +3,10 @@
 The bytes are sniffed (a PNG named ``.dcm`` is a PNG, a DICOM named ``.png`` is a DICOM), checked
 by ingest's own analysis (:func:`medimg.data.analysis.analyse_bytes`): the pixel bound before
 decoding, DICOM de-identification and its refusals (burned-in annotation, a header that cannot
-be cleaned), the minimum side and blank images. What is kept is a PNG of the decoded pixels with
-no metadata at all, named by its own content hash, in ``data/feedback/images/``: no header, no
-file name and no client string reaches the disk. When a reviewer labels it, the feedback API
+be cleaned), the minimum side and blank images. What is kept is ingest's pixels-only copy (a PNG
+or JPEG stripped of every metadata chunk, else a PNG of the decoded pixels, as for DICOM), named
+by its own content hash, in ``data/feedback/images/``: no header, no file name and no client
+string reaches the disk. When a reviewer labels it, the feedback API
 ingests that copy like any new image.
 """
 
@@ -21,12 +22,14 @@ import numpy as np
 
 from medimg.config import Config
 from medimg.data.analysis import AnalysisOptions, analyse_bytes
-from medimg.data.pixels_only import png_pixels
+from medimg.data.pixels_only import pixels_only_copy
 from medimg.errors import DataError
 from medimg.workspace import Workspace
 
 IMAGES = Path("data") / "feedback" / "images"
-"""Where reviewed images are kept, as ``<sha256>.png`` (versioned with the feedback log)."""
+"""Where reviewed images are kept, as ``<sha256>.png`` or ``.jpg`` (versioned with the feedback
+log)."""
+SUFFIXES = (".png", ".jpg")
 
 
 class RefusedImage(DataError):
@@ -40,11 +43,12 @@ class RefusedImage(DataError):
 
 @dataclass(frozen=True)
 class ReviewImage:
-    """An accepted image: its decoded pixels and the pixels-only PNG kept for review."""
+    """An accepted image: its decoded pixels and the pixels-only copy kept for review."""
 
-    image_id: str  # sha256 of ``png``
+    image_id: str  # sha256 of ``data``
     pixels: np.ndarray
-    png: bytes
+    data: bytes  # the pixels-only copy
+    suffix: str  # ".png" or ".jpg"
 
 
 def accept_image(data: bytes, config: Config) -> ReviewImage:
@@ -66,31 +70,42 @@ def accept_image(data: bytes, config: Config) -> ReviewImage:
         key=secrets.token_bytes(32),
         allow_burned_in=config.data.allow_burned_in_annotation,
     )
-    analysis, decoded = analyse_bytes(data, options)
+    analysis, decoded = analyse_bytes(data, options, measure=False)
     if analysis.reject is not None or decoded is None:
         reject = analysis.reject
         code = reject.code if reject else "undecodable"
         message = " ".join(reject.message.split()) if reject else "the image cannot be decoded"
         raise RefusedImage(code, f"image refused ({code}): {message}")
-    png = png_pixels(decoded.pixels)
-    return ReviewImage(hashlib.sha256(png).hexdigest(), decoded.pixels, png)
+    pixels = decoded.pixels
+    kept, suffix = pixels_only_copy(data, analysis.fmt, lambda: pixels)
+    return ReviewImage(hashlib.sha256(kept).hexdigest(), pixels, kept, suffix)
 
 
-def image_path(ws: Workspace, image_id: str) -> Path:
-    """Where the reviewed image ``image_id`` is kept; the id must be a content hash, so no
-    client string ever forms a path."""
-    if len(image_id) != 64 or any(c not in "0123456789abcdef" for c in image_id):
-        raise DataError("an image is named by its sha256 content hash (64 hex digits)")
-    return ws.root / IMAGES / f"{image_id}.png"
+def image_path(ws: Workspace, image_id: str) -> Path | None:
+    """The kept copy of the reviewed image ``image_id``, None when none is kept. The id must be
+    a content hash, so no client string ever forms a path."""
+    _check_id(image_id)
+    for suffix in SUFFIXES:
+        path = ws.root / IMAGES / f"{image_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
 
 
 def keep_image(ws: Workspace, image: ReviewImage) -> Path:
-    """Write the image's PNG once (atomically); the same content is the same file."""
+    """Write the image's copy once (atomically); the same content is the same file."""
+    _check_id(image.image_id)
     path = image_path(ws, image.image_id)
-    if path.is_file():
+    if path is not None:
         return path
+    path = ws.root / IMAGES / f"{image.image_id}{image.suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.write_bytes(image.png)
+    staging.write_bytes(image.data)
     os.replace(staging, path)
     return path
+
+
+def _check_id(image_id: str) -> None:
+    if len(image_id) != 64 or any(c not in "0123456789abcdef" for c in image_id):
+        raise DataError("an image is named by its sha256 content hash (64 hex digits)")
