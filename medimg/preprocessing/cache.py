@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import zlib
@@ -49,7 +48,6 @@ KEEP_KEYS = 3
 PACK = "pack.bin"
 _CHECKSUM_BYTES = 16
 _ID_BYTES = 64
-_HEX_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def cache_root(ws: Workspace) -> Path:
@@ -64,7 +62,7 @@ def cache_key(config: Config) -> str:
     return digest.hexdigest()[:16]
 
 
-def _checksum(data: bytes) -> bytes:
+def _checksum(data: bytes | memoryview) -> bytes:
     """CRC-32 of a record's pixels, zero-padded: it catches a flipped bit or a torn write (what
     a cache must never trust) at a tenth of a cryptographic hash's cost."""
     return zlib.crc32(data).to_bytes(4, "little").ljust(_CHECKSUM_BYTES, b"\0")
@@ -72,9 +70,9 @@ def _checksum(data: bytes) -> bytes:
 
 def _record_id(image_id: str) -> bytes:
     """The id as a record holds it: a sha256 hex id as it is, any other id hashed to one."""
-    text = image_id if _HEX_ID.fullmatch(image_id) else hashlib.sha256(
-        image_id.encode()).hexdigest()
-    return text.encode("ascii")
+    if len(image_id) == _ID_BYTES and image_id.isascii() and image_id.isalnum():
+        return image_id.encode("ascii")  # a content hash (any 64 letters and digits fit)
+    return hashlib.sha256(image_id.encode()).hexdigest().encode("ascii")
 
 
 class PreprocessCache:
@@ -120,14 +118,21 @@ class PreprocessCache:
         """Each id's record number in the pack (its latest record), or -1 when it has none."""
         if self._rows is None:
             self._rows = self._index(self._records())
-        return np.array([self._rows.get(_record_id(i), -1) for i in image_ids], dtype=np.int64)
+        index = self._rows
+        return np.fromiter((index.get(_record_id(i), -1) for i in image_ids), dtype=np.int64,
+                           count=len(image_ids))
 
     def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pixels of records ``rows``, and whether each passed its checksum."""
-        records = np.asarray(self._records()[rows])
-        valid = np.fromiter((_checksum(r["px"].tobytes()) == r["sum"].tobytes() for r in records),
-                            dtype=bool, count=len(records))
-        return records["px"], valid
+        records = self._records()[rows].view(np.ndarray)  # a copy in memory, not a map
+        pixels = np.ascontiguousarray(records["px"])
+        sums = np.ascontiguousarray(records["sum"]).tobytes()
+        data, length = memoryview(pixels.tobytes()), pixels[0].nbytes if len(pixels) else 0
+        valid = np.fromiter(
+            (_checksum(data[i * length:(i + 1) * length])
+             == sums[i * _CHECKSUM_BYTES:(i + 1) * _CHECKSUM_BYTES] for i in range(len(pixels))),
+            dtype=bool, count=len(pixels))
+        return pixels, valid
 
     def get(self, image_id: str) -> np.ndarray | None:
         """The cached image, or None when it is missing or fails its checksum."""
@@ -183,6 +188,8 @@ class PreprocessCache:
         for path in self.folder.glob("*.tmp"):
             path.unlink(missing_ok=True)
         records = self._records()
+        if len(records) <= 2 * len(image_ids):
+            return  # at most twice the images kept: not worth a rewrite whatever is dead
         wanted = {_record_id(i) for i in image_ids}
         index = self._rows if self._rows is not None else self._index(records)
         rows = sorted({r for k, r in index.items() if k in wanted})

@@ -125,7 +125,8 @@ def run_preprocess(ws: Workspace, config: Config,
             fresh += len(missing)
             images.flush()
             del images
-            labels = np.array([classes.index(x) for x in rows["label"]], dtype=np.int64)
+            labels = rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(
+                dtype=np.int64)
             np.save(staging / f"{split}_labels.npy", labels)
             index["splits"][split] = ids
             counts[split] = len(rows)
