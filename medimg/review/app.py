@@ -107,7 +107,7 @@ def create_app(
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescapes .html
     anonymous_reads = config.serve.anonymous_reads
 
-    app = FastAPI(
+    app = FastAPI(docs_url=None, redoc_url=None,
         title="medimg review",
         version="1",
         responses=ERRORS,
@@ -115,6 +115,8 @@ def create_app(
         "correct; each answer is feedback for the next retraining.",
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    # Swagger UI 5 from the installed fastapi-offline package, not from a CDN
+    app.mount("/docs-assets", StaticFiles(directory=_swagger_assets()), name="docs-assets")
 
     # --- identity -------------------------------------------------------------------------
 
@@ -223,6 +225,20 @@ def create_app(
 
     app.add_middleware(BodyLimit, max_bytes=config.serve.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> Response:
+        """The API's OpenAPI documentation (Swagger UI), served by the app itself."""
+        response = templates.TemplateResponse(request, "docs.html", {})
+        # Swagger UI draws its icons as data: images and sets inline styles
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+        return response
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
 
     # --- JSON API -----------------------------------------------------------------------------
 
@@ -487,6 +503,12 @@ def create_app(
         return RedirectResponse(f"/review/{prediction_id}?recorded={entry.status}", status_code=303)
 
     return app
+
+
+def _swagger_assets() -> str:
+    import fastapi_offline
+
+    return str(Path(fastapi_offline.__file__).parent / "static")
 
 
 class _LoginFirstError(Exception):

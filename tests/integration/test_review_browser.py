@@ -74,6 +74,13 @@ def test_a_reviewer_corrects_a_prediction_with_the_keyboard(workspace_templates,
         page.wait_for_url(f"{url}/")
         worklist = page.get_by_test_id("worklist").inner_text()
         assert "by dr-keys" in worklist
+
+        # the API's documentation renders from the app's own assets, no CDN
+        page.goto(f"{url}/docs")
+        page.locator('.opblock-summary-path[data-path="/predict"]').wait_for()
+        paths = {t.replace("\u200b", "") for t in
+                 page.locator(".opblock-summary-path").all_inner_texts()}
+        assert {"/predict", "/feedback", "/worklist", "/model", "/health"} <= paths
         assert guard.left == [] and console_errors == []
 
     [entry] = [e for e in read_log(ws) if e.kind == "label"]

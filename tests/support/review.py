@@ -3,7 +3,6 @@ served by a real uvicorn on a loopback port."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from PIL import Image
 
 from medimg.registry.stage import run_register
 from medimg.workspace import Workspace, open_workspace
+from support.servers import free_port
 from support.workspaces import copy_workspace
 
 # gates every tiny model passes, and a margin that promotes every challenger
@@ -47,12 +47,6 @@ def png_bytes(size: int = 96, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
