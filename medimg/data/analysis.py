@@ -189,6 +189,12 @@ def analyse_bytes(data: bytes, options: AnalysisOptions, measure: bool = True
             result = Analysis(fmt=decoded.format, store_suffix=suffix)
     except UndecodableImage as exc:
         return Analysis(reject=Reject(exc.code, str(exc))), None
+    except PseudonymKeyMissing:
+        raise
+    except Exception as exc:  # a malformed file is refused, never a crash; its text may quote
+        # a header value, so only the error's type is kept
+        return Analysis(reject=Reject("undecodable", "the file cannot be decoded "
+                                                     f"({type(exc).__name__})")), None
     assert decoded is not None
     if not measure:
         result.reject = _unusable(decoded, options)

@@ -24,11 +24,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medimg.config import Config
-from medimg.errors import MedimgError
+from medimg.errors import ConfigError, DataError, MedimgError
 from medimg.preflight import ServiceUnavailable
 from medimg.review.api_models import (
     ErrorOut,
@@ -52,7 +53,7 @@ from medimg.review.auth import (
     users_path,
 )
 from medimg.review.forms import BadForm, read_form
-from medimg.review.limits import BodyLimit, BodyTooLarge
+from medimg.review.limits import BodyLimit, BodyTooLarge, send_json
 from medimg.review.live_model import LiveModel
 from medimg.review.service import NotFound, ReviewService
 from medimg.review.uploads import RefusedImage
@@ -107,7 +108,9 @@ def create_app(
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescapes .html
     anonymous_reads = config.serve.anonymous_reads
 
-    app = FastAPI(docs_url=None, redoc_url=None,
+    app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
         title="medimg review",
         version="1",
         responses=ERRORS,
@@ -136,8 +139,9 @@ def create_app(
 
     def session_of(request: Request) -> Session | None:
         session = sessions.read(request.cookies.get(SESSION_COOKIE))
-        if session is not None and session.reviewer not in users().digests:
-            return None  # removed from the user list since logging in
+        digest = users().digests.get(session.reviewer) if session is not None else None
+        if session is None or digest is None or not digest.startswith(session.token):
+            return None  # removed from the user list, or given a new token, since logging in
         return session
 
     def reader(request: Request) -> str | None:
@@ -197,8 +201,8 @@ def create_app(
             status = 404
         elif isinstance(exc, BadForm):
             status = 400
-        elif isinstance(exc, ServiceUnavailable):
-            status = 503
+        elif isinstance(exc, ServiceUnavailable | ConfigError):
+            status = 503  # the server's own state (no champion, a broken users file)
         elif isinstance(exc, RefusedImage) and exc.code == "too_many_pixels":
             status = 413
         response = error(request, status, " ".join(str(exc).split()))
@@ -216,13 +220,6 @@ def create_app(
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         return error(request, exc.status_code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.error(
-            "unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path
-        )  # the message may quote input: only the type is logged
-        return error(request, 500, "internal error; the server log names the exception type")
-
     app.add_middleware(BodyLimit, max_bytes=config.serve.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
 
@@ -233,7 +230,8 @@ def create_app(
         # Swagger UI draws its icons as data: images and sets inline styles
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+            "script-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
         return response
 
     @app.get("/favicon.ico", include_in_schema=False)
@@ -247,8 +245,12 @@ def create_app(
         """Whether the app answers, and the model version it serves (none yet: degraded)."""
         try:
             return HealthOut(status="ok", model_version=model.current().version)
-        except ServiceUnavailable as exc:
-            return HealthOut(status="degraded", model_version=None, detail=str(exc))
+        except ServiceUnavailable:  # anyone may ask: the registry's address is not told
+            return HealthOut(
+                status="degraded",
+                model_version=None,
+                detail="no model is served yet; see /model when logged in",
+            )
 
     @app.get("/model", response_model=ModelOut, tags=["service"])
     def model_info(_: str | None = as_reader) -> ModelOut:
@@ -326,18 +328,43 @@ def create_app(
         "/predictions/{prediction_id}/image",
         tags=["review"],
         responses={
-            200: {"content": {"image/png": {}}, "description": "The image reviewed, pixels only."}
+            200: {
+                "content": {"image/png": {}, "image/jpeg": {}},
+                "description": "The image reviewed, pixels only.",
+            }
         },
     )
     def image(prediction_id: Annotated[str, _path_id()], _: str | None = as_reader) -> Response:
         data, media = service.image_file(prediction_id)
         return Response(data, media_type=media)
 
-    @app.post("/feedback", response_model=FeedbackOut, tags=["review"])
-    def feedback(body: FeedbackIn, reviewer: str = as_writer) -> FeedbackOut:
+    @app.post(
+        "/feedback",
+        response_model=FeedbackOut,
+        tags=["review"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": FeedbackIn.model_json_schema()}},
+            }
+        },
+    )
+    async def feedback(request: Request, reviewer: str = as_writer) -> FeedbackOut:
         """Confirm (the predicted label) or correct (another label) a prediction, as the
         reviewer the token names."""
-        entry = service.record_answer(body.prediction_id, body.label, reviewer, body.note)
+        # the body is read after the reviewer is known, through the streaming limit
+        try:
+            body = FeedbackIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            message = f"{where or 'body'}: {first.get('msg', 'invalid')}"
+            if first.get("type") == "json_invalid":
+                raise BadForm(f"the body is not JSON ({message})") from None
+            raise DataError(message) from None
+        entry = await run_in_threadpool(
+            service.record_answer, body.prediction_id, body.label, reviewer, body.note
+        )
         return FeedbackOut.of(entry)
 
     @app.get("/worklist", response_model=WorklistOut, tags=["review"])
@@ -417,7 +444,7 @@ def create_app(
             )
             _set_cookie(response, LOGIN_COOKIE, token, request, max_age=3600)
             return response
-        cookie, _ = sessions.issue(reviewer)
+        cookie, _ = sessions.issue(reviewer, users().digests[reviewer])
         response = RedirectResponse("/", status_code=303)
         _set_cookie(
             response,
@@ -484,7 +511,7 @@ def create_app(
                 "probabilities": list(zip(p.class_names, p.probabilities, strict=True)),
                 "reviewers": reviewed.reviewers if reviewed else (),
                 "next_id": service.next_after(prediction_id),
-                "recorded": recorded,
+                "recorded": recorded if recorded in ("agreed", "applied", "pending") else None,
                 "model": _model_or_none(model),
             },
             session,
@@ -553,7 +580,11 @@ def _model_or_none(model: LiveModel) -> Any:
 
 
 class SecurityHeaders:
-    """ASGI middleware: :data:`SECURITY_HEADERS` on every response that does not set its own."""
+    """ASGI middleware, the outermost of the app's own: :data:`SECURITY_HEADERS` on every
+    response that does not set its own, and any exception the handlers did not answer turned
+    into a JSON 500 here, logged by its type alone (its message may quote input). Starlette's
+    own last handler would re-raise it, and the server would log the whole traceback.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -574,6 +605,19 @@ class SecurityHeaders:
                         if k.lower().encode() not in present
                     ),
                 ]
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        started = False
+        try:
+            await self.app(scope, receive, with_headers)
+        except Exception as exc:
+            log.error(
+                "unexpected %s on %s %s", type(exc).__name__, scope.get("method"), scope.get("path")
+            )
+            if started:
+                return
+            await send_json(
+                with_headers, 500, "internal error; the server log names the exception type"
+            )

@@ -67,14 +67,14 @@ class Users:
     def reviewer_for(self, reviewer: str, token: str) -> str | None:
         """``reviewer`` when ``token`` is theirs, else None (compared in constant time)."""
         expected = self.digests.get(reviewer)
-        return reviewer if expected and hmac.compare_digest(expected, _digest(token)) else None
+        return reviewer if expected and _equal(expected, _digest(token)) else None
 
     def by_token(self, token: str) -> str | None:
         """The reviewer whose token this is, or None."""
         digest = _digest(token)
         found = None
         for reviewer, expected in self.digests.items():
-            if hmac.compare_digest(expected, digest):
+            if _equal(expected, digest):
                 found = reviewer
         return found
 
@@ -140,6 +140,7 @@ class Session:
     reviewer: str
     csrf: str
     expires: float
+    token: str = ""  # the first characters of the token digest logged in with
 
 
 class Sessions:
@@ -148,10 +149,16 @@ class Sessions:
     def __init__(self, secret: bytes, hours: float) -> None:
         self.secret, self.seconds = secret, hours * 3600
 
-    def issue(self, reviewer: str) -> tuple[str, Session]:
-        session = Session(reviewer, secrets.token_urlsafe(24), time.time() + self.seconds)
+    def issue(self, reviewer: str, token_digest: str = "") -> tuple[str, Session]:
+        """A cookie for ``reviewer``, bound to the token they logged in with: a new token
+        (``medimg users add`` again) ends the sessions of the old one."""
+        session = Session(
+            reviewer, secrets.token_urlsafe(24), time.time() + self.seconds, token_digest[:16]
+        )
         body = base64.urlsafe_b64encode(
-            json.dumps({"r": session.reviewer, "c": session.csrf, "e": session.expires}).encode()
+            json.dumps(
+                {"r": session.reviewer, "c": session.csrf, "e": session.expires, "t": session.token}
+            ).encode()
         )
         return f"{body.decode()}.{self._sign(body)}", session
 
@@ -160,11 +167,13 @@ class Sessions:
         if not cookie or "." not in cookie:
             return None
         body, _, signature = cookie.rpartition(".")
-        if not hmac.compare_digest(self._sign(body.encode()), signature):
+        if not _equal(self._sign(body.encode("utf-8", "replace")), signature):
             return None
         try:
-            data = json.loads(base64.urlsafe_b64decode(body.encode()))
-            session = Session(str(data["r"]), str(data["c"]), float(data["e"]))
+            data = json.loads(base64.urlsafe_b64decode(body.encode("utf-8", "replace")))
+            session = Session(
+                str(data["r"]), str(data["c"]), float(data["e"]), str(data.get("t", ""))
+            )
         except (ValueError, KeyError, TypeError):
             return None
         return session if session.expires > time.time() else None
@@ -175,4 +184,9 @@ class Sessions:
 
 def same_token(expected: str | None, given: str | None) -> bool:
     """A CSRF check: both present and equal, compared in constant time."""
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    return bool(expected) and bool(given) and _equal(str(expected), str(given))
+
+
+def _equal(a: str, b: str) -> bool:
+    """Constant-time equality of any two strings (compare_digest refuses non-ASCII text)."""
+    return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))

@@ -61,24 +61,23 @@ class BodyLimit:
 
     async def _refuse(self, send: Send) -> None:
         limit_mb = self.max_bytes / (1024 * 1024)
-        body = json.dumps(
-            {
-                "detail": f"the upload is larger than serve.max_upload_mb "
-                f"({limit_mb:g} MiB); send a smaller file"
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_json(
+            send,
+            413,
+            f"the upload is larger than serve.max_upload_mb "
+            f"({limit_mb:g} MiB); send a smaller file",
+            close=True,
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, detail: str, close: bool = False) -> None:
+    """A whole JSON error response ``{"detail": ...}`` sent straight through ASGI."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -8,6 +8,7 @@ keeps answering; requests never wait on a poll that finds nothing new. A fixed `
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 import time
@@ -25,6 +26,7 @@ from medimg.settings import Settings
 from medimg.workspace import Workspace
 
 CHAMPION = "champion"
+log = logging.getLogger("medimg.review")
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,11 @@ class LiveModel:
             self.model_uri is not None or time.monotonic() - self._checked < self.poll_seconds
         ):
             return served
-        with self._lock:  # one poll (and one load) at a time; the others wait for its answer
+        # one poll (and one load) at a time; while it runs, the others answer with the model
+        # they have, and only a first load makes them wait
+        if not self._lock.acquire(blocking=served is None):
+            return served  # type: ignore[return-value]
+        try:
             if self._served is not None and (
                 self.model_uri is not None or time.monotonic() - self._checked < self.poll_seconds
             ):
@@ -99,8 +105,20 @@ class LiveModel:
             except ServiceUnavailable:
                 if self._served is None:
                     raise
+            except Exception as exc:  # a failed download or load: keep the model there is
+                if self._served is None:
+                    raise ServiceUnavailable(
+                        f"the model cannot be loaded ({type(exc).__name__}); see the server log"
+                    ) from None
+                log.warning(
+                    "keeping model version %s: the new one cannot be loaded (%s)",
+                    self._served.version,
+                    type(exc).__name__,
+                )
             self._checked = time.monotonic()
             return self._served
+        finally:
+            self._lock.release()
 
     def version(self, version: str) -> Served:
         """The model version ``version`` (a prediction's), loaded again if the champion has
@@ -124,7 +142,12 @@ class LiveModel:
             raise ServiceUnavailable(
                 f"model version {version} is not in the registry any more"
             ) from None
-        served = self._load_version(client, version, run_id, None)
+        try:
+            served = self._load_version(client, version, run_id, None)
+        except Exception as exc:
+            raise ServiceUnavailable(
+                f"model version {version} cannot be loaded ({type(exc).__name__})"
+            ) from None
         with self._lock:
             self._older[version] = served
             while len(self._older) > 2:

@@ -14,7 +14,7 @@ from medimg.config import Config
 from medimg.data.images import decode_image
 from medimg.data.manifest import load_manifest
 from medimg.errors import DataError
-from medimg.feedback.log import FeedbackEntry
+from medimg.feedback.log import LOCK, FeedbackEntry
 from medimg.feedback.predictions import (
     Prediction,
     WorkItem,
@@ -23,6 +23,7 @@ from medimg.feedback.predictions import (
     worklist,
 )
 from medimg.feedback.review import add_feedback
+from medimg.locks import workspace_lock
 from medimg.review.inference import heatmap_png, predict
 from medimg.review.live_model import LiveModel, Served
 from medimg.review.uploads import ReviewImage, accept_image, image_path, keep_image
@@ -83,7 +84,8 @@ class ReviewService:
 
     def prediction(self, prediction_id: str) -> Prediction:
         try:
-            return find_prediction(self.ws, prediction_id)
+            with workspace_lock(self.ws.root, LOCK):  # never a line half-appended
+                return find_prediction(self.ws, prediction_id)
         except DataError:
             raise NotFound("no such prediction; see the worklist") from None
 
@@ -140,8 +142,11 @@ class ReviewService:
         return items[:limit] if limit else items
 
     def next_after(self, prediction_id: str) -> str | None:
-        """The most uncertain prediction still waiting, other than this one."""
-        for item in worklist(self.ws):
-            if item.prediction.prediction_id != prediction_id:
-                return item.prediction.prediction_id
-        return None
+        """The prediction after this one on the worklist (waiting ones, most uncertain first),
+        wrapping round; the first waiting one when this one is reviewed; None when none waits
+        but this one."""
+        waiting = [item.prediction.prediction_id for item in worklist(self.ws)]
+        if prediction_id in waiting:
+            at = waiting.index(prediction_id)
+            waiting = waiting[at + 1 :] + waiting[:at]
+        return waiting[0] if waiting else None

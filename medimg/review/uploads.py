@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from medimg.config import Config
 from medimg.data.analysis import AnalysisOptions, analyse_bytes
+from medimg.data.images import DICOM_SNIFF_BYTES, is_dicom
 from medimg.data.pixels_only import pixels_only_copy
 from medimg.errors import DataError
 from medimg.workspace import Workspace
@@ -30,6 +32,18 @@ IMAGES = Path("data") / "feedback" / "images"
 """Where reviewed images are kept, as ``<sha256>.png`` or ``.jpg`` (versioned with the feedback
 log)."""
 SUFFIXES = (".png", ".jpg")
+# refusals whose message medimg writes from numbers and fixed text only, never from the file
+_OWN_MESSAGES = frozenset(
+    {
+        "burned_in",
+        "deid_failed",
+        "dicom_unreadable",
+        "too_small",
+        "too_many_pixels",
+        "blank",
+        "undecodable",
+    }
+)
 
 
 class RefusedImage(DataError):
@@ -75,6 +89,9 @@ def accept_image(data: bytes, config: Config) -> ReviewImage:
         reject = analysis.reject
         code = reject.code if reject else "undecodable"
         message = " ".join(reject.message.split()) if reject else "the image cannot be decoded"
+        if is_dicom(data[:DICOM_SNIFF_BYTES]) and code not in _OWN_MESSAGES:
+            # a decoder's message may quote a header value, which may name the patient
+            message = "the DICOM's pixel data cannot be decoded"
         raise RefusedImage(code, f"image refused ({code}): {message}")
     pixels = decoded.pixels
     kept, suffix = pixels_only_copy(data, analysis.fmt, lambda: pixels)
@@ -100,9 +117,15 @@ def keep_image(ws: Workspace, image: ReviewImage) -> Path:
         return path
     path = ws.root / IMAGES / f"{image.image_id}{image.suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.write_bytes(image.data)
-    os.replace(staging, path)
+    # a name of its own per call: two uploads of one image may be kept at once
+    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(image.data)
+        os.replace(staging, path)  # the same bytes either way: the last rename wins
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
     return path
 
 

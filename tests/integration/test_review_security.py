@@ -270,3 +270,64 @@ def test_no_identifier_of_an_uploaded_dicom_is_logged_returned_or_kept(review, t
             for spelling in spellings:
                 if len(spelling) >= 5:
                     assert spelling not in text, f"{spelling!r} leaked"
+
+
+def test_a_dicom_the_decoder_chokes_on_is_refused_without_quoting_its_header(review, tmp_path):
+    from pydicom import dcmread
+
+    ws, app, auth = review
+    client = TestClient(app)
+    odd = dcmread(write_dicom(tmp_path / "odd.dcm"))
+    odd.PhotometricInterpretation = "DOEJOHN"  # a value a decoder's message would quote
+    odd.save_as(tmp_path / "odd.dcm")
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    frames = dcmread(write_dicom(tmp_path / "frames.dcm"))
+    # NumberOfFrames "Z", written raw (pydicom refuses to set it): not a number, which pydicom
+    # raises on outside its decoders
+    tag = Tag(0x00280008)
+    frames._dict[tag] = RawDataElement(tag, "IS", 2, b"Z ", 0, False, True)
+    frames.save_as(tmp_path / "frames.dcm")
+    for name in ("odd.dcm", "frames.dcm"):
+        answer = client.post("/predict", headers=auth, files={
+            "image": (name, (tmp_path / name).read_bytes(), "application/dicom")})
+        assert answer.status_code == 422, answer.text
+        assert "DOEJOHN" not in answer.text and "Traceback" not in answer.text
+        assert answer.json()["detail"].startswith("image refused")
+    assert read_predictions(ws) == []
+
+
+def test_odd_bytes_in_a_cookie_or_a_token_are_refused_not_a_500(review):
+    _, app, _ = review
+    client = TestClient(app)
+    odd = "medimg_session=e30.\u00e9\u00e9; medimg_login=\u00e9".encode()  # raw UTF-8 bytes
+    assert client.get("/", headers={"cookie": odd}, follow_redirects=False).status_code == 303
+    assert client.post("/login", headers={"cookie": odd}, data={
+        "reviewer": "dr-a", "token": "\u00e9", "csrf": "\u00e9"}).status_code == 403
+    assert client.post("/predict", headers={"Authorization": "Bearer \u00e9t\u00e9".encode()},
+                       files={"image": ("a.png", png_bytes(), "image/png")}).status_code == 401
+
+
+def test_feedback_checks_the_reviewer_before_the_body_and_bounds_the_body(review):
+    ws, app, auth = review
+    client = TestClient(app)
+    anonymous = client.post("/feedback", content=b"{not json",
+                            headers={"content-type": "application/json"})
+    assert anonymous.status_code == 401
+    broken = client.post("/feedback", content=b"{not json", headers={
+        **auth, "content-type": "application/json"})
+    assert broken.status_code == 400 and "not JSON" in broken.json()["detail"]
+    huge = client.post("/feedback", content=b"x" * (LIMIT_MB * 1024 * 1024 + 10), headers={
+        **auth, "content-type": "application/json"})
+    assert huge.status_code == 413
+    assert read_log(ws) == []
+
+
+def test_a_new_token_ends_the_sessions_of_the_old_one(review):
+    ws, app, auth = review
+    client = TestClient(app)
+    _login(client, "dr-a", auth["Authorization"].split()[1])
+    assert client.get("/", follow_redirects=False).status_code == 200
+    add_user(users_path(ws), "dr-a")  # a new token, as after a lost one
+    assert client.get("/", follow_redirects=False).status_code == 303
