@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from support.review import png_bytes
 
 from medimg.config import Config
@@ -12,6 +13,9 @@ from medimg.feedback.predictions import new_prediction, record_predictions
 from medimg.review.service import ReviewService
 from medimg.review.uploads import accept_image, image_path, keep_image
 from medimg.workspace import Workspace
+
+# an earlier test in this process may have pointed MLflow's environment at its own store
+pytestmark = pytest.mark.usefixtures("clean_mlflow_env")
 
 
 def test_the_same_image_kept_by_many_uploads_at_once_is_one_whole_file(tmp_path):
