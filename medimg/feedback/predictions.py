@@ -30,7 +30,8 @@ from medimg.feedback.log import (
 from medimg.locks import workspace_lock
 from medimg.workspace import Workspace
 
-_CONTENT_HASH = re.compile(r"[0-9a-f]{64}")
+CONTENT_HASH = re.compile(r"[0-9a-f]{64}")
+"""An image id: the sha256 of its content, as 64 lowercase hex digits (use ``fullmatch``)."""
 _SUM_TOLERANCE = 1e-3  # float32 softmax outputs sum to 1 within far less
 
 
@@ -102,7 +103,7 @@ def new_prediction(image_id: str, probabilities: Sequence[float], class_names: S
     Raises:
         DataError: the image id is not a content hash, or the probabilities do not fit.
     """
-    if not _CONTENT_HASH.fullmatch(image_id):
+    if not CONTENT_HASH.fullmatch(image_id):
         raise DataError("a prediction names its image by the sha256 of its content (64 hex "
                         "digits), never by a file name or any other identifier")
     probs = [float(p) for p in probabilities]
@@ -134,7 +135,7 @@ def predictions_path(ws: Workspace) -> Path:
 def record_predictions(ws: Workspace, records: Sequence[Prediction]) -> None:
     """Append ``records`` (from :func:`new_prediction`), on disk before returning."""
     for record in records:
-        if not _CONTENT_HASH.fullmatch(record.image_id):
+        if not CONTENT_HASH.fullmatch(record.image_id):
             raise DataError(f"prediction {record.prediction_id} does not name its image by "
                             "content hash; make records with new_prediction")
     with workspace_lock(ws.root, LOCK):

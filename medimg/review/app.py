@@ -123,8 +123,15 @@ def create_app(
 
     # --- identity -------------------------------------------------------------------------
 
+    users_seen: tuple[tuple[int, int, int] | None, Users] | None = None
+
     def users() -> Users:
-        return Users.load(users_file)  # read per request: `medimg users add` needs no restart
+        # read again whenever the file changes, so `medimg users add` needs no restart
+        nonlocal users_seen
+        stamp, seen = _stamp(users_file), users_seen
+        if seen is None or seen[0] != stamp:
+            seen = users_seen = (stamp, Users.load(users_file))
+        return seen[1]
 
     def bearer(request: Request) -> str | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -495,14 +502,8 @@ def create_app(
     ) -> Response:
         session = page_reader(request)
         p = service.prediction(prediction_id)
-        reviewed = next(
-            (
-                i
-                for i in service.worklist(include_reviewed=True)
-                if i.prediction.prediction_id == prediction_id
-            ),
-            None,
-        )
+        items = service.worklist(include_reviewed=True)
+        reviewed = next((i for i in items if i.prediction.prediction_id == prediction_id), None)
         return page(
             request,
             "review.html",
@@ -510,7 +511,7 @@ def create_app(
                 "p": p,
                 "probabilities": list(zip(p.class_names, p.probabilities, strict=True)),
                 "reviewers": reviewed.reviewers if reviewed else (),
-                "next_id": service.next_after(prediction_id),
+                "next_id": service.next_after(prediction_id, items),
                 "recorded": recorded if recorded in ("agreed", "applied", "pending") else None,
                 "model": _model_or_none(model),
             },
@@ -530,6 +531,16 @@ def create_app(
         return RedirectResponse(f"/review/{prediction_id}?recorded={entry.status}", status_code=303)
 
     return app
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells one version of a file from the next: its inode (a rewrite by rename makes a
+    new one), modification time and size; None when there is no file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _swagger_assets() -> str:

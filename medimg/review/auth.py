@@ -93,12 +93,7 @@ def add_user(path: Path, reviewer: str) -> str:
     users = dict(Users.load(path).digests)
     token = secrets.token_urlsafe(32)
     users[reviewer] = _digest(token)
-    _write_private(
-        path,
-        yaml.safe_dump(
-            {"users": [{"id": k, "token_sha256": v} for k, v in sorted(users.items())]}
-        ).encode(),
-    )
+    _save(path, users)
     return token
 
 
@@ -107,13 +102,15 @@ def remove_user(path: Path, reviewer: str) -> bool:
     users = dict(Users.load(path).digests)
     if users.pop(reviewer, None) is None:
         return False
-    _write_private(
-        path,
-        yaml.safe_dump(
-            {"users": [{"id": k, "token_sha256": v} for k, v in sorted(users.items())]}
-        ).encode(),
-    )
+    _save(path, users)
     return True
+
+
+def _save(path: Path, users: dict[str, str]) -> None:
+    """Write the user list (reviewer id to token digest), sorted by id, readable by its owner
+    only."""
+    listed = [{"id": k, "token_sha256": v} for k, v in sorted(users.items())]
+    _write_private(path, yaml.safe_dump({"users": listed}).encode())
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -188,16 +188,9 @@ class LiveModel:
     def _load_version(
         self, client: Any, version: str, run_id: str | None, alias: str | None
     ) -> Served:
-        import mlflow
-
-        from medimg.retrain.warm import bundle_path
-
         uri = f"models:/{self.name}/{version}"
-        with tempfile.TemporaryDirectory(prefix="medimg-serve-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-            bundle = ModelBundle.load(local / bundle_path(local / "MLmodel"))
         return Served(
-            bundle=bundle,
+            bundle=_download(uri),
             name=self.name,
             version=version,
             alias=alias,
@@ -237,16 +230,9 @@ class LiveModel:
                 client, str(mv.version), mv.run_id, rest if "@" in ref else None
             )
             return Served(**{**served.__dict__, "name": name, "uri": uri})
-        import mlflow
-
-        from medimg.retrain.warm import bundle_path
-
-        with tempfile.TemporaryDirectory(prefix="medimg-serve-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-            bundle = ModelBundle.load(local / bundle_path(local / "MLmodel"))
         run_id = uri.removeprefix("runs:/").split("/")[0]
         return Served(
-            bundle=bundle,
+            bundle=_download(uri),
             name=self.name,
             version=f"run {run_id[:8]}",
             alias=None,
@@ -254,6 +240,18 @@ class LiveModel:
             run_id=run_id,
             test_metrics=_test_metrics(client, run_id),
         )
+
+
+def _download(uri: str) -> ModelBundle:
+    """The medimg bundle of the MLflow model at ``uri``, downloaded into a folder that is gone
+    once it is loaded."""
+    import mlflow
+
+    from medimg.retrain.warm import bundle_path
+
+    with tempfile.TemporaryDirectory(prefix="medimg-serve-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        return ModelBundle.load(local / bundle_path(local / "MLmodel"))
 
 
 def _test_metrics(client: Any, run_id: str | None) -> dict[str, dict[str, float | None]]:

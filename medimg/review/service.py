@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -141,11 +142,19 @@ class ReviewService:
         items = worklist(self.ws, include_reviewed=include_reviewed)
         return items[:limit] if limit else items
 
-    def next_after(self, prediction_id: str) -> str | None:
+    def next_after(self, prediction_id: str, items: Sequence[WorkItem] | None = None) -> str | None:
         """The prediction after this one on the worklist (waiting ones, most uncertain first),
         wrapping round; the first waiting one when this one is reviewed; None when none waits
-        but this one."""
-        waiting = [item.prediction.prediction_id for item in worklist(self.ws)]
+        but this one.
+
+        Args:
+            prediction_id: The prediction being reviewed.
+            items: The worklist as :meth:`worklist` gives it (reviewed ones may be included),
+                when the caller has read it already; else it is read here.
+        """
+        if items is None:
+            items = self.worklist()
+        waiting = [item.prediction.prediction_id for item in items if not item.reviewed]
         if prediction_id in waiting:
             at = waiting.index(prediction_id)
             waiting = waiting[at + 1 :] + waiting[:at]

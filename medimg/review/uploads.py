@@ -26,6 +26,7 @@ from medimg.data.analysis import AnalysisOptions, analyse_bytes
 from medimg.data.images import DICOM_SNIFF_BYTES, is_dicom
 from medimg.data.pixels_only import pixels_only_copy
 from medimg.errors import DataError
+from medimg.feedback.predictions import CONTENT_HASH
 from medimg.workspace import Workspace
 
 IMAGES = Path("data") / "feedback" / "images"
@@ -130,5 +131,5 @@ def keep_image(ws: Workspace, image: ReviewImage) -> Path:
 
 
 def _check_id(image_id: str) -> None:
-    if len(image_id) != 64 or any(c not in "0123456789abcdef" for c in image_id):
+    if not CONTENT_HASH.fullmatch(image_id):
         raise DataError("an image is named by its sha256 content hash (64 hex digits)")

@@ -66,6 +66,5 @@ def test_the_api_answers_every_generated_request_within_its_schema(reviewed_app)
             statuses.setdefault(case.operation.label, set()).add(response.status_code)
 
         fuzz()
-    # every operation was called, and none answered 5xx (not_a_server_error raised otherwise)
+    # every operation was called (a 5xx already failed not_a_server_error in CHECKS)
     assert set(statuses) == {o.label for o in operations}
-    assert all(code < 500 for codes in statuses.values() for code in codes), statuses
