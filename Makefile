@@ -14,7 +14,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 help:
 	@echo "make demo   - install, generate phantoms, run the whole pipeline, print a summary"
 	@echo "make test   - install with the dev extra and run the test suite"
-	@echo "make bench  - training, ingest, gate, retrain and serving benchmarks, each against its baseline (about 40 min)"
+	@echo "make bench  - training, ingest, gate, retrain, serving and quality (real films, needs ../shared/data) benchmarks, each against its baseline (about 70 min)"
 	@echo "make lint   - ruff"
 	@echo "make mlflow-ui - open the MLflow UI on the demo's results"
 
@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gate.py
 	$(BIN)/python benchmarks/retrain.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/quality.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check medimg flows tests benchmarks

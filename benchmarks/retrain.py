@@ -94,10 +94,11 @@ def medimg(env: dict[str, str], *args: str, check: bool = True
     return seconds, done
 
 
-def _merge(base: dict, overrides: dict) -> dict:
+def merge_params(base: dict, overrides: dict) -> dict:
+    """``overrides`` over ``base``, section by section (the other benchmarks use it too)."""
     out = dict(base)
     for key, value in overrides.items():
-        out[key] = (_merge(out[key], value) if isinstance(value, dict)
+        out[key] = (merge_params(out[key], value) if isinstance(value, dict)
                     and isinstance(out.get(key), dict) else value)
     return out
 
@@ -109,7 +110,7 @@ def make_workspace(root: Path, env: dict[str, str], args: argparse.Namespace) ->
     medimg(env, "init", str(root))
     overrides = {"base": {"image_size": args.image_size}, "train": {"epochs": args.epochs}}
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump(_merge(yaml.safe_load(params.read_text()), overrides),
+    params.write_text(yaml.safe_dump(merge_params(yaml.safe_load(params.read_text()), overrides),
                                      sort_keys=False))
     start = time.perf_counter()
     generate_phantoms(root / "data" / "raw", n_images=args.images, image_size=args.size, seed=0)

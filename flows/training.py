@@ -368,6 +368,8 @@ def _pipeline(ws: Workspace, sources: list[str] | None, force: bool, demo: bool,
                 result.mlflow_run_id = tracked.open()
             began = time.perf_counter()
             _run_stage(stage, cmd, ws, config, settings, paths, result, tracked)
+            if stage == "ingest":  # base.image_size: auto follows the images just ingested
+                config = tracked.config = ws.reload_config()
             if follow_dvc:
                 commit_stage(ws.root, stage)
             result.ran.append(stage)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medimg.calibration import apply_temperature
 from medimg.config import PreprocessConfig
 from medimg.decision import ARGMAX, decision_rule
 from medimg.errors import WorkspaceError
@@ -40,6 +41,15 @@ class BundleMeta:
     # (data.max_pixels; None: the default) and the frame of a multi-frame DICOM
     max_pixels: int | None = None
     dicom_frame: str = "middle"
+    # calibration fitted on validation (medimg.calibration): every prediction divides the
+    # model's logits by the temperature (and adds the bias, two classes); 1.0 and 0.0 leave them
+    # as they are, as older bundles get
+    temperature: float = 1.0
+    bias: float = 0.0  # Platt scaling's intercept on the positive class's logit (two classes)
+    # what calibration did on validation: ECE, Brier and NLL before and after
+    calibration: dict[str, Any] = field(default_factory=dict)
+    # the augment params the model trained with: the ranges test-time augmentation stays within
+    augment: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rule = decision_rule(list(self.class_names))
@@ -85,8 +95,10 @@ class ModelBundle:
         model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
         return cls(model, meta)
 
-    def predict_packed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities (N, n_classes) for preprocessed uint8 images (N, S, S, C)."""
+    def predict_packed(self, images: np.ndarray, batch_size: int = 64,
+                       calibrated: bool = True) -> np.ndarray:
+        """Class probabilities (N, n_classes) for preprocessed uint8 images (N, S, S, C),
+        temperature-scaled as the bundle was calibrated unless ``calibrated`` is False."""
         probs = np.zeros((len(images), len(self.meta.class_names)), dtype=np.float64)
         for start in range(0, len(images), batch_size):
             batch = np.asarray(images[start:start + batch_size], dtype=np.float32)
@@ -95,6 +107,8 @@ class ModelBundle:
             if out.shape[1] == 1:
                 out = np.concatenate([1.0 - out, out], axis=1)
             probs[start:start + len(batch)] = out
+        if calibrated:
+            return apply_temperature(probs, self.meta.temperature, self.meta.bias)
         return probs
 
     def predict_pixels(self, decoded: list[np.ndarray]) -> np.ndarray:

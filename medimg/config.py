@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from medimg.errors import ConfigError
 from medimg.metric_table import BOUNDABLE_METRICS
@@ -25,9 +33,41 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+AUTO_IMAGE_SIZES = (16, 28, 32, 48, 64, 96, 128)
+"""``base.image_size: auto`` takes the largest of these at or below the images' median shorter
+side: a 28-pixel film stays 28 (nothing is upsampled that has no detail to give), a radiograph
+of any larger size is brought down to 128. A fixed ladder, so a few new images of another size
+never change the size a model takes."""
+
+
+def auto_image_size(short_sides: list[int] | tuple[int, ...]) -> int:
+    """The size ``base.image_size: auto`` means for images with these shorter sides; the
+    largest size when there are none yet (before ingest)."""
+    if len(short_sides) == 0:
+        return AUTO_IMAGE_SIZES[-1]
+    median = sorted(short_sides)[len(short_sides) // 2]
+    return max([size for size in AUTO_IMAGE_SIZES if size <= median] or [AUTO_IMAGE_SIZES[0]])
+
+
+def _image_size(value: object) -> int | str:
+    """``base.image_size``: auto, or a whole number of pixels from 16 to 1024."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("should be auto or a whole number of pixels from 16 to 1024")
+    try:
+        size = int(value)
+    except ValueError:
+        raise ValueError("should be auto or a whole number of pixels from 16 to 1024") from None
+    if not 16 <= size <= 1024:
+        raise ValueError("should be auto or from 16 to 1024 pixels")
+    return size
+
+
 class BaseConfig(_Section):
     seed: Annotated[int, Field(ge=0)] = 42
-    image_size: Annotated[int, Field(ge=32, le=1024)] = 128
+    # auto: from the ingested images' sizes (auto_image_size); Workspace.config resolves it
+    image_size: Annotated[int | str, PlainValidator(_image_size)] = "auto"
     channels: Literal[1, 3] = 1
     class_names: list[str] = ["normal", "pneumonia"]
 
@@ -175,7 +215,9 @@ class FineTuneConfig(_Section):
 
 
 class ModelConfig(_Section):
-    architecture: Literal["seed_cnn", "resnet50", "densenet121", "efficientnetb0"] = "seed_cnn"
+    architecture: Literal["residual_cnn", "seed_cnn", "resnet50", "densenet121",
+                          "efficientnetb0"] = "residual_cnn"
+    stages: Annotated[list[PositiveInt], Field(min_length=1, max_length=6)] = [32, 64, 128]
     filters: list[PositiveInt] = [32, 64]
     dense_units: PositiveInt = 128
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
@@ -198,35 +240,39 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _weights_need_a_backbone(self) -> ModelConfig:
-        if self.weights and self.architecture == "seed_cnn":
+        if self.weights and self.architecture in ("seed_cnn", "residual_cnn"):
             raise ValueError("model.weights applies to the backbones (resnet50, densenet121, "
-                             "efficientnetb0), not to seed_cnn; set model.weights: null")
+                             f"efficientnetb0), not to {self.architecture}; set "
+                             "model.weights: null")
         return self
 
 
 class TrainConfig(_Section):
     epochs: PositiveInt = 30
     batch_size: PositiveInt = 32
-    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0003
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.001
     shuffle_buffer: Annotated[int, Field(ge=0)] = 0
     early_stopping_patience: Annotated[int, Field(ge=0)] = 6
     restore_best_weights: bool = True
     loss: Literal["cross_entropy", "focal"] = "cross_entropy"
     focal_gamma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
-    class_weight: Literal["none", "balanced"] = "none"
-    lr_schedule: Literal["plateau", "cosine", "constant"] = "plateau"
+    class_weight: Literal["none", "balanced"] = "balanced"
+    lr_schedule: Literal["plateau", "cosine", "constant"] = "cosine"
     lr_plateau_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     lr_plateau_patience: Annotated[int, Field(ge=0)] = 2
     min_learning_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 1e-6
     checkpoint: bool = True
     resume: bool = True
-    mixed_precision: bool = False
+    # auto: time a few steps in float32 and in the device's mixed policy, keep the faster
+    mixed_precision: Literal["auto"] | bool = "auto"
     jit_compile: Literal["auto"] | bool = "auto"
     deterministic: bool = True
     # the operating point, chosen on the validation split after training (training.operating_point)
     threshold_method: Literal["target_recall", "youden", "max_f1", "fixed"] = "target_recall"
     target_recall: Annotated[float, Field(gt=0.0, le=1.0)] = 0.90
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    # fitted on the validation split after training and stored in the bundle (medimg.calibration)
+    calibration: Literal["platt", "temperature", "none"] = "platt"
 
 
 class EvaluateConfig(_Section):
@@ -238,6 +284,9 @@ class EvaluateConfig(_Section):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     # test cases per outcome (true/false positives/negatives) in the Grad-CAM grid; 0: no grid
     gradcam_cases: Annotated[int, Field(ge=0, le=16)] = 4
+    # test-time augmentation: 0 (off) or the number of views averaged, the image itself and
+    # warps drawn within the augment ranges the model trained on (never a flip augment forbids)
+    tta: Annotated[int, Field(ge=0, le=64)] = 0
 
 
 class GatesConfig(_Section):
@@ -373,6 +422,10 @@ class Config(_Section):
                 f"train.learning_rate {self.train.learning_rate}, so the cosine schedule would "
                 "not decay")
         return self
+
+    def with_image_size(self, size: int) -> Config:
+        """This config with ``base.image_size`` set (how ``auto`` is resolved)."""
+        return self.model_copy(update={"base": self.base.model_copy(update={"image_size": size})})
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys to values, as MLflow params (``train.epochs`` -> 12)."""

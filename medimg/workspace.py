@@ -13,7 +13,7 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
-from medimg.config import Config, load_config
+from medimg.config import Config, auto_image_size, load_config
 from medimg.errors import WorkspaceError
 from medimg.versioning import compile_outside_deps, first_commit, run_dvc
 
@@ -101,7 +101,14 @@ class Workspace:
 
     @cached_property
     def config(self) -> Config:
-        return load_config(self.params_path)
+        """The params, with ``base.image_size: auto`` resolved from the manifest as it is now
+        (:meth:`reload_config` after an ingest in the same process)."""
+        return resolve_auto(self, load_config(self.params_path))
+
+    def reload_config(self) -> Config:
+        """The params read again, ``auto`` resolved against the current manifest."""
+        self.__dict__.pop("config", None)
+        return self.config
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the root when inside it, else absolute; always with '/'."""
@@ -123,6 +130,24 @@ class Workspace:
                 f"{self.relative(path)} does not exist; run `medimg {made_by}` first"
             )
         return path
+
+
+def ingested_short_sides(ws: Workspace) -> list[int]:
+    """The shorter side of every image in the manifest's splits (none before ingest)."""
+    if not ws.manifest_path.is_file():
+        return []
+    import pandas as pd
+
+    rows = pd.read_parquet(ws.manifest_path, columns=["width", "height", "split"])
+    rows = rows[rows["split"].isin(SPLITS)]
+    return [int(v) for v in rows[["width", "height"]].min(axis=1)]
+
+
+def resolve_auto(ws: Workspace, config: Config) -> Config:
+    """``base.image_size: auto`` replaced by the size the ingested images call for."""
+    if config.base.image_size != "auto":
+        return config
+    return config.with_image_size(auto_image_size(ingested_short_sides(ws)))
 
 
 def open_workspace(directory: Path | str | None = None) -> Workspace:

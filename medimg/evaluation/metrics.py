@@ -11,6 +11,12 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from medimg.calibration import (  # noqa: F401  (metrics of calibration live there)
+    _calibration_bins,
+    brier_score,
+    ece_of,
+    expected_calibration_error,
+)
 from medimg.decision import ARGMAX, THRESHOLD, decision_rule
 
 __all__ = ["ARGMAX", "THRESHOLD", "compute_metrics", "decision_rule",
@@ -88,8 +94,6 @@ def compute_metrics(
         present = len(np.unique(y_true)) == 2
         roc_auc = float(roc_auc_score(y_true, probs[:, 1])) if present else float("nan")
         pr_auc = float(average_precision_score(y_true, probs[:, 1])) if present else float("nan")
-        brier = float(np.mean((probs[:, 1] - y_true) ** 2))
-        ece = expected_calibration_error(y_true == 1, probs[:, 1])
     else:
         chosen = [class_names.index(c) for c in disease_classes(class_names, positive_classes)]
         headline = {k: float(np.mean([per_class[i][k] for i in chosen])) for k in per_class[0]}
@@ -100,8 +104,7 @@ def compute_metrics(
                         ) if present else float("nan")
         pr_auc = float(np.mean([average_precision_score(onehot[:, k], probs[:, k])
                                 for k in chosen])) if present else float("nan")
-        brier = float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
-        ece = expected_calibration_error(probs.argmax(axis=1) == y_true, probs.max(axis=1))
+    brier, ece = brier_score(y_true, probs), ece_of(y_true, probs)
     return {
         "accuracy": _safe_div(np.trace(cm), cm.sum()),
         "precision": headline["precision"],
@@ -122,36 +125,6 @@ def compute_metrics(
         "class_names": list(class_names),
         "per_class": {name: per_class[k] for k, name in enumerate(class_names)},
     }
-
-
-def _calibration_bins(hit: np.ndarray, confidence: np.ndarray, bins: int
-                      ) -> dict[str, list[float]]:
-    """Mean confidence, observed frequency and count per equal-width bin that holds images."""
-    hit = np.asarray(hit, dtype=float)
-    confidence = np.asarray(confidence, dtype=float)
-    which = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1], right=True),
-                    0, bins - 1)
-    out: dict[str, list[float]] = {"confidence": [], "frequency": [], "count": []}
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            out["confidence"].append(float(confidence[inside].mean()))
-            out["frequency"].append(float(hit[inside].mean()))
-            out["count"].append(int(inside.sum()))
-    return out
-
-
-def expected_calibration_error(hit: np.ndarray, confidence: np.ndarray, bins: int = 10) -> float:
-    """ECE: the image-weighted mean gap between confidence and frequency in equal-width bins.
-
-    Binary models pass the positive class (``hit`` = is positive, ``confidence`` = its
-    probability); multi-class models pass the top class (hit = it is right).
-    """
-    if len(hit) == 0:
-        return float("nan")
-    b = _calibration_bins(hit, confidence, bins)
-    gaps = np.abs(np.subtract(b["confidence"], b["frequency"])) * np.asarray(b["count"])
-    return float(gaps.sum() / len(hit))
 
 
 def _one_vs_rest(y_true: np.ndarray, probs: np.ndarray, k: int | None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -157,32 +158,78 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> Path:
     return _save(plt, fig, path)
 
 
+@dataclass(frozen=True)
+class GradcamGrid:
+    """The Grad-CAM grid's pixels (H, W, 3) and where each case's picture lies in them:
+    ``origins[(outcome, i)]`` is the (left, top) of the ``i``-th case of that outcome, whose
+    panels lie where :func:`medimg.serving.gradcam.case_layout` says (with ``scale``)."""
+
+    pixels: np.ndarray
+    origins: dict[tuple[str, int], tuple[int, int]]
+    scale: int
+
+
+_MARGIN = 8  # white pixels around the grid
+_SPACING = 14  # white pixels between cases, and between outcome rows
+_TEXT = 14  # height of a line of the grid's own text (title, outcome names)
+
+
+def draw_gradcam_grid(rows: dict[str, list[tuple[np.ndarray, np.ndarray, str]]],
+                      title: str) -> GradcamGrid:
+    """The title, then one row per outcome (true positives, false positives...) under its name,
+    each case ``(film, map, caption)`` as :func:`medimg.serving.gradcam.render_case` draws it:
+    film | map over the film | colour bar, its caption above. An outcome with no cases says so.
+
+    Films smaller than :data:`~medimg.serving.gradcam.LEAST_PANEL` are enlarged by whole pixels,
+    so every film pixel shows with its value unchanged.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    from medimg.serving.gradcam import panel_scale, render_case
+
+    films = [film for cases in rows.values() for film, _, _ in cases]
+    scale = panel_scale(max(film.shape[0] for film in films)) if films else 1
+    pictures = {outcome: [render_case(film, cam, scale, caption=caption)
+                          for film, cam, caption in cases] for outcome, cases in rows.items()}
+    drawn = [p for row in pictures.values() for p in row]
+    cell_w = max((p.shape[1] for p in drawn), default=0)
+    cell_h = max((p.shape[0] for p in drawn), default=0)
+    columns = max((len(row) for row in pictures.values()), default=0)
+    font = ImageFont.load_default()
+    words = [title, *rows, "none in the test split"]
+    text_w = max(int(np.ceil(font.getlength(word))) for word in words)
+    width = 2 * _MARGIN + max(text_w, columns * cell_w + max(columns - 1, 0) * _SPACING)
+    height = _MARGIN + _TEXT + _SPACING // 2
+    for row in pictures.values():
+        height += _TEXT + (cell_h if row else _TEXT) + _SPACING
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    origins: dict[tuple[str, int], tuple[int, int]] = {}
+    texts = [((_MARGIN, _MARGIN), title)]
+    top = _MARGIN + _TEXT + _SPACING // 2
+    for outcome, row in pictures.items():
+        texts.append(((_MARGIN, top), outcome))
+        top += _TEXT
+        if not row:
+            texts.append(((_MARGIN, top), "none in the test split"))
+            top += _TEXT + _SPACING
+            continue
+        for i, picture in enumerate(row):
+            left = _MARGIN + i * (cell_w + _SPACING)
+            canvas[top:top + picture.shape[0], left:left + picture.shape[1]] = picture
+            origins[(outcome, i)] = (left, top)
+        top += cell_h + _SPACING
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    for xy, text in texts:
+        draw.text(xy, text, fill=(0, 0, 0), font=font)
+    return GradcamGrid(np.asarray(image), origins, scale)
+
+
 def plot_gradcam_grid(rows: dict[str, list[tuple[np.ndarray, np.ndarray, str]]], title: str,
                       path: Path) -> Path:
-    """One row per outcome (true positives, false positives...), each case its image with the
-    Grad-CAM heat map over it and a caption. An outcome with no cases says so."""
-    plt = _figure()
-    columns = max(1, max((len(cases) for cases in rows.values()), default=1))
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns + 0.6, 2.1 * len(rows)),
-                             dpi=110, squeeze=False)
-    for r, (outcome, cases) in enumerate(rows.items()):
-        for c in range(columns):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(outcome, fontsize=8)
-            if c >= len(cases):
-                if not cases and c == 0:
-                    ax.text(0.5, 0.5, "none in the test split", ha="center", va="center",
-                            fontsize=7, transform=ax.transAxes)
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
-                continue
-            image, cam, caption = cases[c]
-            pixels = image[..., 0] if image.shape[-1] == 1 else image
-            ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255)
-            ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0)
-            ax.set_title(caption, fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    return _save(plt, fig, path)
+    """:func:`draw_gradcam_grid` written to ``path`` as a PNG of pixels only."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(draw_gradcam_grid(rows, title).pixels).save(path, format="PNG")
+    return path

@@ -12,14 +12,17 @@ import numpy as np
 import pandas as pd
 
 from medimg.bundle import ModelBundle
+from medimg.calibration import apply_temperature
 from medimg.config import Config
 from medimg.data.manifest import META_PREFIX, load_manifest
 from medimg.data.packed import check_packed_with, load_index, load_split
 from medimg.errors import ConfigError, DataError
 from medimg.evaluation.bootstrap import bootstrap_intervals, patient_groups
 from medimg.evaluation.metrics import (
+    brier_score,
     compute_metrics,
     disease_classes,
+    ece_of,
     pr_points,
     reliability_points,
     roc_points,
@@ -34,7 +37,8 @@ from medimg.evaluation.plots import (
     plot_training_curves,
     write_rows,
 )
-from medimg.metric_table import SLICE_METRICS
+from medimg.evaluation.tta import tta_probs
+from medimg.metric_table import HEADLINE_METRICS, SLICE_METRICS
 from medimg.training.history import HISTORY_FILE, read_history
 from medimg.workspace import Workspace
 
@@ -185,13 +189,14 @@ def gradcam_grid(ws: Workspace, bundle: ModelBundle, test, probs: np.ndarray,
     for classes, index in groups.items():
         maps.update(zip(index, gradcam_maps(bundle.model, test.images[index], classes),
                         strict=True))
+    short = dict(zip(OUTCOMES, ("TP", "FP", "FN", "TN"), strict=True))
     rows, records = {}, []
     for outcome, index in chosen.items():
         rows[outcome] = []
         for i in index:
             image_id = test.image_ids[i]
-            rows[outcome].append((np.asarray(test.images[i]), maps[int(i)],
-                                  f"{image_id[:10]}\np={shown[i]:.2f}"))
+            caption = f"{short.get(outcome, outcome)}  p={shown[i]:.2f}  {image_id[:10]}"
+            rows[outcome].append((np.asarray(test.images[i]), maps[int(i)], caption))
             records.append([outcome, image_id, names[labels[i]], names[predicted[i]],
                             f"{shown[i]:.6f}"])
     write_rows(ws.plots_dir / "gradcam_cases.csv",
@@ -201,6 +206,21 @@ def gradcam_grid(ws: Workspace, bundle: ModelBundle, test, probs: np.ndarray,
     title = (f"Grad-CAM for {what} on the test split; threshold {bundle.meta.threshold:.3f}"
              if len(names) == 2 else f"Grad-CAM for {what} on the test split")
     return plot_gradcam_grid(rows, title, ws.plots_dir / "gradcam.png")
+
+
+def calibration_report(meta, labels: np.ndarray, raw: np.ndarray, calibrated: np.ndarray
+                       ) -> dict[str, object]:
+    """What temperature scaling did: on validation (fitted there, from the bundle) and on the
+    test split, ECE and Brier before (the model's own probabilities) and after."""
+    return {
+        "method": meta.calibration.get("method", "none"),
+        "temperature": meta.temperature,
+        "bias": meta.bias,
+        "validation": meta.calibration,
+        "test": {"ece_before": ece_of(labels, raw), "ece_after": ece_of(labels, calibrated),
+                 "brier_before": brier_score(labels, raw),
+                 "brier_after": brier_score(labels, calibrated)},
+    }
 
 
 def run_evaluate(ws: Workspace, config: Config,
@@ -222,12 +242,23 @@ def run_evaluate(ws: Workspace, config: Config,
     test = load_split(ws, "test")
     if len(test.labels) == 0:
         raise DataError("the test split is empty; add images or change data.split_fractions")
-    probs = bundle.predict_packed(test.images)
+    raw = bundle.predict_packed(test.images, calibrated=False)
+    plain = apply_temperature(raw, meta.temperature, meta.bias)
+    views = config.evaluate.tta
+    probs = (tta_probs(bundle, test.images, views, config.base.seed) if views > 1 else plain)
     names = bundle.meta.class_names
     positives = list(config.evaluate.positive_classes) or None
     metrics = compute_metrics(test.labels, probs, names, bundle.meta.threshold,
                               positive_classes=positives)
     metrics["positive_classes"] = disease_classes(names, positives)
+    metrics["calibration"] = calibration_report(meta, test.labels, raw, plain)
+    metrics["ece_uncalibrated"] = metrics["calibration"]["test"]["ece_before"]
+    metrics["brier_uncalibrated"] = metrics["calibration"]["test"]["brier_before"]
+    if views > 1:  # what the extra views bought: the same metrics on the image alone
+        without = compute_metrics(test.labels, plain, names, meta.threshold,
+                                  positive_classes=positives)
+        metrics["tta"] = {"views": views,
+                          "without": {k: without[k] for k in HEADLINE_METRICS}}
     if meta.operating_point:  # how the threshold was chosen, on validation
         metrics["operating_point"] = meta.operating_point
     evaluate = config.evaluate

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
     from medimg.registry.gates import GateReport
 
-SCALAR_METRICS = (*HEADLINE_METRICS, "threshold")
+# the calibration errors of the model's own probabilities, before temperature scaling, beside
+# the calibrated ones the headline reports
+SCALAR_METRICS = (*HEADLINE_METRICS, "threshold", "ece_uncalibrated", "brier_uncalibrated")
 # the params a model is defined by, as LoggedModel params (the run holds all of them)
 MODEL_PARAM_SECTIONS = ("base.", "preprocess.", "augment.", "model.", "train.")
 

@@ -63,6 +63,15 @@ class RegisterResult:
         return self.version is not None
 
 
+def runtime_metrics(facts: dict) -> dict[str, float]:
+    """The numbers in ``train_run.json``'s sections as MLflow metrics, ``<section>_<name>``:
+    ``calibration_ece_before``, ``calibration_temperature``, ``precision_float32_step_ms``..."""
+    return {f"{section}_{name}": float(value)
+            for section, values in facts.items() if isinstance(values, dict)
+            for name, value in values.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)}
+
+
 def test_split_hash(manifest: pd.DataFrame) -> str:
     """The test split's image ids with their labels: an adjudicated relabel changes it, and the
     next gate re-scores the champion on the new split. The test dataset's MLflow digest."""
@@ -107,7 +116,10 @@ def run_register(ws: Workspace, config: Config, settings: Settings | None = None
         runtime = ws.reports_dir / "train_run.json"
         facts = json.loads(runtime.read_text()) if runtime.is_file() else {}
         # device, replicas, precision, XLA: what the model trained on
-        mlflow.set_tags({f"runtime.{k}": str(v) for k, v in facts.items() if v != ""})
+        mlflow.set_tags({f"runtime.{k}": str(v) for k, v in facts.items()
+                         if v != "" and not isinstance(v, dict)})
+        # what training measured in passing (calibration on validation, precision timings)
+        mlflow.log_metrics(runtime_metrics(facts))
         history = read_history(ws.reports_dir / HISTORY_FILE)
         log_missing_history(client, run.info.run_id, history)
         datasets = log_datasets(client, run.info.run_id, ws, config, manifest, lineage)

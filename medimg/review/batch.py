@@ -105,7 +105,7 @@ def predict_files(
                 if gradcam_dir is not None:
                     gradcam_dir.mkdir(parents=True, exist_ok=True)
                     (gradcam_dir / f"{t.image.image_id}.png").write_bytes(
-                        heatmap_png(served, t.image.pixels, prediction)
+                        heatmap_png(served, t.image.pixels, prediction, packed=t.packed)
                     )
                 if for_review:
                     keep_image(ws, t.image)

@@ -15,10 +15,6 @@ import numpy as np
 from medimg.feedback.predictions import Prediction, new_prediction
 from medimg.review.live_model import Served
 
-HEATMAP_ALPHA = 0.45
-"""The heat map's opacity where the model looked hardest; the film stays readable beneath."""
-_BAR = 14  # width in pixels of the colour bar drawn at the heat map's right edge
-
 
 def predict(served: Served, images: Sequence[tuple[str, np.ndarray]]) -> list[Prediction]:
     """A prediction record (not yet recorded) for each ``(image id, decoded pixels)``."""
@@ -54,35 +50,33 @@ def _distribution(row: np.ndarray) -> list[float]:
     return (row / total).tolist() if total > 0 else [1.0 / len(row)] * len(row)
 
 
-def heatmap(served: Served, pixels: np.ndarray, prediction: Prediction) -> np.ndarray:
+def heatmap(served: Served, packed: np.ndarray, prediction: Prediction) -> np.ndarray:
     """The Grad-CAM map (S, S) in [0, 1] of the predicted class (two classes: the positive)
-    on the image the model saw."""
+    on ``packed``, the image as the model takes it (:func:`model_input`)."""
     from medimg.serving.gradcam import gradcam_maps
 
-    packed = model_input(served, pixels)
     names = served.class_names
     positive = [1] if len(names) == 2 else [names.index(prediction.predicted_label)]
     return gradcam_maps(served.bundle.model, packed[None], positive)[0]
 
 
-def heatmap_png(served: Served, pixels: np.ndarray, prediction: Prediction) -> bytes:
-    """The film as the model saw it, with the heat map blended over it (more opaque where the
-    model looked harder, never more than :data:`HEATMAP_ALPHA`) and a colour bar from 0
-    (bottom) to 1 (top) at the right."""
-    import cv2
+def heatmap_png(served: Served, pixels: np.ndarray, prediction: Prediction,
+                packed: np.ndarray | None = None) -> bytes:
+    """The heat map over the film as the model saw it, with its colour bar, as
+    :func:`medimg.serving.gradcam.render_case` draws every Grad-CAM medimg shows.
+
+    ``packed`` is the image already preprocessed (:func:`model_input`), when the caller has it.
+    """
     from PIL import Image
 
-    cam = heatmap(served, pixels, prediction)
-    film = model_input(served, pixels)
-    grey = film[..., 0] if film.shape[-1] == 1 else cv2.cvtColor(film[..., :3], cv2.COLOR_RGB2GRAY)
-    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    colours = cv2.applyColorMap((cam * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    alpha = (HEATMAP_ALPHA * cam)[..., None]
-    blended = (rgb * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
-    size = blended.shape[0]
-    ramp = np.linspace(255, 0, size).astype(np.uint8)[:, None].repeat(_BAR, axis=1)
-    bar = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)[..., ::-1]
-    canvas = np.concatenate([blended, np.full((size, 2, 3), 255, np.uint8), bar], axis=1)
+    from medimg.serving.gradcam import render_case
+
+    if packed is None:
+        packed = model_input(served, pixels)
+    cam = heatmap(served, packed, prediction)
+    # No film panel: the page shows the film itself in the same place, one key away, and its
+    # square frame would shrink two panels side by side to half their size.
+    canvas = render_case(packed, cam, film_panel=False)
     buffer = io.BytesIO()
     Image.fromarray(canvas).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -17,10 +17,11 @@ from medimg.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 DEFAULT, MIRRORED, MULTI_WORKER = "default", "mirrored", "multi_worker"
-# AMX tiles make bfloat16 pay off; AVX512-BF16 alone trained the seed CNN slower than float32
-# (0.88x, docs/performance.md), so it does not count
-BF16_FLAGS = frozenset({"amx_bf16"})
-
+AUTO = "auto"
+# CPUs with bfloat16 units, where the mixed policy may pay: AMX tiles, or AVX512-BF16 alone.
+# Which is faster depends on the chip (1.71x on a Zen 4 EPYC with AVX512-BF16, 0.88x on an
+# Intel one), so ``train.mixed_precision: auto`` measures rather than assumes.
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 @dataclass(frozen=True)
 class Placement:
@@ -32,6 +33,8 @@ class Placement:
     precision: str
     jit_compile: bool
     note: str = ""
+    # train.mixed_precision: auto: milliseconds per training step under each policy timed
+    precision_timings: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -98,22 +101,44 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
-def choose_precision(enabled: bool, on_gpu: bool, flags: frozenset[str]) -> tuple[str, str]:
-    """The Keras dtype policy for ``train.mixed_precision``, and why when it is not applied.
-
-    float16 on GPUs (with dynamic loss scaling), bfloat16 on CPUs with AMX bfloat16 units;
-    elsewhere bfloat16 is emulated or runs on vector units that trained slower than float32 in
-    ``benchmarks/training.py``, so training stays float32.
-    """
-    if not enabled:
-        return "float32", ""
+def mixed_policy(on_gpu: bool, flags: frozenset[str]) -> str | None:
+    """The mixed policy this device supports in hardware: float16 on GPUs, bfloat16 on CPUs with
+    bfloat16 units (AMX or AVX512-BF16); None where bfloat16 would only be emulated."""
     if on_gpu:
-        return "mixed_float16", ""
+        return "mixed_float16"
     if flags & BF16_FLAGS:
-        return "mixed_bfloat16", ""
-    return "float32", ("train.mixed_precision is on, but this CPU has no AMX bfloat16 units "
-                       "(amx_bf16), where bfloat16 trains slower than float32 (avx512_bf16 "
-                       "alone included), so training stays float32")
+        return "mixed_bfloat16"
+    return None
+
+
+def choose_precision(setting: bool | str, on_gpu: bool, flags: frozenset[str]
+                     ) -> tuple[str, str]:
+    """The Keras dtype policy for ``train.mixed_precision``, and a note on the choice.
+
+    ``false``: float32. ``true``: forced, float16 on GPUs (with dynamic loss scaling), bfloat16
+    on CPUs (emulated, and slow, without bfloat16 units: the note says so). ``auto``:
+    :data:`AUTO`, for training to time both (:func:`faster_precision`), or float32 where the
+    device has no mixed policy in hardware.
+    """
+    if setting is False:
+        return "float32", ""
+    mixed = mixed_policy(on_gpu, flags)
+    if setting == AUTO:
+        if mixed is None:
+            return "float32", ("train.mixed_precision is auto, and this CPU has no bfloat16 "
+                               "units (amx_bf16, avx512_bf16), so training stays float32 "
+                               "without timing")
+        return AUTO, ""
+    if mixed is None:
+        return "mixed_bfloat16", ("train.mixed_precision is true on a CPU without bfloat16 "
+                                  "units (amx_bf16, avx512_bf16): bfloat16 is emulated and "
+                                  "usually slower than float32; auto would measure it")
+    return mixed, ""
+
+
+def faster_precision(timings: dict[str, float]) -> str:
+    """The policy with the fewest milliseconds per step; float32 on a tie."""
+    return min(timings, key=lambda policy: (timings[policy], policy != "float32"))
 
 
 def choose_jit(setting: bool | str, on_gpu: bool) -> bool:
@@ -149,9 +174,12 @@ def make_strategy(kind: str, devices: list[str] | None = None):
     return tf.distribute.get_strategy()
 
 
-def place(mixed_precision: bool, jit_compile: bool | str, devices: list[str] | None = None,
+def place(mixed_precision: bool | str, jit_compile: bool | str, devices: list[str] | None = None,
           tf_config_text: str | None = None):
     """Pick strategy, precision and XLA for this process; returns ``(strategy, Placement)``.
+
+    With ``mixed_precision`` auto on a device with a mixed policy, the placement's precision is
+    :data:`AUTO` until training has timed both (:func:`mixed_policy` names the other one).
 
     ``devices`` (for example two logical CPUs in a test) forces a Mirrored strategy over them.
     """

@@ -55,6 +55,65 @@ def build_seed_cnn(
     return keras.Model(inputs, _head(x, n_classes), name=config.architecture)
 
 
+def stem_downsamples(image_size: int, target: int = 32) -> int:
+    """How many stride-2 steps the residual CNN's stem takes: enough to bring a large image near
+    ``target`` pixels before the residual stages, none for a small one (28 px stays 28)."""
+    steps = 0
+    while image_size / 2 ** (steps + 1) >= target:
+        steps += 1
+    return steps
+
+
+def _conv_bn(x, filters: int, strides: int = 1, relu: bool = True, name: str = ""):
+    x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                            kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
+
+
+def _residual_block(x, filters: int, strides: int, name: str):
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False,
+                                       kernel_initializer="he_normal", name=f"{name}_proj")(x)
+        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = _conv_bn(x, filters, strides, name=f"{name}_a")
+    y = _conv_bn(y, filters, relu=False, name=f"{name}_b")
+    y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+    return keras.layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def build_residual_trunk(image_size: int, channels: int, stages: list[int]) -> keras.Model:
+    """The residual CNN's convolutional trunk, named ``backbone``, ending in average pooling.
+
+    A stem (a 3x3 convolution, and stride-2 steps for large images, see
+    :func:`stem_downsamples`), then one basic residual block (two 3x3 convolutions with batch
+    normalisation, He et al. 2016) per entry of ``stages``, each after the first halving the
+    map. Scaling to [0, 1] happens inside, so it takes the same 0-255 input as every model.
+    """
+    inputs = keras.Input((image_size, image_size, channels), name="pixels")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+    x = _conv_bn(x, stages[0], name="stem")
+    for step in range(stem_downsamples(image_size)):
+        x = _conv_bn(x, stages[0], strides=2, name=f"stem_down{step}")
+    for i, filters in enumerate(stages):
+        x = _residual_block(x, filters, 1 if i == 0 else 2, name=f"stage{i}")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name=BACKBONE)
+
+
+def build_residual_cnn(
+    image_size: int, channels: int, n_classes: int, config: ModelConfig
+) -> keras.Model:
+    """A compact residual CNN for small medical data sets: batch normalisation, global average
+    pooling instead of a large dense layer, and a dropout before the float32 head.
+
+    The trunk is nested as the ``backbone`` layer, so Grad-CAM reads the map its pooling reads.
+    """
+    trunk = build_residual_trunk(image_size, channels, list(config.stages))
+    return wrap_backbone(trunk, channels, n_classes, config.dropout, name=config.architecture)
+
+
 def resolve_weights(weights: str | None, root: Path | None = None) -> Path | None:
     """The local weights file, or None. Relative paths are taken from the workspace root.
 
@@ -144,6 +203,8 @@ def build_model(
 ) -> keras.Model:
     if config.architecture == "seed_cnn":
         return build_seed_cnn(image_size, channels, n_classes, config)
+    if config.architecture == "residual_cnn":
+        return build_residual_cnn(image_size, channels, n_classes, config)
     return build_backbone_model(image_size, channels, n_classes, config, weights)
 
 

@@ -23,10 +23,19 @@ import keras
 import numpy as np
 
 from medimg.bundle import BundleMeta, ModelBundle
+from medimg.calibration import apply_temperature, calibrate
 from medimg.config import Config, digest_of
 from medimg.data.packed import check_matches_config, load_index, load_split
 from medimg.errors import DataError
-from medimg.training.accelerate import Placement, is_chief, place
+from medimg.training.accelerate import (
+    AUTO,
+    Placement,
+    cpu_flags,
+    faster_precision,
+    is_chief,
+    mixed_policy,
+    place,
+)
 from medimg.training.history import HISTORY_FILE, write_history
 from medimg.training.models import build_model, resolve_weights, set_backbone_trainable
 from medimg.training.operating_point import select_threshold
@@ -287,6 +296,64 @@ def _compile(model: keras.Model, phase: Phase, config: Config, steps: int, n_cla
     )
 
 
+PRECISION_WARMUP_STEPS = 2
+PRECISION_TIMED_STEPS = 5
+
+
+def time_precisions(config: Config, strategy, phase: Phase, images: np.ndarray,
+                    labels: np.ndarray, batch: int, policies: list[str], jit: bool,
+                    weights: Path | None = None) -> dict[str, float]:
+    """Milliseconds per training step under each dtype policy, on the first batches of the
+    training data as training augments them: each policy builds and compiles the model, takes
+    a few untimed steps (tracing, XLA), then the same timed steps. The global policy and the
+    random state are left as they were found, so the real run draws what it would have."""
+    n_classes = len(config.base.class_names)
+    steps = PRECISION_WARMUP_STEPS + PRECISION_TIMED_STEPS
+    take = min(len(labels), steps * batch)
+    data = make_dataset(images[:take], labels[:take], config, training=True, batch_size=batch,
+                        epochs=1)
+    batches = list(data.repeat().take(steps).as_numpy_iterator())
+    previous = keras.config.dtype_policy()
+    timings: dict[str, float] = {}
+    try:
+        for policy in policies:
+            keras.config.set_dtype_policy(policy)
+            with strategy.scope():
+                model = build_model(config.base.image_size, config.base.channels, n_classes,
+                                    config.model, weights)
+                _compile(model, phase, config, steps_per_epoch(len(labels), batch), n_classes,
+                         jit)
+            for x, y in batches[:PRECISION_WARMUP_STEPS]:
+                model.train_on_batch(x, y)
+            start = time.perf_counter()
+            for x, y in batches[PRECISION_WARMUP_STEPS:]:
+                model.train_on_batch(x, y)
+            timings[policy] = round(1000 * (time.perf_counter() - start)
+                                    / PRECISION_TIMED_STEPS, 3)
+            del model
+    finally:
+        keras.config.set_dtype_policy(previous)
+        keras.utils.set_random_seed(config.base.seed)
+    return timings
+
+
+def _resolve_precision(placement: Placement, state: dict, resumed: bool, measure) -> Placement:
+    """``train.mixed_precision: auto``: a resumed run keeps what its checkpoint chose; a new one
+    times float32 against the device's mixed policy and keeps the faster."""
+    if placement.precision != AUTO:
+        return placement
+    if resumed and state.get("precision"):
+        return replace(placement, precision=state["precision"],
+                       precision_timings=state.get("precision_timings"))
+    timings = measure()
+    choice = faster_precision(timings)
+    note = ("train.mixed_precision auto: " + ", ".join(f"{k} {v:.1f} ms/step"
+                                                       for k, v in timings.items())
+            + f"; training in {choice}")
+    logger.info(note)
+    return replace(placement, precision=choice, precision_timings=timings, note=note)
+
+
 def train_classifier(
     ws: Workspace, config: Config, devices: list[str] | None = None,
     tf_config: str | None = None, progress: EpochProgress | None = None,
@@ -333,6 +400,13 @@ def train_classifier(
         directory = Path(tempfile.mkdtemp(prefix="medimg-worker-ckpt-"))
     if resumed_from:
         logger.info("resuming from the checkpoint after epoch %d", resumed_from)
+    on_gpu = placement.device.startswith("GPU")
+    placement = _resolve_precision(placement, state, bool(resumed_from), lambda: time_precisions(
+        config, strategy, phases[0], train.images, train.labels, batch,
+        ["float32", mixed_policy(on_gpu, cpu_flags()) or "float32"], placement.jit_compile,
+        weights))
+    state["precision"], state["precision_timings"] = (placement.precision,
+                                                      placement.precision_timings)
     if progress:  # where training starts: epoch 0, or the last one a checkpoint holds
         progress(resumed_from, config.train.epochs,
                  {k: v[-1] for k, v in state["history"].items() if v})
@@ -410,20 +484,22 @@ def train_classifier(
     result = TrainResult(history, state["epoch"], state["best_epoch"], seconds, ws.model_dir,
                          placement, resumed_from, kept)
     if chief:  # workers trained the same weights; only the chief chooses a threshold and saves
-        _save_bundle(ws, config, model, val, n_classes)
+        calibration = _save_bundle(ws, config, model, val, n_classes)
         write_history(ws.reports_dir / HISTORY_FILE, history)
         run = {**placement.as_dict(), "global_batch": batch, "epochs": state["epoch"],
                "best_epoch": state["best_epoch"], "kept_epoch": kept,
                "resumed_from_epoch": resumed_from, "seconds": round(seconds, 2),
-               "warm_start": warm}
+               "warm_start": warm, "calibration": calibration}
         (ws.reports_dir / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
     return result
 
 
-def _save_bundle(ws: Workspace, config: Config, model: keras.Model, val, n_classes: int) -> None:
-    """The bundle, with its operating point chosen on validation (two classes)."""
+def _save_bundle(ws: Workspace, config: Config, model: keras.Model, val,
+                 n_classes: int) -> dict:
+    """The bundle, calibrated on validation, with its operating point chosen on validation's
+    calibrated probabilities (two classes). Returns what calibration did."""
     meta = BundleMeta(
         class_names=list(config.base.class_names),
         image_size=config.base.image_size,
@@ -433,12 +509,22 @@ def _save_bundle(ws: Workspace, config: Config, model: keras.Model, val, n_class
         params_digest=digest_of(config, MODEL_PARAMS),
         max_pixels=config.data.max_pixels,
         dicom_frame=config.data.dicom_frame,
+        augment=config.augment.model_dump(mode="json"),
     )
+    # calibration and the operating point come from validation, never from the locked test split
+    labels = np.asarray(val.labels)
+    raw = ModelBundle(model, meta).predict_packed(val.images, calibrated=False)
+    fitted = calibrate(labels, raw, config.train.calibration)
+    meta = replace(meta, temperature=fitted.temperature, bias=fitted.bias,
+                   calibration=fitted.as_dict())
+    logger.info("calibration (%s) on validation: T %.3f, bias %.3f, ECE %.3f -> %.3f, "
+                "Brier %.3f -> %.3f", fitted.method, fitted.temperature, fitted.bias,
+                fitted.ece_before, fitted.ece_after, fitted.brier_before, fitted.brier_after)
     if n_classes == 2:
-        # the operating point comes from validation, never from the locked test split
-        scores = ModelBundle(model, meta).predict_packed(val.images)[:, 1]
-        point = select_threshold(np.asarray(val.labels) == 1, scores, config.train)
+        scores = apply_temperature(raw, fitted.temperature, fitted.bias)[:, 1]
+        point = select_threshold(labels == 1, scores, config.train)
         meta = replace(meta, threshold=point.threshold, operating_point=point.as_dict())
         logger.info("threshold %.4f (%s): validation recall %.3f, precision %.3f",
                     point.threshold, point.method, point.recall, point.precision)
     ModelBundle(model, meta).save(ws.model_dir)
+    return fitted.as_dict()

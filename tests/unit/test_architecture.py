@@ -9,7 +9,7 @@ The layers, top to bottom:
 1. ``medimg.bundle``, the trained model as one unit, which every prediction path loads;
 0. what everything may use: workspace, config, settings, errors, the metric table, the decision
    rule, DVC's command line, and the pieces the bundle predicts with (the model's layers, the
-   channel conversion and the image transform).
+   channel conversion, the image transform and the calibration).
 
 A module may import from its own layer or below, never above; a stage never imports another
 stage, and the flows never import the CLI.
@@ -24,7 +24,7 @@ BASE_MODULES = {
     "medimg", "medimg.errors", "medimg.config", "medimg.settings", "medimg.env_names",
     "medimg.workspace",
     "medimg.versioning", "medimg.locks", "medimg.metric_table", "medimg.decision", "medimg.phi",
-    "medimg.layers", "medimg.channels", "medimg.preprocessing.transforms",
+    "medimg.layers", "medimg.channels", "medimg.preprocessing.transforms", "medimg.calibration",
 }
 STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "register")
 

@@ -88,3 +88,34 @@ def test_a_retrain_schedule_that_is_not_cron_is_one_clear_error():
         parse_config({"retrain": {"timezone": "Mars/Olympus"}})
     assert parse_config({"retrain": {"schedule": "30 1 * * 1-5"}}).retrain.schedule == \
         "30 1 * * 1-5"
+
+
+@pytest.mark.parametrize(("sides", "size"), [
+    ([], 128),                        # before ingest: the largest
+    ([28] * 50, 28),                  # MedMNIST stays at its own 28 pixels
+    ([64] * 10 + [30] * 3, 64),
+    ([2048, 1024, 3000], 128),        # radiographs are brought down to 128
+    ([70, 90, 95], 64),               # never upsampled: the step at or below the median
+    ([12, 12, 40], 16),               # smaller than any step: the smallest
+])
+def test_auto_image_size_follows_the_images_without_upsampling(sides: list[int], size: int):
+    from medimg.config import auto_image_size
+
+    assert auto_image_size(sides) == size
+
+
+def test_a_workspace_resolves_auto_from_its_manifest(tmp_path):
+    import pandas as pd
+
+    from medimg.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    ws.params_path.write_text("base:\n  image_size: auto\n")
+    assert ws.config.base.image_size == 128  # nothing ingested yet
+    ws.manifest_path.parent.mkdir(parents=True)
+    pd.DataFrame({"width": [28, 28, 28, 512], "height": [28, 28, 30, 512],
+                  "split": ["train", "val", "test", "quarantine"]}).to_parquet(ws.manifest_path)
+    assert ws.config.base.image_size == 128, "read once, as the workspace was opened"
+    assert ws.reload_config().base.image_size == 28
+    ws.params_path.write_text("base:\n  image_size: 96\n")
+    assert ws.reload_config().base.image_size == 96  # a number is taken as it is

@@ -14,11 +14,15 @@ import pytest
 
 from medimg.errors import ConfigError
 from medimg.training.accelerate import (
+    AUTO,
+    BF16_FLAGS,
     Placement,
     choose_jit,
     choose_precision,
     choose_strategy,
     cpu_flags,
+    faster_precision,
+    mixed_policy,
     parse_tf_config,
     place,
 )
@@ -102,26 +106,42 @@ PLAIN = frozenset({"fpu", "avx2", "fma"})
 
 
 @pytest.mark.parametrize(
-    ("enabled", "on_gpu", "flags", "policy"),
+    ("setting", "on_gpu", "flags", "policy"),
     [
         (False, False, PLAIN, "float32"),
         (False, True, PLAIN, "float32"),
-        (False, False, BF16, "float32"),
+        (False, False, AMX, "float32"),
         (True, True, PLAIN, "mixed_float16"),
         (True, True, BF16, "mixed_float16"),
         (True, False, AMX, "mixed_bfloat16"),
+        (True, False, BF16, "mixed_bfloat16"),
+        ("auto", True, PLAIN, AUTO),
+        ("auto", False, BF16, AUTO),
+        ("auto", False, AMX, AUTO),
     ],
 )
-def test_choose_precision(enabled: bool, on_gpu: bool, flags: frozenset, policy: str):
-    assert choose_precision(enabled, on_gpu, flags) == (policy, "")
+def test_choose_precision(setting: bool | str, on_gpu: bool, flags: frozenset, policy: str):
+    assert choose_precision(setting, on_gpu, flags) == (policy, "")
 
 
-@pytest.mark.parametrize("flags", [PLAIN, frozenset(), BF16])
-def test_mixed_precision_on_a_cpu_without_bfloat16_stays_float32_and_says_why(flags: frozenset):
-    policy, note = choose_precision(True, False, flags)
-    assert policy == "float32"
+@pytest.mark.parametrize("flags", [PLAIN, frozenset()])
+def test_auto_on_a_cpu_without_bfloat16_units_stays_float32_and_says_why(flags: frozenset):
+    policy, note = choose_precision("auto", False, flags)
+    assert policy == "float32" and mixed_policy(False, flags) is None
     assert "avx512_bf16" in note and "amx_bf16" in note
     assert "train.mixed_precision" in note and "float32" in note
+
+
+def test_true_forces_bfloat16_even_where_it_is_emulated_and_warns():
+    policy, note = choose_precision(True, False, PLAIN)
+    assert policy == "mixed_bfloat16"
+    assert "emulated" in note and "auto" in note
+
+
+def test_the_faster_policy_is_kept_and_a_tie_stays_float32():
+    assert faster_precision({"float32": 12.0, "mixed_bfloat16": 7.0}) == "mixed_bfloat16"
+    assert faster_precision({"float32": 7.0, "mixed_bfloat16": 12.0}) == "float32"
+    assert faster_precision({"float32": 7.0, "mixed_bfloat16": 7.0}) == "float32"
 
 
 @pytest.mark.parametrize(
@@ -148,7 +168,7 @@ def test_cpu_flags_reads_the_first_flags_line(tmp_path: Path):
         """))
     flags = cpu_flags(cpuinfo)
     assert flags == frozenset({"fpu", "vme", "avx2", "avx512_bf16", "amx_bf16"})
-    assert choose_precision(True, False, flags)[0] == "mixed_bfloat16"
+    assert choose_precision("auto", False, flags)[0] == AUTO
 
 
 def test_cpu_flags_is_empty_without_a_flags_line_or_a_file(tmp_path: Path):
@@ -171,20 +191,21 @@ def test_place_on_this_cpu(monkeypatch: pytest.MonkeyPatch):
     assert placement.as_dict()["device"] == "CPU"  # what MLflow records
 
 
-def test_place_reports_why_mixed_precision_is_off_on_a_cpu_without_bfloat16(
+def test_place_leaves_auto_to_training_where_this_cpu_has_bfloat16_units(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("this test describes a CPU-only machine; this one has a GPU")
-    if cpu_flags() & {"amx_bf16"}:
-        pytest.skip("this CPU has AMX bfloat16 units, so mixed precision is applied here")
     with caplog.at_level("WARNING", logger="medimg.training.accelerate"):
-        _, placement = place(True, True)
-    assert placement.precision == "float32" and placement.jit_compile is True
-    assert "bfloat16" in placement.note
-    assert placement.note in caplog.text
+        _, placement = place("auto", True)
+    assert placement.jit_compile is True
+    if cpu_flags() & BF16_FLAGS:
+        assert placement.precision == AUTO and placement.note == ""
+    else:
+        assert placement.precision == "float32" and "bfloat16" in placement.note
+        assert placement.note in caplog.text
 
 
 def test_place_refuses_a_malformed_tf_config():

@@ -16,6 +16,7 @@ from medimg.training.models import (
     build_model,
     resolve_weights,
     set_backbone_trainable,
+    stem_downsamples,
     wrap_backbone,
 )
 
@@ -44,7 +45,7 @@ def dtype_policy(request: pytest.FixtureRequest):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("architecture", ["seed_cnn", *BACKBONES])
+@pytest.mark.parametrize("architecture", ["seed_cnn", "residual_cnn", *BACKBONES])
 def test_each_architecture_builds_with_1_and_3_channels_at_a_small_size(
     architecture: str, channels: int
 ):
@@ -64,7 +65,7 @@ def test_each_architecture_builds_with_1_and_3_channels_at_a_small_size(
         assert backbone.input_shape[-1] == channels
 
 
-@pytest.mark.parametrize("architecture", ["seed_cnn", "efficientnetb0"])
+@pytest.mark.parametrize("architecture", ["seed_cnn", "residual_cnn", "efficientnetb0"])
 def test_three_classes_get_a_softmax_over_classes(architecture: str):
     model = build_model(SIZE, 1, 3, ModelConfig(architecture=architecture, dense_units=16))
     out = predict(model, images(4, 1))
@@ -151,7 +152,7 @@ def test_config_reads_empty_weights_as_none(value: str | None):
 @pytest.mark.parametrize(("dtype_policy", "low"), [("mixed_float16", "float16"),
                                                    ("mixed_bfloat16", "bfloat16")],
                          indirect=["dtype_policy"])
-@pytest.mark.parametrize("architecture", ["seed_cnn", "resnet50"])
+@pytest.mark.parametrize("architecture", ["seed_cnn", "residual_cnn", "resnet50"])
 def test_under_mixed_precision_layers_compute_low_and_the_output_is_float32(
     dtype_policy: str, low: str, architecture: str
 ):
@@ -168,7 +169,7 @@ def test_under_mixed_precision_layers_compute_low_and_the_output_is_float32(
 
 @pytest.mark.parametrize("dtype_policy", ["mixed_float16"], indirect=True)
 def test_float16_training_gets_loss_scaling_and_trains(dtype_policy: str):
-    model = build_model(SIZE, 1, 2, ModelConfig(dense_units=16))
+    model = build_model(SIZE, 1, 2, ModelConfig(architecture="seed_cnn", dense_units=16))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     x = images(16, 1, seed=3)
@@ -179,7 +180,7 @@ def test_float16_training_gets_loss_scaling_and_trains(dtype_policy: str):
 
 @pytest.mark.parametrize("dtype_policy", ["mixed_bfloat16"], indirect=True)
 def test_bfloat16_needs_no_loss_scaling(dtype_policy: str):
-    model = build_model(SIZE, 1, 2, ModelConfig(dense_units=16))
+    model = build_model(SIZE, 1, 2, ModelConfig(architecture="seed_cnn", dense_units=16))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -329,8 +330,30 @@ def test_every_batch_norm_of_each_real_backbone_is_left_out_of_fine_tuning(archi
     assert scales and scales <= {id(v) for v in model.trainable_weights}
 
 
+@pytest.mark.parametrize(("size", "steps", "feature_side"),
+                         [(28, 0, 7), (32, 0, 8), (64, 1, 8), (128, 2, 8), (224, 2, 14),
+                          (512, 4, 8)])
+def test_the_residual_cnn_keeps_small_films_at_full_resolution(size: int, steps: int,
+                                                               feature_side: int):
+    """No stride in the stem for a 28-pixel film; large films are brought near 32 pixels
+    before the residual stages, so the cost per image stays small at any size."""
+    assert stem_downsamples(size) == steps
+    trunk = backbone_of(build_model(size, 1, 2, ModelConfig(architecture="residual_cnn")))
+    feature_map = trunk.layers[-2].output.shape
+    assert feature_map[1:3] == (feature_side, feature_side)
+    assert feature_map[3] == ModelConfig().stages[-1]
+
+
+def test_the_residual_cnn_is_small_and_normalises_its_batches():
+    model = build_model(28, 1, 2, ModelConfig(architecture="residual_cnn"))
+    seed_at_128 = build_model(128, 1, 2, ModelConfig(architecture="seed_cnn"))
+    assert batchnorm_layers(backbone_of(model))
+    assert model.count_params() < 400_000 < seed_at_128.count_params()
+    assert isinstance(backbone_of(model).layers[-1], keras.layers.GlobalAveragePooling2D)
+
+
 def test_the_seed_cnn_has_no_backbone_to_freeze():
-    model = build_model(SIZE, 1, 2, ModelConfig(dense_units=16))
+    model = build_model(SIZE, 1, 2, ModelConfig(architecture="seed_cnn", dense_units=16))
     before = len(model.trainable_weights)
     set_backbone_trainable(model, False, freeze_batchnorm=True)
     assert len(model.trainable_weights) == before > 0

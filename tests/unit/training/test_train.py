@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import medimg_cli, write_params
 
+from medimg.bundle import ModelBundle
 from medimg.config import parse_config
 from medimg.training.accelerate import BF16_FLAGS, cpu_flags
 from medimg.training.models import batchnorm_layers, build_model
@@ -151,7 +152,34 @@ def test_focal_loss_balanced_weights_and_cosine_schedule_train(prepared_workspac
 
 
 @pytest.mark.integration
-def test_mixed_precision_on_this_cpu_is_recorded_as_what_actually_ran(prepared_workspace):
+def test_mixed_precision_auto_records_a_choice_and_both_timings(prepared_workspace):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("describes a CPU-only machine; this one has a GPU")
+    ws = prepared_workspace({"train": {"epochs": 1, "mixed_precision": "auto"}},
+                            through="preprocess")
+    result = run_train(ws, ws.config)
+    run = json.loads((ws.reports_dir / "train_run.json").read_text())
+    if cpu_flags() & BF16_FLAGS:
+        timings = run["precision_timings"]
+        assert set(timings) == {"float32", "mixed_bfloat16"}
+        assert all(ms > 0 for ms in timings.values())
+        assert run["precision"] == min(timings, key=timings.get)
+        assert run["precision"] in run["note"] and "ms/step" in run["note"]
+    else:  # nothing to time against: float32, and why
+        assert run["precision"] == "float32" and run["precision_timings"] is None
+        assert "bfloat16" in run["note"]
+    assert result.placement.precision == run["precision"]
+    assert run["device"] == "CPU" and run["replicas"] == 1 and run["strategy"] == "default"
+    assert keras.config.dtype_policy().name == "float32", "the global policy is restored"
+    # the bundle serves on any machine: float32 whatever trained
+    bundle = ModelBundle.load(ws.model_dir)
+    assert all(w.dtype == "float32" for w in bundle.model.weights)
+
+
+@pytest.mark.integration
+def test_mixed_precision_true_forces_the_mixed_policy(prepared_workspace):
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
@@ -160,11 +188,7 @@ def test_mixed_precision_on_this_cpu_is_recorded_as_what_actually_ran(prepared_w
                             through="preprocess")
     run_train(ws, ws.config)
     run = json.loads((ws.reports_dir / "train_run.json").read_text())
-    if cpu_flags() & BF16_FLAGS:
-        assert run["precision"] == "mixed_bfloat16"
-    else:
-        assert run["precision"] == "float32" and "bfloat16" in run["note"]
-    assert run["device"] == "CPU" and run["replicas"] == 1 and run["strategy"] == "default"
+    assert run["precision"] == "mixed_bfloat16" and run["precision_timings"] is None
     assert keras.config.dtype_policy().name == "float32", "the global policy is restored"
 
 
@@ -256,8 +280,8 @@ def test_the_bundle_keeps_the_best_epoch_or_the_last_as_asked(prepared_workspace
                                        "early_stopping_patience": 50}}, through="preprocess")
     val = load_split(ws, "val")
 
-    def bundle_val_loss() -> float:
-        probs = ModelBundle.load(ws.model_dir).predict_packed(val.images)
+    def bundle_val_loss() -> float:  # the model's own probabilities, before calibration
+        probs = ModelBundle.load(ws.model_dir).predict_packed(val.images, calibrated=False)
         return float(np.mean(-np.log(np.clip(probs[np.arange(len(val.labels)), val.labels],
                                              1e-7, 1.0))))
 

@@ -16,7 +16,8 @@ def _model(size: int, config):
 
 
 def test_a_matching_champion_starts_training_from_its_weights(tmp_path):
-    config = parse_config({"retrain": {"warm_start": True}, "model": {"dense_units": 8}})
+    config = parse_config({"retrain": {"warm_start": True},
+                           "model": {"architecture": "seed_cnn", "dense_units": 8}})
     ws = Workspace(tmp_path)
     champion = _model(32, config)
     bundle = tmp_path / "bundle"
