@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,11 @@ class ModelBundle:
         directory = Path(directory)
         if not (directory / MODEL_FILE).is_file() or not (directory / META_FILE).is_file():
             raise WorkspaceError(f"no trained model in {directory}; run `medimg train` first")
-        meta = BundleMeta(**json.loads((directory / META_FILE).read_text()))
+        stored = json.loads((directory / META_FILE).read_text())
+        # a bundle written by a newer medimg may carry fields this one does not know: they are
+        # left out, so an app not yet upgraded still serves a new champion
+        known = {f.name for f in fields(BundleMeta)}
+        meta = BundleMeta(**{k: v for k, v in stored.items() if k in known})
         model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
         return cls(model, meta)
 

@@ -207,6 +207,8 @@ def calibrate(labels: np.ndarray, probs: np.ndarray, method: str = "platt") -> C
     temperature, bias = fit_temperature(labels, probs, method)
     temperature, bias = round(temperature, 6), round(bias, 6)
     after = apply_temperature(probs, temperature, bias)
+    if method == "platt" and np.asarray(probs).shape[1] != 2:
+        method = "temperature"  # what several classes get
     return Calibration(
         method=method, temperature=temperature, bias=bias, n=len(labels),
         ece_before=ece_of(labels, probs), ece_after=ece_of(labels, after),

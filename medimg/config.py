@@ -40,13 +40,20 @@ of any larger size is brought down to 128. A fixed ladder, so a few new images o
 never change the size a model takes."""
 
 
-def auto_image_size(short_sides: list[int] | tuple[int, ...]) -> int:
+def auto_image_size(short_sides: list[int] | tuple[int, ...], smallest: int = 16) -> int:
     """The size ``base.image_size: auto`` means for images with these shorter sides; the
-    largest size when there are none yet (before ingest)."""
+    largest size when there are none yet (before ingest). Never below ``smallest`` (16, or the
+    32 pixels the keras.applications backbones need): films smaller than that are upsampled to
+    it, the one case where auto upsamples."""
     if len(short_sides) == 0:
         return AUTO_IMAGE_SIZES[-1]
     median = sorted(short_sides)[len(short_sides) // 2]
-    return max([size for size in AUTO_IMAGE_SIZES if size <= median] or [AUTO_IMAGE_SIZES[0]])
+    steps = [size for size in AUTO_IMAGE_SIZES if size >= smallest]
+    return max([size for size in steps if size <= median] or [steps[0]])
+
+
+SMALL_INPUT_MODELS = ("residual_cnn", "seed_cnn")
+"""The architectures that take films under 32 pixels; keras.applications backbones need 32."""
 
 
 def _image_size(value: object) -> int | str:
@@ -240,7 +247,7 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _weights_need_a_backbone(self) -> ModelConfig:
-        if self.weights and self.architecture in ("seed_cnn", "residual_cnn"):
+        if self.weights and self.architecture in SMALL_INPUT_MODELS:
             raise ValueError("model.weights applies to the backbones (resnet50, densenet121, "
                              f"efficientnetb0), not to {self.architecture}; set "
                              "model.weights: null")
@@ -397,6 +404,11 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _sides_consistent(self) -> Config:
+        size = self.base.image_size
+        if (isinstance(size, int) and size < 32
+                and self.model.architecture not in SMALL_INPUT_MODELS):
+            raise ValueError(f"base.image_size {size} is below the 32 pixels "
+                             f"{self.model.architecture} takes; set 32 or more, or auto")
         names = list(self.base.class_names)
         unknown = [c for c in self.evaluate.positive_classes if c not in names]
         if unknown:

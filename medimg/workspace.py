@@ -13,7 +13,7 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
-from medimg.config import Config, auto_image_size, load_config
+from medimg.config import SMALL_INPUT_MODELS, Config, auto_image_size, load_config
 from medimg.errors import WorkspaceError
 from medimg.versioning import compile_outside_deps, first_commit, run_dvc
 
@@ -147,7 +147,8 @@ def resolve_auto(ws: Workspace, config: Config) -> Config:
     """``base.image_size: auto`` replaced by the size the ingested images call for."""
     if config.base.image_size != "auto":
         return config
-    return config.with_image_size(auto_image_size(ingested_short_sides(ws)))
+    smallest = 16 if config.model.architecture in SMALL_INPUT_MODELS else 32
+    return config.with_image_size(auto_image_size(ingested_short_sides(ws), smallest))
 
 
 def open_workspace(directory: Path | str | None = None) -> Workspace:

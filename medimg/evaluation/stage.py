@@ -223,12 +223,31 @@ def calibration_report(meta, labels: np.ndarray, raw: np.ndarray, calibrated: np
     }
 
 
+def tta_report(bundle: ModelBundle, test, probs: np.ndarray, config: Config,
+               positives: list[str] | None) -> dict[str, object]:
+    """What ``evaluate.tta`` views would buy: the headline metrics with them, at the same
+    threshold, beside the single-view figures the report leads with, which are what the served
+    model (one view per film) gives."""
+    views = config.evaluate.tta
+    averaged = tta_probs(bundle, test.images, views, config.base.seed, plain=probs)
+    applied = averaged is not probs  # no augment ranges in the bundle: nothing to average
+    with_tta = compute_metrics(test.labels, averaged, bundle.meta.class_names,
+                               bundle.meta.threshold, positive_classes=positives)
+    logger.info("test-time augmentation, %d views: ROC-AUC %.4f (one view %.4f)", views,
+                with_tta["roc_auc"], compute_metrics(test.labels, probs, bundle.meta.class_names,
+                                                     bundle.meta.threshold,
+                                                     positive_classes=positives)["roc_auc"])
+    return {"views": views, "applied": applied,
+            "with": {k: with_tta[k] for k in HEADLINE_METRICS}}
+
+
 def run_evaluate(ws: Workspace, config: Config,
                  progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
     """Metrics JSON, predictions CSV, confusion-matrix and ROC plots for the test split.
 
     Predictions are made in file order, one batch after another, so row i of the predictions is
-    image i of the split: nothing is shuffled or augmented. ``progress(done, total)`` follows
+    image i of the split: nothing is shuffled or augmented (``evaluate.tta`` reports what
+    augmented views would add, beside). ``progress(done, total)`` follows
     the bootstrap resamples, the longest part.
     """
     if ws.plots_dir.is_dir():  # what an earlier model left must not be logged with this one
@@ -243,22 +262,17 @@ def run_evaluate(ws: Workspace, config: Config,
     if len(test.labels) == 0:
         raise DataError("the test split is empty; add images or change data.split_fractions")
     raw = bundle.predict_packed(test.images, calibrated=False)
-    plain = apply_temperature(raw, meta.temperature, meta.bias)
-    views = config.evaluate.tta
-    probs = (tta_probs(bundle, test.images, views, config.base.seed) if views > 1 else plain)
+    probs = apply_temperature(raw, meta.temperature, meta.bias)  # as every prediction path
     names = bundle.meta.class_names
     positives = list(config.evaluate.positive_classes) or None
     metrics = compute_metrics(test.labels, probs, names, bundle.meta.threshold,
                               positive_classes=positives)
     metrics["positive_classes"] = disease_classes(names, positives)
-    metrics["calibration"] = calibration_report(meta, test.labels, raw, plain)
+    metrics["calibration"] = calibration_report(meta, test.labels, raw, probs)
     metrics["ece_uncalibrated"] = metrics["calibration"]["test"]["ece_before"]
     metrics["brier_uncalibrated"] = metrics["calibration"]["test"]["brier_before"]
-    if views > 1:  # what the extra views bought: the same metrics on the image alone
-        without = compute_metrics(test.labels, plain, names, meta.threshold,
-                                  positive_classes=positives)
-        metrics["tta"] = {"views": views,
-                          "without": {k: without[k] for k in HEADLINE_METRICS}}
+    if config.evaluate.tta > 1:
+        metrics["tta"] = tta_report(bundle, test, probs, config, positives)
     if meta.operating_point:  # how the threshold was chosen, on validation
         metrics["operating_point"] = meta.operating_point
     evaluate = config.evaluate

@@ -15,17 +15,20 @@ from medimg.config import AugmentConfig
 
 
 def tta_probs(bundle: ModelBundle, images: np.ndarray, views: int, seed: int,
-              augment: AugmentConfig | None = None, batch_size: int = 64) -> np.ndarray:
+              augment: AugmentConfig | None = None, batch_size: int = 64,
+              plain: np.ndarray | None = None) -> np.ndarray:
     """Class probabilities ``(N, K)`` averaged over ``views`` views (0 or 1: the image alone).
 
     ``augment`` defaults to the ranges stored in the bundle; a bundle without them (made before
-    they were stored), or trained without augmentation, gets the image alone.
+    they were stored), or trained without augmentation, gets the image alone: ``plain`` (the
+    single-view prediction, when the caller has it) is returned as it is.
     """
     import tensorflow as tf
 
     from medimg.training.augment import augment_batch, is_identity
 
-    plain = bundle.predict_packed(images, batch_size)
+    if plain is None:
+        plain = bundle.predict_packed(images, batch_size)
     if augment is None:
         augment = AugmentConfig(**bundle.meta.augment) if bundle.meta.augment else None
     if views <= 1 or augment is None or is_identity(augment) or len(images) == 0:

@@ -65,7 +65,8 @@ class RegisterResult:
 
 def runtime_metrics(facts: dict) -> dict[str, float]:
     """The numbers in ``train_run.json``'s sections as MLflow metrics, ``<section>_<name>``:
-    ``calibration_ece_before``, ``calibration_temperature``, ``precision_float32_step_ms``..."""
+    ``calibration_ece_before``, ``calibration_temperature``, ``precision_timings_float32``
+    (milliseconds per step)..."""
     return {f"{section}_{name}": float(value)
             for section, values in facts.items() if isinstance(values, dict)
             for name, value in values.items()
@@ -117,7 +118,7 @@ def run_register(ws: Workspace, config: Config, settings: Settings | None = None
         facts = json.loads(runtime.read_text()) if runtime.is_file() else {}
         # device, replicas, precision, XLA: what the model trained on
         mlflow.set_tags({f"runtime.{k}": str(v) for k, v in facts.items()
-                         if v != "" and not isinstance(v, dict)})
+                         if v not in ("", None) and not isinstance(v, dict)})
         # what training measured in passing (calibration on validation, precision timings)
         mlflow.log_metrics(runtime_metrics(facts))
         history = read_history(ws.reports_dir / HISTORY_FILE)
@@ -284,7 +285,8 @@ def _input_example(base: BaseConfig) -> pd.DataFrame:
 
     from medimg.data.phantoms import phantom_png
 
-    png = phantom_png(base.image_size, base.channels, seed=base.seed)
+    # the phantoms' smallest size is 32; the model's preprocessing resizes any film anyway
+    png = phantom_png(max(32, int(base.image_size)), base.channels, seed=base.seed)
     return pd.DataFrame({"image": [base64.b64encode(png).decode("ascii")]})
 
 

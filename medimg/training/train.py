@@ -29,6 +29,7 @@ from medimg.data.packed import check_matches_config, load_index, load_split
 from medimg.errors import DataError
 from medimg.training.accelerate import (
     AUTO,
+    MULTI_WORKER,
     Placement,
     cpu_flags,
     faster_precision,
@@ -309,8 +310,8 @@ def time_precisions(config: Config, strategy, phase: Phase, images: np.ndarray,
     random state are left as they were found, so the real run draws what it would have."""
     n_classes = len(config.base.class_names)
     steps = PRECISION_WARMUP_STEPS + PRECISION_TIMED_STEPS
-    take = min(len(labels), steps * batch)
-    data = make_dataset(images[:take], labels[:take], config, training=True, batch_size=batch,
+    whole = min(len(labels) // batch, steps) * batch  # whole batches only: one shape, one trace
+    data = make_dataset(images[:whole], labels[:whole], config, training=True, batch_size=batch,
                         epochs=1)
     batches = list(data.repeat().take(steps).as_numpy_iterator())
     previous = keras.config.dtype_policy()
@@ -337,7 +338,8 @@ def time_precisions(config: Config, strategy, phase: Phase, images: np.ndarray,
     return timings
 
 
-def _resolve_precision(placement: Placement, state: dict, resumed: bool, measure) -> Placement:
+def _resolve_precision(placement: Placement, state: dict, resumed: bool, measure,
+                       can_time: bool = True) -> Placement:
     """``train.mixed_precision: auto``: a resumed run keeps what its checkpoint chose; a new one
     times float32 against the device's mixed policy and keeps the faster."""
     if placement.precision != AUTO:
@@ -345,6 +347,14 @@ def _resolve_precision(placement: Placement, state: dict, resumed: bool, measure
     if resumed and state.get("precision"):
         return replace(placement, precision=state["precision"],
                        precision_timings=state.get("precision_timings"))
+    if placement.strategy == MULTI_WORKER or not can_time:
+        # workers timing apart could choose apart, and their collectives would not match; a
+        # split smaller than one batch has nothing to time
+        why = ("several workers train together" if placement.strategy == MULTI_WORKER
+               else "the train split is smaller than one batch")
+        note = f"train.mixed_precision auto: {why}, so training stays float32 without timing"
+        logger.warning(note)
+        return replace(placement, precision="float32", note=note)
     timings = measure()
     choice = faster_precision(timings)
     note = ("train.mixed_precision auto: " + ", ".join(f"{k} {v:.1f} ms/step"
@@ -404,7 +414,7 @@ def train_classifier(
     placement = _resolve_precision(placement, state, bool(resumed_from), lambda: time_precisions(
         config, strategy, phases[0], train.images, train.labels, batch,
         ["float32", mixed_policy(on_gpu, cpu_flags()) or "float32"], placement.jit_compile,
-        weights))
+        weights), can_time=len(train.labels) >= batch)
     state["precision"], state["precision_timings"] = (placement.precision,
                                                       placement.precision_timings)
     if progress:  # where training starts: epoch 0, or the last one a checkpoint holds

@@ -119,3 +119,18 @@ def test_a_workspace_resolves_auto_from_its_manifest(tmp_path):
     assert ws.reload_config().base.image_size == 28
     ws.params_path.write_text("base:\n  image_size: 96\n")
     assert ws.reload_config().base.image_size == 96  # a number is taken as it is
+
+
+def test_the_backbones_refuse_films_under_32_pixels_and_auto_gives_them_32(tmp_path):
+    import pandas as pd
+
+    from medimg.workspace import Workspace
+
+    with pytest.raises(ConfigError, match="below the 32 pixels resnet50 takes"):
+        parse_config({"base": {"image_size": 28}, "model": {"architecture": "resnet50"}})
+    ws = Workspace(tmp_path)
+    ws.params_path.write_text("model:\n  architecture: densenet121\n")
+    ws.manifest_path.parent.mkdir(parents=True)
+    pd.DataFrame({"width": [28] * 3, "height": [28] * 3,
+                  "split": ["train", "val", "test"]}).to_parquet(ws.manifest_path)
+    assert ws.config.base.image_size == 32

@@ -298,3 +298,43 @@ def test_the_bundle_keeps_the_best_epoch_or_the_last_as_asked(prepared_workspace
     assert bundle_val_loss() == pytest.approx(last.history["val_loss"][-1], rel=1e-3)
     run = json.loads((ws.reports_dir / "train_run.json").read_text())
     assert (run["best_epoch"], run["kept_epoch"]) == (best.best_epoch, 4)
+
+
+def _auto_placement(strategy: str = "default"):
+    from medimg.training.accelerate import AUTO, Placement
+
+    return Placement(strategy=strategy, replicas=1, device="CPU", precision=AUTO,
+                     jit_compile=False)
+
+
+def test_auto_keeps_the_faster_policy_and_says_so():
+    from medimg.training.train import _resolve_precision
+
+    placed = _resolve_precision(_auto_placement(), {}, False,
+                                lambda: {"float32": 9.0, "mixed_bfloat16": 5.5})
+    assert placed.precision == "mixed_bfloat16"
+    assert placed.precision_timings == {"float32": 9.0, "mixed_bfloat16": 5.5}
+    assert "9.0 ms/step" in placed.note and "training in mixed_bfloat16" in placed.note
+
+
+def test_a_resumed_auto_run_keeps_its_checkpoints_choice_without_timing():
+    from medimg.training.train import _resolve_precision
+
+    def never() -> dict:
+        raise AssertionError("a resumed run must not time again")
+
+    state = {"precision": "float32", "precision_timings": {"float32": 4.0, "mixed_bfloat16": 6.0}}
+    placed = _resolve_precision(_auto_placement(), state, True, never)
+    assert placed.precision == "float32" and placed.precision_timings == state["precision_timings"]
+
+
+@pytest.mark.parametrize(("strategy", "can_time", "why"), [
+    ("multi_worker", True, "several workers"), ("default", False, "smaller than one batch")])
+def test_auto_does_not_time_where_a_timing_cannot_decide(strategy: str, can_time: bool, why: str):
+    from medimg.training.train import _resolve_precision
+
+    def never() -> dict:
+        raise AssertionError("nothing may be timed here")
+
+    placed = _resolve_precision(_auto_placement(strategy), {}, False, never, can_time=can_time)
+    assert placed.precision == "float32" and why in placed.note
