@@ -140,21 +140,33 @@ def _best_bias(z: np.ndarray, y: np.ndarray) -> float:
     return b
 
 
-def _platt(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
-    """``(temperature, bias)`` of Platt scaling, ``sigmoid(logit p / T + bias)``: ``T`` searched
-    on log T within the same bounds as temperature scaling, the best bias for each."""
+def _platt_targets(labels: np.ndarray) -> np.ndarray:
+    """Platt's (1999) targets, ``(N+ + 1) / (N+ + 2)`` for positives and ``1 / (N- + 2)`` for
+    negatives: a validation split the model separates perfectly would otherwise drive the fit
+    to infinite confidence."""
+    positives = float(labels.sum())
+    negatives = float(len(labels) - positives)
+    return np.where(labels == 1, (positives + 1) / (positives + 2), 1.0 / (negatives + 2))
+
+
+def _binary_loss(z: np.ndarray, y: np.ndarray) -> float:
+    q = np.clip(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))), _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def _binary_fit(labels: np.ndarray, probs: np.ndarray, with_bias: bool) -> tuple[float, float]:
+    """``(temperature, bias)`` for ``sigmoid(logit p / T + bias)`` against Platt's targets:
+    ``T`` searched on log T within the bounds, the best bias for each (or none)."""
     p = np.clip(probs[:, 1], _EPS, 1 - _EPS)
     z = np.log(p / (1 - p))
-    y = labels.astype(np.float64)
+    y = _platt_targets(labels)
 
     def loss(log_t: float) -> float:
         scaled = z / np.exp(log_t)
-        b = _best_bias(scaled, y)
-        q = np.clip(1.0 / (1.0 + np.exp(-np.clip(scaled + b, -60, 60))), _EPS, 1 - _EPS)
-        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+        return _binary_loss(scaled + (_best_bias(scaled, y) if with_bias else 0.0), y)
 
     temperature = float(np.exp(_golden(loss, *_LOG_T_BOUNDS)))
-    return temperature, _best_bias(z / temperature, y)
+    return temperature, _best_bias(z / temperature, y) if with_bias else 0.0
 
 
 def fit_temperature(labels: np.ndarray, probs: np.ndarray, method: str = "temperature"
@@ -170,8 +182,8 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray, method: str = "temper
     probs = np.asarray(probs, np.float64)
     if method == "none" or len(labels) == 0 or len(np.unique(labels)) < 2:
         return 1.0, 0.0
-    if method == "platt" and probs.shape[1] == 2:
-        fitted = _platt(labels, probs)
+    if probs.shape[1] == 2:
+        fitted = _binary_fit(labels, probs, with_bias=method == "platt")
     else:
         log_t = _golden(lambda v: nll(labels, apply_temperature(probs, float(np.exp(v)))),
                         *_LOG_T_BOUNDS)

@@ -86,15 +86,18 @@ def _residual_block(x, filters: int, strides: int, name: str):
 def build_residual_trunk(image_size: int, channels: int, stages: list[int]) -> keras.Model:
     """The residual CNN's convolutional trunk, named ``backbone``, ending in average pooling.
 
-    A stem (a 3x3 convolution, and stride-2 steps for large images, see
-    :func:`stem_downsamples`), then one basic residual block (two 3x3 convolutions with batch
-    normalisation, He et al. 2016) per entry of ``stages``, each after the first halving the
-    map. Scaling to [0, 1] happens inside, so it takes the same 0-255 input as every model.
+    A stem (a 3x3 convolution, and for large images stride-2 steps, the first convolution
+    itself striding, see :func:`stem_downsamples`), then one basic residual block (two 3x3
+    convolutions with batch normalisation, He et al. 2016) per entry of ``stages``, each after
+    the first halving the map. Scaling to [0, 1] happens inside, so it takes the same 0-255
+    input as every model.
     """
     inputs = keras.Input((image_size, image_size, channels), name="pixels")
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
-    x = _conv_bn(x, stages[0], name="stem")
-    for step in range(stem_downsamples(image_size)):
+    steps = stem_downsamples(image_size)
+    # a large film's first convolution already strides: none runs at full resolution
+    x = _conv_bn(x, stages[0], strides=2 if steps else 1, name="stem")
+    for step in range(1, steps):
         x = _conv_bn(x, stages[0], strides=2, name=f"stem_down{step}")
     for i, filters in enumerate(stages):
         x = _residual_block(x, filters, 1 if i == 0 else 2, name=f"stage{i}")
