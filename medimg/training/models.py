@@ -64,10 +64,16 @@ def stem_downsamples(image_size: int, target: int = 32) -> int:
     return steps
 
 
+# moving statistics that settle within a few dozen steps: small medical sets give few steps per
+# epoch, and with Keras's 0.99 a model evaluated after a few epochs normalises with statistics
+# still near their initial values (validation then collapses to one class)
+BN_MOMENTUM = 0.9
+
+
 def _conv_bn(x, filters: int, strides: int = 1, relu: bool = True, name: str = ""):
     x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
 
@@ -76,7 +82,8 @@ def _residual_block(x, filters: int, strides: int, name: str):
     if strides != 1 or x.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False,
                                        kernel_initializer="he_normal", name=f"{name}_proj")(x)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = keras.layers.BatchNormalization(momentum=BN_MOMENTUM,
+                                                   name=f"{name}_proj_bn")(shortcut)
     y = _conv_bn(x, filters, strides, name=f"{name}_a")
     y = _conv_bn(y, filters, relu=False, name=f"{name}_b")
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
