@@ -20,7 +20,9 @@ def test_demo_runs_everything_and_the_default_gates_register_a_champion(tmp_path
     # the demo exactly as `make demo` runs it: the shipped params.yaml (every gate at its
     # default, minimum evidence included) and 800 phantoms; about 3 minutes on 2 cores
     ws = init_workspace(tmp_path / "ws")
-    assert ws.config == parse_config(yaml.safe_load(ws.params_path.read_text()))
+    shipped = parse_config(yaml.safe_load(ws.params_path.read_text()))
+    assert shipped.base.image_size == "auto"
+    assert ws.config == shipped.with_image_size(128)  # auto, before anything is ingested
     assert ws.config.gates == parse_config({}).gates
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_"))}
     result = subprocess.run(
