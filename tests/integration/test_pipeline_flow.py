@@ -53,11 +53,11 @@ def test_passing_run_is_tracked_registered_and_champion(make_workspace):
     assert tags["runtime.replicas"] == "1" and tags["runtime.strategy"] == "default"
     assert tags["runtime.precision"] == "float32"  # the tests' params turn it off
     # calibration on validation, before and after, and the uncalibrated test errors beside
-    metrics = run.data.metrics
-    assert metrics["calibration_temperature"] > 0
+    logged = run.data.metrics
+    assert logged["calibration_temperature"] > 0
     assert {"calibration_ece_before", "calibration_ece_after", "calibration_brier_before",
             "calibration_brier_after", "test_ece_uncalibrated", "test_brier_uncalibrated",
-            "test_ece", "test_brier"} <= set(metrics)
+            "test_ece", "test_brier"} <= set(logged)
     assert tags["runtime.global_batch"] == str(ws.config.train.batch_size)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/confusion_matrix.png", "plots/roc.png"} <= artifacts
