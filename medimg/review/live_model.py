@@ -186,12 +186,15 @@ class LiveModel:
         return MlflowClient()
 
     def _load_version(
-        self, client: Any, version: str, run_id: str | None, alias: str | None
+        self, client: Any, version: str, run_id: str | None, alias: str | None,
+        name: str | None = None,
     ) -> Served:
-        uri = f"models:/{self.name}/{version}"
+        """Version ``version`` of the registered model ``name`` (the configured one)."""
+        name = name or self.name
+        uri = f"models:/{name}/{version}"
         return Served(
             bundle=_download(uri),
-            name=self.name,
+            name=name,
             version=version,
             alias=alias,
             uri=uri,
@@ -226,10 +229,11 @@ class LiveModel:
                 raise ServiceUnavailable(
                     f"model {uri!r} is not in the registry: {str(exc).splitlines()[0][:200]}"
                 ) from None
+            # the version of the model the URI names, which may not be the configured one
             served = self._load_version(
-                client, str(mv.version), mv.run_id, rest if "@" in ref else None
+                client, str(mv.version), mv.run_id, rest if "@" in ref else None, name
             )
-            return Served(**{**served.__dict__, "name": name, "uri": uri})
+            return Served(**{**served.__dict__, "uri": uri})
         run_id = uri.removeprefix("runs:/").split("/")[0]
         return Served(
             bundle=_download(uri),

@@ -135,3 +135,24 @@ def test_a_new_champion_is_served_without_a_restart(review):
     assert after["model_version"] == "2"
     # the older prediction's heat map still comes from the version that made it
     assert client.get(first["heatmap_url"], headers=auth).status_code == 200
+
+
+def test_a_model_uri_of_another_registered_name_serves_that_model(workspace_templates, tmp_path):
+    """``medimg serve --model models:/NAME/1`` serves NAME's version 1, even when NAME is not
+    the workspace's registry.model_name."""
+    import mlflow
+
+    from medimg.review.live_model import LiveModel
+    from medimg.tracking import use_workspace_tracking
+
+    ws = champion_workspace(workspace_templates, tmp_path / "ws")
+    use_workspace_tracking(ws, ws.config.registry.experiment_name, Settings())
+    champion = mlflow.MlflowClient().get_model_version_by_alias(
+        ws.config.registry.model_name, "champion")
+    mlflow.register_model(champion.source, "another-classifier")
+    config = ws.config.model_copy(update={"registry": ws.config.registry.model_copy(
+        update={"model_name": "nothing-under-this-name"})})
+    served = LiveModel(ws, config, Settings(), model_uri="models:/another-classifier/1").current()
+    assert (served.name, served.version) == ("another-classifier", "1")
+    assert served.uri == "models:/another-classifier/1"
+    assert served.bundle.meta.class_names == ws.config.base.class_names
