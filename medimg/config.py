@@ -499,6 +499,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"unknown key '{key}'; allowed keys here: {allowed}"
     value = error.get("input")
     message = error["msg"].removeprefix("Value error, ")
+    if not loc:  # a rule across sections: its message names the keys, the whole file would not
+        return message
     return f"{key} = {value!r}: {message}"
 
 

@@ -52,7 +52,8 @@ def test_a_challenger_worse_than_the_champion_beyond_the_margin_is_refused(make_
     assert "champion" in first.aliases, first.gates.to_dict()
 
     # the same data, a model that has learnt nothing: the rate too small to move the weights
-    write_params(ws.root, {"train": {"learning_rate": 1e-9, "epochs": 1}})
+    write_params(ws.root, {"train": {"learning_rate": 1e-9, "epochs": 1,
+                                     "lr_schedule": "constant"}})
     ws = open_workspace(ws.root)
     second = _pipeline(ws)
     assert second.version == "2" and second.aliases == ["challenger"]
