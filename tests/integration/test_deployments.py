@@ -80,7 +80,11 @@ def test_medimg_schedule_serves_both_and_leaves_the_schedule_active(make_workspa
     retrain_name = f"medimg-retrain/{deployment_name('retrain', ws.root)}"
     training_name = f"medimg-training-pipeline/{deployment_name('training', ws.root)}"
     exe = Path(sys.executable).with_name("medimg")
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    # as from a user's shell: none of this test process's Prefect or MLflow settings, a Prefect
+    # home of its own, the test server's API
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update({"PREFECT_API_URL": PREFECT_API_URL.value(),
+                "PREFECT_HOME": str(ws.root.parent / "prefect-home")})
     server = subprocess.Popen([str(exe), "schedule", "--workspace", str(ws.root), "--cron",
                                "0 5 * * *"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -92,16 +96,23 @@ def test_medimg_schedule_serves_both_and_leaves_the_schedule_active(make_workspa
                 found = (_read_deployment(retrain_name), _read_deployment(training_name))
             except Exception:  # not registered yet
                 time.sleep(1)
-        assert found is not None, server.communicate(timeout=5)[0][-2000:]
+        if found is None:
+            server.kill()
+            raise AssertionError("the deployments never appeared; `medimg schedule` printed:\n"
+                                 f"{server.communicate()[0][-3000:]}")
         retrain, training = found
         assert [s.schedule.cron for s in retrain.schedules] == ["0 5 * * *"]
         assert training.schedules == []  # the pipeline runs on demand
         assert training.parameters == {"workspace": str(ws.root)}
     finally:
         server.send_signal(signal.SIGINT)
-        # Prefect's runner stops its served deployments one by one; on two busy cores (the
-        # suite's two workers) that took over a minute once
-        output = server.communicate(timeout=180)[0]
+        try:
+            output = server.communicate(timeout=120)[0]
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output = server.communicate()[0]
+            raise AssertionError("`medimg schedule` did not stop within 120 s of Ctrl-C; it "
+                                 f"printed:\n{output[-3000:]}") from None
     assert "serving retrain (0 5 * * *, UTC)" in output
     # pause_on_shutdown=False: the schedule outlives the process that served it
     assert all(s.active for s in _read_deployment(retrain_name).schedules)
@@ -134,7 +145,11 @@ def test_a_process_worker_runs_the_deployed_retrain(make_workspace):
         f"medimg-training-pipeline/{deployment_name('training', ws.root)}").schedules == []
 
     flow_run = run_deployment(name, timeout=0)
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    # as from a user's shell: none of this test process's Prefect or MLflow settings, a Prefect
+    # home of its own, the test server's API
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update({"PREFECT_API_URL": PREFECT_API_URL.value(),
+                "PREFECT_HOME": str(ws.root.parent / "prefect-home")})
     worker = subprocess.run(
         [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool",
          "medimg-test-pool", "--run-once"], env=env, capture_output=True, text=True,
