@@ -85,9 +85,12 @@ def test_medimg_schedule_serves_both_and_leaves_the_schedule_active(make_workspa
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env.update({"PREFECT_API_URL": PREFECT_API_URL.value(),
                 "PREFECT_HOME": str(ws.root.parent / "prefect-home")})
+    # Ctrl-C as in a terminal: a child inherits an ignored SIGINT, and Python then installs no
+    # KeyboardInterrupt for it; something earlier in a test worker can leave SIGINT ignored
     server = subprocess.Popen([str(exe), "schedule", "--workspace", str(ws.root), "--cron",
                                "0 5 * * *"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                              stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         found = None
